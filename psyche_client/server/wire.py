@@ -1,0 +1,170 @@
+"""The TCP coordinator's wire format: framing, the challenge handshake and signed messages.
+
+Every frame is a 4-byte big-endian length, one kind byte, then the body. A `CONTROL` body is a
+UTF-8 JSON object with a string "type"; a `STATE` body is the coordinator state exactly as the
+core serializes it (the same bytes the Solana program stores), so one decoder serves both
+backends. Frames over the reader's limit are refused before anything is allocated for them.
+
+After the TCP connection opens, the server sends a random 32-byte challenge; the client answers
+with its node key and a signature of (protocol tag, challenge, run id). Each later client message
+carries a sequence number and a signature over (tag, challenge, sequence, type, body), so a message
+cannot be replayed on another connection, reordered, or altered by anything on the path.
+See docs/protocol.md, "TCP coordinator".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from psyche_client.identity import NodeKey, verify_signature
+
+PROTOCOL_TAG = b"psyche-tcp/1"
+KIND_CONTROL = 1
+KIND_STATE = 2
+DEFAULT_MAX_CONTROL_BYTES = 64 * 1024
+_HEADER = struct.Struct(">IB")
+
+
+class WireError(Exception):
+    """A peer sent something that breaks the wire protocol; the connection should be closed."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame: its kind and raw body."""
+
+    kind: int
+    body: bytes
+
+
+async def read_frame(reader: asyncio.StreamReader, max_body: int) -> Frame:
+    """Read one frame, refusing bodies over `max_body` bytes before reading them."""
+    try:
+        header = await reader.readexactly(_HEADER.size)
+    except asyncio.IncompleteReadError as e:
+        if not e.partial:
+            raise EOFError("connection closed") from None
+        raise WireError("connection closed inside a frame header") from None
+    length, kind = _HEADER.unpack(header)
+    if length > max_body:
+        raise WireError(f"frame of {length} bytes exceeds the limit of {max_body}")
+    if kind not in (KIND_CONTROL, KIND_STATE):
+        raise WireError(f"unknown frame kind {kind}")
+    try:
+        body = await reader.readexactly(length)
+    except asyncio.IncompleteReadError:
+        raise WireError("connection closed inside a frame body") from None
+    return Frame(kind, body)
+
+
+def encode_frame(kind: int, body: bytes) -> bytes:
+    """The bytes of one frame."""
+    return _HEADER.pack(len(body), kind) + body
+
+
+def encode_control(message: dict[str, Any]) -> bytes:
+    """A control frame carrying `message` (which must have a string "type")."""
+    return encode_frame(KIND_CONTROL, canonical_json(message))
+
+
+def decode_control(frame: Frame) -> dict[str, Any]:
+    """The JSON object of a control frame, or `WireError` if it is not one."""
+    if frame.kind != KIND_CONTROL:
+        raise WireError(f"expected a control frame, got kind {frame.kind}")
+    try:
+        message = json.loads(frame.body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise WireError("control frame is not UTF-8 JSON") from None
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        raise WireError('control frame is not a JSON object with a string "type"')
+    return message
+
+
+def canonical_json(value: Any) -> bytes:
+    """One byte form per value (sorted keys, no spaces), so signatures are reproducible."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def new_challenge() -> bytes:
+    """32 bytes from the OS, unpredictable to the client."""
+    return os.urandom(32)
+
+
+def hello_message(challenge: bytes, run_id: str) -> bytes:
+    """What a client signs to prove it holds its node key for this connection."""
+    return PROTOCOL_TAG + b" hello" + challenge + run_id.encode()
+
+
+def make_hello(key: NodeKey, challenge: bytes, run_id: str) -> dict[str, Any]:
+    """The client's answer to the server's challenge."""
+    return {
+        "type": "hello",
+        "node_key": key.public.hex(),
+        "sig": key.sign(hello_message(challenge, run_id)).hex(),
+    }
+
+
+def check_hello(message: dict[str, Any], challenge: bytes, run_id: str) -> bytes:
+    """The node key of a valid hello; `WireError` for a malformed or wrongly signed one."""
+    if message.get("type") != "hello":
+        raise WireError(f"expected hello, got {message.get('type')!r}")
+    node_key = hex_field(message, "node_key", 32)
+    sig = hex_field(message, "sig", 64)
+    if not verify_signature(node_key, hello_message(challenge, run_id), sig):
+        raise WireError("hello signature does not verify")
+    return node_key
+
+
+def envelope_message(challenge: bytes, seq: int, kind: str, body: dict[str, Any]) -> bytes:
+    """What a client signs for its `seq`-th message on the connection that `challenge` opened."""
+    return (
+        PROTOCOL_TAG
+        + b" msg"
+        + challenge
+        + seq.to_bytes(8, "big")
+        + canonical_json({"type": kind, "body": body})
+    )
+
+
+def sign_envelope(
+    key: NodeKey, challenge: bytes, seq: int, kind: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    """A signed client message."""
+    sig = key.sign(envelope_message(challenge, seq, kind, body))
+    return {"type": kind, "seq": seq, "body": body, "sig": sig.hex()}
+
+
+def open_envelope(
+    message: dict[str, Any], node_key: bytes, challenge: bytes, expected_seq: int
+) -> tuple[str, dict[str, Any]]:
+    """The (type, body) of a client message after checking its sequence number and signature."""
+    seq = message.get("seq")
+    body = message.get("body")
+    if not isinstance(seq, int) or seq != expected_seq:
+        raise WireError(f"message sequence {seq!r} is not the expected {expected_seq}")
+    if not isinstance(body, dict):
+        raise WireError("message body is not a JSON object")
+    sig = hex_field(message, "sig", 64)
+    kind = message["type"]
+    if not verify_signature(node_key, envelope_message(challenge, seq, kind, body), sig):
+        raise WireError(f"signature of {kind} message does not verify")
+    return kind, body
+
+
+def hex_field(message: dict[str, Any], name: str, length: int | None = None) -> bytes:
+    """A hex-encoded bytes field, checked for presence, encoding and (optionally) length."""
+    value = message.get(name)
+    if not isinstance(value, str):
+        raise WireError(f"field {name!r} is missing or not a string")
+    try:
+        raw = bytes.fromhex(value)
+    except ValueError:
+        raise WireError(f"field {name!r} is not hex") from None
+    if length is not None and len(raw) != length:
+        raise WireError(f"field {name!r} is {len(raw)} bytes, expected {length}")
+    return raw
