@@ -1,0 +1,335 @@
+"""One client's DeMo result for one step: the in-memory type, its wire format, its commitment.
+
+A result is, for every trainable parameter (by name, in model order), the top-k DCT coefficients
+of each chunk of the client's momentum: a (num_chunks, k) index tensor and a matching value
+tensor. Peers receive it over the network, so decoding is strict and bounded.
+
+Wire format, version 1 (all integers little-endian)::
+
+    magic        4 bytes  b"PSDR"
+    version      u8       1
+    value_mode   u8       0 = fp32, 1 = bf16, 2 = 1-bit sign
+    reserved     u16      0
+    n_params     u32
+    then n_params records:
+      name_len   u16, name (UTF-8, 1..MAX_NAME bytes, unique)
+      ndim       u8 (0..MAX_NDIM), shape  u32 × ndim      (the parameter's shape)
+      cdim       u8 (1 or 2),      chunk  u32 × cdim      (chunk sides; must tile the shape)
+      k          u32 (1..chunk numel)                     (coefficients kept per chunk)
+      n_zero     u32 (0 unless 1-bit; ≤ n)                (exact zeros among the values)
+      indices    n × w bytes, w = 1, 2 or 4: the smallest unsigned width holding chunk numel − 1;
+                 per chunk strictly increasing (canonical order, no duplicates)
+      values     fp32: 4n bytes; bf16: 2n bytes; 1-bit: ceil(n/8) bytes, bit i (LSB first) set
+                 means value i is negative, padding bits zero; then n_zero × u32 positions of
+                 values that are exactly 0 (strictly increasing, their sign bit clear)
+    where n = num_chunks × k. Nothing may follow the last record.
+
+Why the zero list: one bit cannot say "zero", but a coefficient whose momentum is exactly 0
+(a parameter that got no gradient) must not turn into a +1 step on every peer.
+Why canonical: the same result always encodes to the same bytes, so its commitment is unique.
+
+The commitment (docs/training.md) is SHA-256 over a length-prefixed encoding of
+(run_id, step, batch_id, payload), so no two different tuples can produce the same hashed bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+import torch
+
+from psyche_client.training.dct import as_2d_or_1d, num_chunks
+
+MAGIC = b"PSDR"
+VERSION = 1
+MAX_NAME = 256
+MAX_NDIM = 8
+
+
+class ResultFormatError(ValueError):
+    """A result payload is malformed, oversized or does not match the model."""
+
+
+class ValueMode(IntEnum):
+    """How the kept coefficients' values travel."""
+
+    FP32 = 0
+    BF16 = 1
+    SIGN = 2  # 1 bit per value (+ an explicit list of exact zeros)
+
+
+def index_dtype(chunk_numel: int) -> torch.dtype:
+    """Smallest integer type that holds every index into a chunk of `chunk_numel` coefficients.
+
+    torch lacks a general uint16, so the in-memory 2-byte type is int16 (up to 32768 entries);
+    the wire always uses the unsigned width of the same size.
+    """
+    if chunk_numel <= 256:
+        return torch.uint8
+    if chunk_numel <= 32768:
+        return torch.int16
+    return torch.int32
+
+
+def _wire_width(dtype: torch.dtype) -> int:
+    return {torch.uint8: 1, torch.int16: 2, torch.int32: 4}[dtype]
+
+
+@dataclass
+class ParamComponent:
+    """The kept coefficients of one parameter: indices and values, both (num_chunks, k)."""
+
+    shape: tuple[int, ...]
+    chunk: tuple[int, ...]
+    indices: torch.Tensor  # uint8 / int16 / int32, per row strictly increasing
+    values: torch.Tensor  # float32, bfloat16, or int8 in {-1, 0, 1} for 1-bit mode
+
+    @property
+    def k(self) -> int:
+        return int(self.indices.shape[1])
+
+    @property
+    def chunk_numel(self) -> int:
+        return math.prod(self.chunk)
+
+
+@dataclass
+class DeMoResult:
+    """One client's compressed update for one step, keyed by parameter name in model order."""
+
+    value_mode: ValueMode
+    params: dict[str, ParamComponent] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        return encode_result(self)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, limits: DecodeLimits | None = None) -> DeMoResult:
+        return decode_result(data, limits)
+
+
+@dataclass(frozen=True)
+class DecodeLimits:
+    """Caps applied before anything is allocated. Defaults fit models up to a few billion params
+    with 16×16 chunks and k ≤ 16 in 1-bit mode; raise them for larger runs."""
+
+    max_bytes: int = 512 * 1024 * 1024
+    max_params: int = 65536
+    max_param_numel: int = 1 << 36
+
+
+def _np_values(comp: ParamComponent, mode: ValueMode) -> tuple[bytes, bytes, int]:
+    """Value bytes, zero-position bytes and zero count for one component."""
+    v = comp.values.reshape(-1)
+    if mode is ValueMode.FP32:
+        return v.to(torch.float32).numpy().astype("<f4").tobytes(), b"", 0
+    if mode is ValueMode.BF16:
+        return v.to(torch.bfloat16).view(torch.int16).numpy().astype("<i2").tobytes(), b"", 0
+    vi = v.to(torch.int8).numpy()
+    bits = np.packbits(vi < 0, bitorder="little").tobytes()
+    zeros = np.flatnonzero(vi == 0).astype("<u4")
+    return bits, zeros.tobytes(), int(zeros.size)
+
+
+def encode_result(result: DeMoResult) -> bytes:
+    """Serialises a result in the canonical version-1 format described in the module docstring."""
+    mode = ValueMode(result.value_mode)
+    parts = [MAGIC, struct.pack("<BBHI", VERSION, int(mode), 0, len(result.params))]
+    for name, comp in result.params.items():
+        nb = name.encode("utf-8")
+        parts.append(struct.pack("<H", len(nb)) + nb)
+        parts.append(struct.pack(f"<B{len(comp.shape)}I", len(comp.shape), *comp.shape))
+        parts.append(struct.pack(f"<B{len(comp.chunk)}I", len(comp.chunk), *comp.chunk))
+        vals, zeros, nz = _np_values(comp, mode)
+        parts.append(struct.pack("<II", comp.k, nz))
+        width = _wire_width(index_dtype(comp.chunk_numel))
+        idx = comp.indices.reshape(-1).to(torch.int64).numpy().astype(f"<u{width}")
+        parts.extend((idx.tobytes(), vals, zeros))
+    return b"".join(parts)
+
+
+class _Reader:
+    """Bounds-checked cursor: every read first checks the bytes exist."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = memoryview(data)
+        self.pos = 0
+
+    def take(self, n: int, what: str) -> memoryview:
+        if n < 0 or self.pos + n > len(self.data):
+            raise ResultFormatError(
+                f"truncated payload: {what} needs {n} bytes at offset {self.pos}, "
+                f"{len(self.data) - self.pos} left"
+            )
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: str, what: str) -> tuple[int, ...]:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))
+
+
+def _check_shape(name: str, shape: tuple[int, ...], chunk: tuple[int, ...], limits: DecodeLimits):
+    if any(s <= 0 for s in shape):
+        raise ResultFormatError(f"{name}: shape {shape} has a zero dimension")
+    if math.prod(shape) > limits.max_param_numel:
+        raise ResultFormatError(f"{name}: shape {shape} exceeds the element limit")
+    work = as_2d_or_1d(shape)
+    if len(chunk) != len(work):
+        raise ResultFormatError(f"{name}: chunk {chunk} does not match shape {shape}")
+    for w, c in zip(work, chunk, strict=True):
+        if c <= 0 or w % c:
+            raise ResultFormatError(f"{name}: chunk {chunk} does not tile shape {shape}")
+
+
+def decode_result(data: bytes, limits: DecodeLimits | None = None) -> DeMoResult:
+    """Parses and validates a payload; raises ResultFormatError on anything unexpected.
+
+    Allocation is bounded by the payload length: index and value arrays are views of bytes that
+    were checked to exist, and dense shapes are only recorded, never materialised here.
+    """
+    lim = limits or DecodeLimits()
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise ResultFormatError("payload must be bytes")
+    if len(data) > lim.max_bytes:
+        raise ResultFormatError(f"payload of {len(data)} bytes exceeds the {lim.max_bytes} limit")
+    r = _Reader(bytes(data))
+    if bytes(r.take(4, "magic")) != MAGIC:
+        raise ResultFormatError("not a DeMo result (bad magic)")
+    version, mode_raw, reserved, n_params = r.unpack("<BBHI", "header")
+    if version != VERSION:
+        raise ResultFormatError(f"unsupported result version {version} (this client reads 1)")
+    try:
+        mode = ValueMode(mode_raw)
+    except ValueError as e:
+        raise ResultFormatError(f"unknown value mode {mode_raw}") from e
+    if reserved:
+        raise ResultFormatError("reserved header bits are set")
+    if n_params > lim.max_params:
+        raise ResultFormatError(f"{n_params} parameters exceeds the {lim.max_params} limit")
+    out = DeMoResult(value_mode=mode)
+    for _ in range(n_params):
+        (name_len,) = r.unpack("<H", "name length")
+        if not 0 < name_len <= MAX_NAME:
+            raise ResultFormatError(f"parameter name length {name_len} out of range")
+        try:
+            name = bytes(r.take(name_len, "name")).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ResultFormatError("parameter name is not UTF-8") from e
+        if name in out.params:
+            raise ResultFormatError(f"{name}: duplicate parameter")
+        (ndim,) = r.unpack("<B", "ndim")
+        if ndim > MAX_NDIM:
+            raise ResultFormatError(f"{name}: {ndim} dimensions exceeds {MAX_NDIM}")
+        shape = r.unpack(f"<{ndim}I", "shape")
+        (cdim,) = r.unpack("<B", "chunk ndim")
+        if cdim not in (1, 2):
+            raise ResultFormatError(f"{name}: chunk must have 1 or 2 dimensions, not {cdim}")
+        chunk = r.unpack(f"<{cdim}I", "chunk")
+        _check_shape(name, shape, chunk, lim)
+        k, n_zero = r.unpack("<II", "k")
+        cnumel = math.prod(chunk)
+        if not 0 < k <= cnumel:
+            raise ResultFormatError(f"{name}: k={k} outside 1..{cnumel}")
+        rows = num_chunks(shape, chunk)
+        n = rows * k
+        idt = index_dtype(cnumel)
+        width = _wire_width(idt)
+        idx_np = np.frombuffer(r.take(n * width, "indices"), dtype=f"<u{width}")
+        idx = torch.from_numpy(idx_np.astype(np.int64)).view(rows, k)
+        if int(idx.max()) >= cnumel:
+            raise ResultFormatError(f"{name}: index out of range for chunk of {cnumel}")
+        if k > 1 and not bool((idx[:, 1:] > idx[:, :-1]).all()):
+            raise ResultFormatError(f"{name}: indices not strictly increasing within a chunk")
+        values = _decode_values(r, name, mode, n, n_zero).view(rows, k)
+        out.params[name] = ParamComponent(tuple(shape), tuple(chunk), idx.to(idt), values)
+    if r.pos != len(r.data):
+        raise ResultFormatError(f"{len(r.data) - r.pos} trailing bytes after the last parameter")
+    return out
+
+
+def _decode_values(r: _Reader, name: str, mode: ValueMode, n: int, n_zero: int) -> torch.Tensor:
+    if mode is not ValueMode.SIGN:
+        if n_zero:
+            raise ResultFormatError(f"{name}: zero list is only valid in 1-bit mode")
+        if mode is ValueMode.FP32:
+            v = torch.from_numpy(np.frombuffer(r.take(4 * n, "values"), "<f4").astype(np.float32))
+        else:
+            raw = np.frombuffer(r.take(2 * n, "values"), "<i2").astype(np.int16)
+            v = torch.from_numpy(raw).view(torch.bfloat16)
+        if not bool(torch.isfinite(v.float()).all()):
+            raise ResultFormatError(f"{name}: non-finite value")
+        return v
+    if n_zero > n:
+        raise ResultFormatError(f"{name}: {n_zero} zeros among {n} values")
+    nbytes = (n + 7) // 8
+    bits = np.unpackbits(np.frombuffer(r.take(nbytes, "sign bits"), np.uint8), bitorder="little")
+    if bits[n:].any():
+        raise ResultFormatError(f"{name}: padding bits of the sign array are set")
+    neg = bits[:n].astype(bool)
+    signs = np.where(neg, -1, 1).astype(np.int8)
+    if n_zero:
+        zeros = np.frombuffer(r.take(4 * n_zero, "zero positions"), "<u4").astype(np.int64)
+        if zeros[-1] >= n or (n_zero > 1 and not (np.diff(zeros) > 0).all()):
+            raise ResultFormatError(f"{name}: zero positions out of range or not increasing")
+        if neg[zeros].any():
+            raise ResultFormatError(f"{name}: a zero value has its sign bit set")
+        signs[zeros] = 0
+    return torch.from_numpy(signs)
+
+
+def check_matches(
+    result: DeMoResult,
+    expected: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]],
+    k: int | None = None,
+    mode: ValueMode | None = None,
+) -> None:
+    """Raises ResultFormatError unless the result covers exactly the expected parameters, in
+    order, with the expected shapes and chunking (and k / value mode when given).
+
+    Applying a result allocates dense (num_chunks, chunk numel) buffers, so this check against
+    the local model is what bounds memory for a peer's payload.
+    """
+    if mode is not None and result.value_mode != mode:
+        raise ResultFormatError(f"value mode {result.value_mode.name}, run uses {mode.name}")
+    if list(result.params) != list(expected):
+        missing = [n for n in expected if n not in result.params][:3]
+        extra = [n for n in result.params if n not in expected][:3]
+        raise ResultFormatError(
+            f"parameter set differs from the model (missing {missing}, unexpected {extra}, "
+            "or different order)"
+        )
+    for name, (shape, chunk) in expected.items():
+        comp = result.params[name]
+        if comp.shape != tuple(shape) or comp.chunk != tuple(chunk):
+            raise ResultFormatError(
+                f"{name}: shape/chunk {comp.shape}/{comp.chunk}, expected {shape}/{chunk}"
+            )
+        if k is not None and comp.k != min(k, math.prod(chunk)):
+            raise ResultFormatError(f"{name}: k={comp.k}, run uses {k}")
+
+
+def commitment(run_id: bytes, step: int, batch_id: int, payload: bytes) -> bytes:
+    """SHA-256 over u32le(len(run_id)) ‖ run_id ‖ u64le(step) ‖ u64le(batch_id) ‖
+    u64le(len(payload)) ‖ payload.
+
+    Length prefixes make the encoding injective (no (run_id, payload) pair can be re-split into
+    another); fixed-width integers make step/batch unambiguous. Clients sign this digest with
+    their node key.
+    """
+    if not 0 <= step < 1 << 64 or not 0 <= batch_id < 1 << 64:
+        raise ValueError("step and batch_id must fit in u64")
+    if len(run_id) >= 1 << 32:
+        raise ValueError("run_id too long")
+    h = hashlib.sha256()
+    h.update(struct.pack("<I", len(run_id)))
+    h.update(run_id)
+    h.update(struct.pack("<QQQ", step, batch_id, len(payload)))
+    h.update(payload)
+    return h.digest()
