@@ -1,0 +1,90 @@
+"""The one interface every data source implements: sample index → seq_len + 1 tokens.
+
+A sample is a window of seq_len + 1 consecutive tokens (inputs are the first seq_len, targets the
+last seq_len). The coordinator assigns sample indices; any provider given the same files must
+return the same tokens for the same index, so assignments mean the same thing on every client.
+
+Layout shared by the file-backed providers: each file (a flat array of little-endian u16 or u32
+token ids) contributes (n_tokens − 1) // seq_len non-overlapping windows (stride seq_len, so one
+token is shared between neighbours and no token is wasted); files are concatenated in the given
+order; an optional seeded permutation shuffles sample order reproducibly.
+"""
+
+from __future__ import annotations
+
+import bisect
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+TOKEN_DTYPES = {"u16": np.dtype("<u2"), "u32": np.dtype("<u4")}
+
+
+class DataError(RuntimeError):
+    """A data source is missing, unreachable, malformed, or an index is out of range."""
+
+
+def token_dtype(name: str) -> np.dtype:
+    try:
+        return TOKEN_DTYPES[name]
+    except KeyError as e:
+        raise DataError(f"unknown token dtype {name!r}; use one of {sorted(TOKEN_DTYPES)}") from e
+
+
+class TokenDataProvider(ABC):
+    """Random access to fixed-length token windows."""
+
+    seq_len: int
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of samples."""
+
+    @abstractmethod
+    def get(self, index: int) -> np.ndarray:
+        """The tokens of sample `index`: int64 array of length seq_len + 1."""
+
+    def get_batch(self, indices: Sequence[int]) -> torch.Tensor:
+        """Samples stacked into a (len(indices), seq_len + 1) int64 tensor."""
+        return torch.from_numpy(np.stack([self.get(int(i)) for i in indices]))
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release files or connections."""
+
+    def __enter__(self) -> TokenDataProvider:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class SampleIndex:
+    """Maps a global sample index to (file number, first token) for files of known lengths."""
+
+    file_tokens: list[int]
+    seq_len: int
+    shuffle_seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.seq_len < 1:
+            raise DataError("seq_len must be positive")
+        per_file = [max(0, (n - 1) // self.seq_len) for n in self.file_tokens]
+        self._starts = np.cumsum([0, *per_file]).tolist()
+        self.total = int(self._starts[-1])
+        if self.total == 0:
+            raise DataError(f"data holds no sample of {self.seq_len + 1} tokens")
+        self._perm: np.ndarray | None = None
+        if self.shuffle_seed is not None:
+            rng = np.random.Generator(np.random.PCG64(self.shuffle_seed))
+            self._perm = rng.permutation(self.total)
+
+    def locate(self, index: int) -> tuple[int, int]:
+        if not 0 <= index < self.total:
+            raise DataError(f"sample index {index} out of range 0..{self.total - 1}")
+        i = int(self._perm[index]) if self._perm is not None else index
+        f = bisect.bisect_right(self._starts, i) - 1
+        return f, (i - self._starts[f]) * self.seq_len
