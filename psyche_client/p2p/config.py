@@ -1,0 +1,40 @@
+"""Tunables of the p2p layer, with the reason for each default (also in docs/p2p.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class P2PConfig:
+    listen_host: str = "127.0.0.1"
+    """Where libp2p and the fast path listen; tests never leave loopback."""
+    listen_port: int = 0
+    fast_path: bool = True
+    """Plain TCP for payloads: ~6-10x libp2p stream throughput here (bench/p2p_transfer.py)."""
+    fast_port: int = 0
+    heartbeat_interval: int = 1
+    """py-libp2p's default is 120 s, far too slow to repair a mesh within one round."""
+    gossip_degree: int = 6
+    gossip_degree_low: int = 4
+    gossip_degree_high: int = 12
+    connect_timeout: float = 10.0
+    """Dial + Noise + Yamux handshakes take ms on loopback; 10 s covers a loaded 2-vCPU box."""
+    idle_timeout: float = 10.0
+    """A source that sends nothing for this long is dropped (a frozen peer blocks forever)."""
+    fetch_timeout: float = 120.0
+    """Upper bound for one payload over all sources: 100 MB at >= 1 MB/s."""
+    rpc_timeout: float = 10.0
+    max_payload_bytes: int = 512 << 20
+    """Bounds the receive buffer allocated from an announcement's payload_size."""
+    uploads_per_peer: int = 2
+    uploads_total: int = 16
+    """Bounded uploads: a fan-out of N fetchers gets BUSY and rotates to other holders."""
+    reannounce_interval: float = 5.0
+    """Re-publishes own live results so peers that missed the first gossip still learn them."""
+    busy_backoff: float = 0.2
+    max_queue: int = 4096
+    """Announcements waiting for the client loop; the oldest is dropped when full."""
+    stop_timeout: float = 5.0
+    """How long stop() waits for the trio thread before giving up (it is a daemon thread)."""
+    max_pull_messages: int = 4096

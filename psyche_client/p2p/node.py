@@ -1,0 +1,517 @@
+"""P2PNode: the one asyncio-facing object of the p2p layer.
+
+The client loop owns a P2PNode per run. It publishes its own result each step, consumes
+validated announcements from `announcements`, fetches their payloads (verified before they are
+returned), pulls what gossip missed at the round deadline, and shares the model at warmup.
+Run state (membership, which announcements are acceptable, how to verify a payload) comes in as
+callables so the consensus core can be wired in without this package depending on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import wire
+from .bridge import TrioThread
+from .config import P2PConfig
+from .fastpath import FastPathServer, fast_fetch
+from .host import Libp2pHost, raise_for_status
+from .identity import NodeId, NodeKey
+from .limits import UploadLimiter
+from .manifest import Manifest, ManifestError
+from .messages import KIND_ANNOUNCE, KIND_HAVE, Announcement, MessageError, decode
+from .store import BlobStore
+from .transfer import FAST, FetchStats, Source, fetch_blob
+
+log = logging.getLogger(__name__)
+
+IsMember = Callable[[NodeId], bool]
+ValidateAnnouncement = Callable[[Announcement], "str | None"]
+VerifyPayload = Callable[[Announcement, bytes], bool]
+
+
+def sha256_commitment(payload: bytes) -> bytes:
+    """First-cut commitment; the engine's commitment(run_id, step, batch_id, payload) replaces it
+    through `P2PNode(commit=..., verify_payload=...)`."""
+    return hashlib.sha256(payload).digest()
+
+
+def _default_verify(ann: Announcement, payload: bytes) -> bool:
+    return sha256_commitment(payload) == ann.commitment
+
+
+class P2PError(RuntimeError):
+    """Misuse of the node (not started, already stopped)."""
+
+
+@dataclass
+class ModelSnapshot:
+    config: bytes
+    tensors: dict[str, bytes]
+    manifest: Manifest
+
+
+@dataclass
+class NodeStats:
+    accepted: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    queue_dropped: int = 0
+    fetched: int = 0
+    fetch_failed: int = 0
+    fetch_transports: dict[str, int] = field(default_factory=dict)
+
+    def reject(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
+
+
+class P2PNode:
+    def __init__(
+        self,
+        key: NodeKey,
+        run_id: str,
+        *,
+        is_member: IsMember,
+        validate_announcement: ValidateAnnouncement | None = None,
+        verify_payload: VerifyPayload | None = None,
+        commit: Callable[[int, int, bytes], bytes] | None = None,
+        config: P2PConfig | None = None,
+    ) -> None:
+        """`is_member(node_id)`: is this peer in the current epoch (streams and gossip from
+        others are refused). `validate_announcement(ann)`: None if acceptable (e.g. the sender
+        trains that batch this round), else a reason. `verify_payload(ann, payload)` checks a
+        payload against its commitment; `commit(step, batch_id, payload)` computes one. All run
+        on the caller's asyncio loop."""
+        self.key = key
+        self.run_id = run_id
+        self.config = config or P2PConfig()
+        self.is_member = is_member
+        self.validate_announcement = validate_announcement or (lambda _a: None)
+        self.verify_payload = verify_payload or _default_verify
+        self.commit = commit or (lambda _s, _b, payload: sha256_commitment(payload))
+        self.topic = f"/psyche/{run_id}/results/1"
+        self.announcements: asyncio.Queue[Announcement] = asyncio.Queue()
+        self.stats = NodeStats()
+        self.current_step: int | None = None
+        self._store = BlobStore()
+        self._limiter = UploadLimiter(self.config.uploads_per_peer, self.config.uploads_total)
+        self._bridge = TrioThread(f"libp2p-{key.node_id.hex()[:8]}")
+        self._lp = Libp2pHost(key, self.topic, self._bridge, self, self._limiter, self.config)
+        self._fast: FastPathServer | None = None
+        # (sender, step, batch_id) -> accepted ANNOUNCE
+        self._accepted: dict[tuple[NodeId, int, int], Announcement] = {}
+        # commitment -> holder -> Source
+        self._holders: dict[bytes, dict[NodeId, Source]] = {}
+        # raw signed messages per step, served to peers that pull
+        self._raw: dict[int, dict[tuple[int, NodeId, bytes], bytes]] = {}
+        self._own: list[Announcement] = []
+        self._inflight: dict[bytes, asyncio.Task[bytes]] = {}
+        self._manifest: Manifest | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._state = "new"
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def node_id(self) -> NodeId:
+        return self.key.node_id
+
+    @property
+    def p2p_addr(self) -> str:
+        """Multiaddr (with /p2p/<peer id>) other nodes pass to `connect`."""
+        return self._lp.listen_addr
+
+    @property
+    def fast_addr(self) -> str:
+        return self._fast.addr if self._fast else ""
+
+    async def start(self) -> None:
+        if self._state != "new":
+            raise P2PError(f"cannot start a node that is {self._state}")
+        self._state = "starting"
+        try:
+            if self.config.fast_path:
+                self._fast = FastPathServer(
+                    self.key, self.get_blob, self.is_member, self._limiter, self.config
+                )
+                await self._fast.start()
+            await self._bridge.start(self._lp.main)
+        except BaseException:
+            await self.stop()
+            raise
+        self._state = "running"
+        self._spawn(self._reannounce_loop())
+
+    async def stop(self) -> None:
+        """Stop everything this node started. Never raises; safe to call twice."""
+        if self._state == "stopped":
+            return
+        self._state = "stopped"
+        try:
+            current = asyncio.current_task()
+            for task in list(self._tasks) + list(self._inflight.values()):
+                if task is not current:
+                    task.cancel()
+            pending = [
+                t for t in list(self._tasks) + list(self._inflight.values()) if t is not current
+            ]
+            if pending:
+                await asyncio.wait(pending, timeout=self.config.stop_timeout)
+            if self._fast is not None:
+                await self._fast.stop()
+            if not await self._bridge.stop(self.config.stop_timeout):
+                log.warning("libp2p thread did not stop within %.1fs", self.config.stop_timeout)
+        except BaseException as exc:  # noqa: BLE001 - stop must not raise into the caller
+            log.warning("error while stopping p2p node: %r", exc)
+
+    async def __aenter__(self) -> P2PNode:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.stop()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _running(self) -> None:
+        if self._state != "running":
+            raise P2PError(f"node is {self._state}")
+
+    # ---- connections ----------------------------------------------------------------------
+
+    async def connect(self, addr: str) -> NodeId:
+        """Dial a peer by multiaddr; returns its node id."""
+        self._running()
+        return await self._bridge.call(self._lp.connect, addr)
+
+    async def connected_peers(self) -> list[NodeId]:
+        self._running()
+        return await self._bridge.call(self._lp.list_connected)
+
+    # ---- steps and announcements ----------------------------------------------------------
+
+    def set_step(self, step: int) -> None:
+        """The coordinator moved to `step`: accept announcements for step and step-1 only, and
+        forget results older than that."""
+        self.current_step = step
+        keep = step - 1
+        self._store.prune_before(keep)
+        self._accepted = {k: v for k, v in self._accepted.items() if v.step >= keep}
+        self._raw = {s: v for s, v in self._raw.items() if s >= keep}
+        self._own = [a for a in self._own if a.step >= keep]
+        live = {a.commitment for a in self._accepted.values()} | {a.commitment for a in self._own}
+        self._holders = {c: h for c, h in self._holders.items() if c in live}
+
+    def _step_ok(self, step: int) -> bool:
+        cur = self.current_step
+        return cur is None or step in (cur, cur - 1)
+
+    async def publish(
+        self, step: int, batch_id: int, payload: bytes, commitment: bytes | None = None
+    ) -> Announcement:
+        """Serve `payload` and announce it (signed) on the run topic; re-announced periodically
+        while its step is live."""
+        self._running()
+        if len(payload) > self.config.max_payload_bytes:
+            raise ValueError("payload larger than max_payload_bytes")
+        commitment = commitment if commitment is not None else self.commit(step, batch_id, payload)
+        ann = Announcement(
+            run_id=self.run_id,
+            step=step,
+            batch_id=batch_id,
+            sender=self.node_id,
+            commitment=commitment,
+            payload_size=len(payload),
+            p2p_addr=self.p2p_addr,
+            fast_addr=self.fast_addr,
+        ).signed(self.key)
+        self._store.put(commitment, payload, step)
+        self._own.append(ann)
+        self._remember_raw(ann, ann.encode())
+        await self._gossip(ann.encode())
+        return ann
+
+    async def _gossip(self, data: bytes) -> None:
+        try:
+            await self._bridge.call(self._lp.publish, data)
+        except Exception as exc:  # noqa: BLE001 - pull and re-announce cover a lost publish
+            log.info("publish failed: %r", exc)
+
+    async def _reannounce_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.reannounce_interval)
+            for ann in list(self._own):
+                if self._step_ok(ann.step):
+                    await self._gossip(ann.encode())
+
+    def _remember_raw(self, msg: Announcement, raw: bytes) -> None:
+        per_step = self._raw.setdefault(msg.step, {})
+        if len(per_step) < self.config.max_pull_messages:
+            per_step[(msg.kind, msg.sender, msg.commitment)] = raw
+
+    def on_gossip(self, data: bytes) -> tuple[bool, str]:
+        """Hook (asyncio side): validate one gossip message. Returns (forward it, address to
+        remember). Valid new ANNOUNCEs go to `announcements`."""
+        try:
+            msg = decode(data)
+        except MessageError as exc:
+            self.stats.reject(f"decode: {exc}")
+            return False, ""
+        reason = self._check(msg)
+        if reason is not None:
+            if reason != "self":
+                self.stats.reject(reason)
+            return reason == "self", ""
+        self._remember_raw(msg, data)
+        self._add_holder(msg)
+        if msg.kind == KIND_HAVE:
+            return True, msg.p2p_addr
+        key = (msg.sender, msg.step, msg.batch_id)
+        if key in self._accepted:
+            self.stats.duplicates += 1
+            return True, ""
+        self._accepted[key] = msg
+        self.stats.accepted += 1
+        if self.announcements.qsize() >= self.config.max_queue:
+            self.announcements.get_nowait()
+            self.stats.queue_dropped += 1
+        self.announcements.put_nowait(msg)
+        return True, msg.p2p_addr
+
+    def _check(self, msg: Announcement) -> str | None:
+        if msg.run_id != self.run_id:
+            return "other run"
+        if msg.sender == self.node_id:
+            return "self"
+        if not self.is_member(msg.sender):
+            return "not a member"
+        if not self._step_ok(msg.step):
+            return "step not current"
+        if msg.payload_size > self.config.max_payload_bytes or len(msg.commitment) != 32:
+            return "payload too large"
+        if msg.kind == KIND_ANNOUNCE:
+            prev = self._accepted.get((msg.sender, msg.step, msg.batch_id))
+            if prev is not None:
+                return None if prev.commitment == msg.commitment else "equivocation"
+            why = self.validate_announcement(msg)
+            if why is not None:
+                return f"invalid: {why}"
+        return None
+
+    def _add_holder(self, msg: Announcement) -> None:
+        holders = self._holders.setdefault(msg.commitment, {})
+        holders[msg.sender] = Source(msg.sender, msg.fast_addr, msg.p2p_addr)
+
+    # ---- pull fallback --------------------------------------------------------------------
+
+    async def pull(self, step: int, peers: list[NodeId] | None = None) -> int:
+        """Ask peers directly for every announcement and HAVE they know for `step` (gossip can
+        miss some under load). New ones land in `announcements`; returns how many were new."""
+        self._running()
+        targets = peers if peers is not None else await self.connected_peers()
+        before = self.stats.accepted
+
+        async def one(node: NodeId) -> None:
+            try:
+                status, reply = await asyncio.wait_for(
+                    self._bridge.call(self._lp.rpc, node, wire.OP_PULL, struct.pack(">Q", step)),
+                    self.config.rpc_timeout,
+                )
+            except Exception as exc:  # noqa: BLE001 - one silent peer must not stop the rest
+                log.info("pull from %s failed: %r", node.hex()[:8], exc)
+                return
+            if status != wire.STATUS_OK:
+                return
+            addrs = []
+            for raw in wire.unpack_messages(reply, self.config.max_pull_messages):
+                _ok, addr = self.on_gossip(raw)
+                if addr:
+                    addrs.append(addr)
+            if addrs:
+                with contextlib.suppress(Exception):
+                    await self._bridge.call(self._lp.add_addrs, addrs)
+
+        await asyncio.gather(*(one(n) for n in targets if self.is_member(n)))
+        return self.stats.accepted - before
+
+    def handle_rpc(self, remote: NodeId, op: int, body: bytes) -> tuple[int, bytes]:
+        """Hook (asyncio side) for the RPC protocol; `remote` is already a member."""
+        if op == wire.OP_PULL and len(body) == 8:
+            (step,) = struct.unpack(">Q", body)
+            return wire.STATUS_OK, wire.pack_messages(list(self._raw.get(step, {}).values()))
+        if op == wire.OP_INFO:
+            return wire.STATUS_OK, self.fast_addr.encode()
+        if op == wire.OP_MANIFEST:
+            if self._manifest is None:
+                return wire.STATUS_NOT_FOUND, b""
+            return wire.STATUS_OK, self._manifest.encode()
+        return wire.STATUS_BAD_REQUEST, b""
+
+    # ---- blobs ----------------------------------------------------------------------------
+
+    def get_blob(self, key: bytes) -> bytes | None:
+        return self._store.get(key)
+
+    def serve(self, key: bytes, payload: bytes, step: int | None = None) -> None:
+        """Make `payload` downloadable under `key` (pinned when `step` is None)."""
+        self._store.put(key, payload, step)
+
+    async def fetch(self, ann: Announcement, timeout: float | None = None) -> bytes:
+        """The payload of `ann`, from the announcer or any holder, verified with
+        `verify_payload`; raises FetchFailed after `timeout` (default config.fetch_timeout).
+        Afterwards this node serves it too and announces HAVE."""
+        self._running()
+        have = self._store.get(ann.commitment)
+        if have is not None:
+            return have
+        task = self._inflight.get(ann.commitment)
+        if task is None:
+            task = asyncio.ensure_future(self._fetch(ann, timeout or self.config.fetch_timeout))
+            self._inflight[ann.commitment] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(ann.commitment, None))
+        return await asyncio.shield(task)
+
+    async def _fetch(self, ann: Announcement, timeout: float) -> bytes:
+        self._add_holder(ann)
+        stats = FetchStats()
+
+        def sources() -> list[Source]:
+            return [
+                s for n, s in self._holders.get(ann.commitment, {}).items() if n != self.node_id
+            ]
+
+        try:
+            data = await fetch_blob(
+                ann.commitment,
+                ann.payload_size,
+                sources,
+                lambda payload: self.verify_payload(ann, payload),
+                self._attempt,
+                timeout=timeout,
+                busy_backoff=self.config.busy_backoff,
+                stats=stats,
+            )
+        except Exception:
+            self.stats.fetch_failed += 1
+            raise
+        finally:
+            for t in stats.transports:
+                self.stats.fetch_transports[t] = self.stats.fetch_transports.get(t, 0) + 1
+        self.stats.fetched += 1
+        self._store.put(ann.commitment, data, ann.step)
+        if self._state == "running" and self._step_ok(ann.step):
+            have = ann.as_have(self.key, self.p2p_addr, self.fast_addr)
+            self._remember_raw(have, have.encode())
+            self._spawn(self._gossip(have.encode()))
+        return data
+
+    async def _attempt(
+        self,
+        src: Source,
+        transport: str,
+        key: bytes,
+        dest: memoryview,
+        offset: int,
+        progress: list[int],
+        budget: float,
+    ) -> None:
+        if transport == FAST:
+            await asyncio.wait_for(
+                fast_fetch(
+                    src.fast_addr, self.key, src.node, key, dest, offset, progress, self.config
+                ),
+                budget,
+            )
+            return
+        if src.p2p_addr:
+            await self._bridge.call(self._lp.add_addrs, [src.p2p_addr])
+        # Not cancelled from here: the trio side stops by itself within `budget`, so `dest`
+        # is never written after this returns.
+        await self._bridge.call(self._lp.fetch_blob, src.node, key, dest, offset, progress, budget)
+
+    # ---- model sharing --------------------------------------------------------------------
+
+    def share_model(self, config: bytes, tensors: dict[str, bytes]) -> Manifest:
+        """Serve a model (config bytes + raw tensor bytes by name) under a manifest signed by
+        this node, for late joiners. Replaces any model shared before."""
+        manifest = Manifest.build(self.key, self.run_id, config, tensors)
+        self._store.drop_pinned()
+        self._store.put(manifest.config_sha256, config, None)
+        for entry in manifest.tensors:
+            self._store.put(entry.sha256, tensors[entry.name], None)
+        self._manifest = manifest
+        return manifest
+
+    async def fetch_model(
+        self,
+        peers: list[NodeId],
+        *,
+        trust: Callable[[Manifest], bool] | None = None,
+        parallel: int = 4,
+        timeout: float | None = None,
+    ) -> ModelSnapshot:
+        """Download config and every tensor from `peers` in parallel (each piece from any of
+        them, rotating on failure and resuming from the offset), each checked against the
+        signed manifest. `trust(manifest)` defaults to: signed by a member for this run."""
+        self._running()
+        trust = trust or (lambda m: m.run_id == self.run_id and self.is_member(m.signer))
+        manifest, sources = await self._model_sources(peers, trust)
+        pieces = [("", manifest.config_sha256, manifest.config_size)] + [
+            (t.name, t.sha256, t.size) for t in manifest.tensors
+        ]
+        limit = asyncio.Semaphore(parallel)
+        out: dict[str, bytes] = {}
+
+        async def get(i: int, name: str, digest: bytes, size: int) -> None:
+            # Rotate the preferred peer per piece so the load spreads over all of them.
+            order = sources[i % len(sources) :] + sources[: i % len(sources)]
+            async with limit:
+                stats = FetchStats()
+                out[name] = await fetch_blob(
+                    digest,
+                    size,
+                    lambda: order,
+                    lambda data: hashlib.sha256(data).digest() == digest,
+                    self._attempt,
+                    timeout=timeout or self.config.fetch_timeout,
+                    busy_backoff=self.config.busy_backoff,
+                    stats=stats,
+                )
+
+        await asyncio.gather(*(get(i, *p) for i, p in enumerate(pieces)))
+        config = out.pop("")
+        return ModelSnapshot(config, out, manifest)
+
+    async def _model_sources(
+        self, peers: list[NodeId], trust: Callable[[Manifest], bool]
+    ) -> tuple[Manifest, list[Source]]:
+        manifest: Manifest | None = None
+        sources: list[Source] = []
+        for node in peers:
+            try:
+                status, info = await self._bridge.call(self._lp.rpc, node, wire.OP_INFO, b"")
+                raise_for_status(status)
+                if manifest is None:
+                    status, raw = await self._bridge.call(self._lp.rpc, node, wire.OP_MANIFEST, b"")
+                    raise_for_status(status)
+                    candidate = Manifest.decode(raw)
+                    if not trust(candidate):
+                        raise ManifestError("manifest signer not trusted")
+                    manifest = candidate
+            except Exception as exc:  # noqa: BLE001 - try the other peers
+                log.info("model peer %s unusable: %r", node.hex()[:8], exc)
+                continue
+            sources.append(Source(node, info.decode(), ""))
+        if manifest is None or not sources:
+            raise P2PError("no peer served a trusted model manifest")
+        return manifest, sources

@@ -1,0 +1,143 @@
+"""Fetching one blob from whichever holders can give it: rotate, resume, verify.
+
+A fetch fills one preallocated buffer of the announced size (bounded by config), so memory is
+known up front and nothing is buffered beyond it. Each attempt asks one source for the rest of
+the blob from the current offset; whatever arrived before a failure is kept and the next source
+continues from there. A source is dropped for this blob on EOF, short read, idle timeout or
+refusal; BUSY and NOT_FOUND only pause it briefly (it may have capacity or the blob soon).
+The finished buffer is checked with the caller's verifier; on a mismatch every source that
+contributed bytes is dropped and the fetch restarts from zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from . import wire
+from .identity import NodeId
+
+log = logging.getLogger(__name__)
+
+FAST = "fast"
+P2P = "p2p"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One holder of a blob and how to reach it."""
+
+    node: NodeId
+    fast_addr: str = ""
+    p2p_addr: str = ""
+
+
+class FetchFailed(Exception):
+    """No source delivered a verified copy within the timeout."""
+
+
+AttemptFn = Callable[[Source, str, bytes, memoryview, int, list[int], float], Awaitable[None]]
+"""(source, transport, key, dest, offset, progress, budget_s) -> fills dest[offset:]."""
+
+
+@dataclass
+class FetchStats:
+    attempts: int = 0
+    failures: list[str] = field(default_factory=list)
+    transports: list[str] = field(default_factory=list)
+    restarts: int = 0
+
+
+async def fetch_blob(
+    key: bytes,
+    size: int,
+    sources: Callable[[], list[Source]],
+    verify: Callable[[bytes], bool],
+    attempt: AttemptFn,
+    *,
+    timeout: float,
+    busy_backoff: float,
+    stats: FetchStats | None = None,
+) -> bytes:
+    """Return the verified blob or raise FetchFailed once `timeout` seconds have passed."""
+    stats = stats if stats is not None else FetchStats()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    buf = bytearray(size)
+    view = memoryview(buf)
+    offset = 0
+    contributors: set[NodeId] = set()
+    bad: set[tuple[NodeId, str]] = set()
+    paused_until: dict[NodeId, float] = {}
+    order: dict[NodeId, float] = {}
+    while True:
+        if offset == size:
+            data = bytes(buf)
+            if verify(data):
+                return data
+            log.warning(
+                "blob %s failed verification; dropping %d sources",
+                key.hex()[:12],
+                len(contributors),
+            )
+            stats.failures.append("verify")
+            stats.restarts += 1
+            for node in contributors:
+                bad.add((node, FAST))
+                bad.add((node, P2P))
+            contributors.clear()
+            offset = 0
+        now = loop.time()
+        if now >= deadline:
+            raise FetchFailed(f"blob {key.hex()[:12]}: timeout; failures {stats.failures[-5:]}")
+        pick = _pick(sources(), bad, paused_until, order, now)
+        if pick is None:
+            await asyncio.sleep(min(busy_backoff, max(0.0, deadline - now)))
+            continue
+        src, transport = pick
+        progress = [offset]
+        stats.attempts += 1
+        stats.transports.append(transport)
+        try:
+            await attempt(src, transport, key, view, offset, progress, deadline - now)
+        except wire.SourceBusy:
+            paused_until[src.node] = loop.time() + busy_backoff
+        except wire.NotFound:
+            paused_until[src.node] = loop.time() + 4 * busy_backoff
+        except (wire.TransferError, OSError, Exception) as exc:  # noqa: BLE001
+            stats.failures.append(f"{transport}:{exc!r}"[:200])
+            bad.add((src.node, transport))
+            if transport == FAST and "timeout" in str(exc):
+                # A silent fast path usually means a frozen or dead process: skip its p2p too.
+                bad.add((src.node, P2P))
+        if progress[0] > offset:
+            contributors.add(src.node)
+            offset = progress[0]
+
+
+def _pick(
+    candidates: list[Source],
+    bad: set[tuple[NodeId, str]],
+    paused_until: dict[NodeId, float],
+    order: dict[NodeId, float],
+    now: float,
+) -> tuple[Source, str] | None:
+    """Next (source, transport): random but stable order over sources (spreads a fan-out over
+    holders), fast path before libp2p for each."""
+    options: list[tuple[float, int, Source, str]] = []
+    for src in candidates:
+        if paused_until.get(src.node, 0.0) > now:
+            continue
+        rank = order.setdefault(src.node, random.random())
+        if src.fast_addr and (src.node, FAST) not in bad:
+            options.append((rank, 0, src, FAST))
+        elif (src.node, P2P) not in bad:
+            options.append((rank, 1, src, P2P))
+    if not options:
+        return None
+    options.sort(key=lambda o: (o[0], o[1]))
+    _, _, src, transport = options[0]
+    return src, transport
