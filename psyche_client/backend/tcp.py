@@ -1,0 +1,199 @@
+"""Client side of the TCP coordinator: an authenticated connection that survives server restarts.
+
+The connection answers the server's challenge with the node key, then receives state pushes and
+replies to its own signed messages. If the connection drops (server restart, network), it
+reconnects with capped exponential backoff; a request in flight at that moment fails with
+`ConnectionLost` so the caller (the client loop) can decide whether to resend it, since only the
+caller knows whether the message is still meaningful in the new state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from psyche_client.identity import NodeKey
+from psyche_client.server import wire
+
+log = logging.getLogger("psyche.backend.tcp")
+
+
+class ConnectionLost(ConnectionError):
+    """The connection to the coordinator dropped before the reply arrived."""
+
+
+class CoordinatorRejected(Exception):
+    """The coordinator refused a message; `name` is the core's error name."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"coordinator refused: {name}: {message}")
+        self.name = name
+        self.message = message
+
+
+class AddressError(ValueError):
+    """A coordinator address is not host:port."""
+
+
+def parse_address(address: str) -> tuple[str, int]:
+    """Split "host:port" (also "tcp://host:port"), with a clear error for anything else."""
+    text = address.removeprefix("tcp://")
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise AddressError(f"{address!r} is not a coordinator address of the form host:port")
+    return host, int(port)
+
+
+class TcpCoordinatorClient:
+    """An authenticated, self-reconnecting connection to a `CoordinatorServer`."""
+
+    def __init__(
+        self,
+        address: str,
+        key: NodeKey,
+        run_id: str | None = None,
+        max_state_bytes: int = 64 * 1024 * 1024,
+        request_timeout_s: float = 30.0,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        self.host, self.port = parse_address(address)
+        self.key = key
+        self.run_id = run_id
+        self.max_state_bytes = max_state_bytes
+        self.request_timeout_s = request_timeout_s
+        self.max_backoff_s = max_backoff_s
+        self.state: bytes | None = None
+        self._state_changed = asyncio.Condition()
+        self._connected = asyncio.Event()
+        self._writer: asyncio.StreamWriter | None = None
+        self._challenge = b""
+        self._seq = 0
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._send_lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._first_error: BaseException | None = None
+        self.reconnects = 0
+
+    async def start(self, timeout_s: float = 15.0) -> None:
+        """Connect and wait for the first state; raises if the first connection cannot be made."""
+        self._task = asyncio.create_task(self._run())
+        waiter = asyncio.create_task(self._connected.wait())
+        done, _ = await asyncio.wait(
+            {waiter, self._task}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+        if waiter not in done:
+            waiter.cancel()
+            await self.stop()
+            if self._first_error is not None:
+                raise self._first_error
+            raise ConnectionError(f"no answer from coordinator {self.host}:{self.port}")
+        await self.wait_state(lambda s: True, timeout_s)
+
+    async def stop(self) -> None:
+        """Close the connection and stop reconnecting; never raises."""
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._writer:
+            self._writer.close()
+        self._fail_pending()
+
+    async def wait_state(self, predicate: Any, timeout_s: float | None = None) -> bytes:
+        """The first state (current or future) for which `predicate(state_bytes)` is true."""
+
+        async def wait() -> bytes:
+            async with self._state_changed:
+                await self._state_changed.wait_for(
+                    lambda: self.state is not None and predicate(self.state)
+                )
+                assert self.state is not None
+                return self.state
+
+        return await asyncio.wait_for(wait(), timeout_s)
+
+    async def request(self, kind: str, body: dict[str, Any]) -> None:
+        """Send one signed message and wait for the coordinator to accept or refuse it."""
+        await asyncio.wait_for(self._connected.wait(), self.request_timeout_s)
+        loop = asyncio.get_running_loop()
+        async with self._send_lock:
+            writer = self._writer
+            if writer is None:
+                raise ConnectionLost("not connected")
+            seq = self._seq
+            self._seq += 1
+            fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+            self._pending[seq] = fut
+            envelope = wire.sign_envelope(self.key, self._challenge, seq, kind, body)
+            writer.write(wire.encode_control(envelope))
+        reply = await asyncio.wait_for(fut, self.request_timeout_s)
+        if reply["type"] == "error":
+            raise CoordinatorRejected(str(reply.get("error")), str(reply.get("message")))
+
+    def _fail_pending(self) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionLost("connection to the coordinator dropped"))
+        self._pending.clear()
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                await self._session()
+                backoff = 0.1
+            except (OSError, EOFError, wire.WireError, TimeoutError) as e:
+                if not self._connected.is_set() and self.reconnects == 0:
+                    if isinstance(e, wire.WireError):
+                        self._first_error = e
+                        return
+                log.info("coordinator connection lost (%s); reconnecting", e)
+            finally:
+                self._connected.clear()
+                self._writer = None
+                self._fail_pending()
+            self.reconnects += 1
+            await asyncio.sleep(backoff)
+            backoff = min(self.max_backoff_s, backoff * 2)
+
+    async def _session(self) -> None:
+        reader, writer = await asyncio.open_connection(self.host, self.port)
+        try:
+            limit = wire.DEFAULT_MAX_CONTROL_BYTES
+            challenge_msg = wire.decode_control(await wire.read_frame(reader, limit))
+            if challenge_msg.get("type") != "challenge":
+                raise wire.WireError("server did not open with a challenge")
+            challenge = wire.hex_field(challenge_msg, "nonce", 32)
+            run_id = challenge_msg.get("run_id")
+            if not isinstance(run_id, str):
+                raise wire.WireError("server did not name its run")
+            if self.run_id is not None and run_id != self.run_id:
+                raise wire.WireError(f"server hosts run {run_id!r}, not {self.run_id!r}")
+            writer.write(wire.encode_control(wire.make_hello(self.key, challenge, run_id)))
+            welcome = wire.decode_control(await wire.read_frame(reader, limit))
+            if welcome.get("type") != "welcome":
+                raise wire.WireError(f"server refused the handshake: {welcome.get('message')}")
+            async with self._send_lock:
+                self._challenge, self._seq, self._writer = challenge, 0, writer
+            self.run_id = run_id
+            self._connected.set()
+            while True:
+                frame = await wire.read_frame(reader, max(limit, self.max_state_bytes))
+                if frame.kind == wire.KIND_STATE:
+                    async with self._state_changed:
+                        self.state = frame.body
+                        self._state_changed.notify_all()
+                    continue
+                message = wire.decode_control(frame)
+                if message["type"] == "fatal":
+                    raise wire.WireError(f"server closed the connection: {message.get('message')}")
+                seq = message.get("seq")
+                fut = self._pending.pop(seq, None) if isinstance(seq, int) else None
+                if fut is not None and not fut.done():
+                    fut.set_result(message)
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
