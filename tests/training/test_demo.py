@@ -1,0 +1,169 @@
+"""DeMo: top-k selection, error feedback, 1-bit zeros, aggregation, the sign step, training."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from psyche_client.training import dct
+from psyche_client.training.demo import (
+    DeMo,
+    DeMoConfig,
+    aggregate_direction,
+    apply_results,
+    compress_step,
+)
+from psyche_client.training.model import LlamaConfig, build_model
+from psyche_client.training.result import DeMoResult, ParamComponent, ValueMode
+
+
+def _one_param_result(
+    idx: list[list[int]], vals: list[list[float]], shape=(16,), chunk=(16,)
+) -> DeMoResult:
+    comp = ParamComponent(
+        shape=shape,
+        chunk=chunk,
+        indices=torch.tensor(idx, dtype=torch.uint8),
+        values=torch.tensor(vals, dtype=torch.float32),
+    )
+    return DeMoResult(ValueMode.FP32, {"w": comp})
+
+
+def test_topk_keeps_the_largest_coefficients_of_every_chunk() -> None:
+    cfg = DeMoConfig(chunk_size=8, topk=2, momentum_decay=0.0, value_mode=ValueMode.FP32)
+    coeffs = torch.zeros(2, 8)
+    coeffs[0, [1, 5]] = torch.tensor([3.0, -4.0])
+    coeffs[0, 2] = 0.5
+    coeffs[1, [0, 7]] = torch.tensor([-2.0, 1.0])
+    grad = dct.decode(coeffs, (16,), (8,))
+    mom = {"w": torch.zeros(16)}
+    res = compress_step(mom, {"w": grad}, cfg)
+    comp = res.params["w"]
+    assert comp.indices.dtype == torch.uint8
+    assert comp.indices.tolist() == [[1, 5], [0, 7]]  # sorted within each chunk
+    assert torch.allclose(comp.values, torch.tensor([[3.0, -4.0], [-2.0, 1.0]]), atol=1e-5)
+    # Error feedback: what was sent left the momentum; the unsent 0.5 stays.
+    left = dct.encode(mom["w"], (8,))
+    assert abs(float(left[0, 2]) - 0.5) < 1e-5
+    assert float(left.abs().sum()) == pytest.approx(0.5, abs=1e-4)
+
+
+def test_momentum_is_fp32_for_bf16_models_so_decay_is_not_lost() -> None:
+    model = build_model(
+        LlamaConfig(
+            hidden_size=32, intermediate_size=64, num_attention_heads=2, num_key_value_heads=2
+        ),
+        dtype=torch.bfloat16,
+    )
+    demo = DeMo(model.named_parameters(), DeMoConfig(momentum_decay=0.999))
+    assert all(m.dtype == torch.float32 for m in demo.momentum.values())
+    assert torch.tensor(0.999, dtype=torch.bfloat16).item() == 1.0  # why fp32 is needed
+    # k = chunk numel sends everything, leaving 0; k = 1 of 3 leaves decayed, unsent energy.
+    m = {"x": torch.ones(3)}
+    compress_step(m, {}, DeMoConfig(momentum_decay=0.999, topk=3, chunk_size=3))
+    assert float(m["x"].abs().max()) < 1e-6
+    m = {"x": torch.ones(3)}
+    compress_step(m, {}, DeMoConfig(momentum_decay=0.5, topk=1, chunk_size=3))
+    assert float(m["x"].abs().max()) < 1e-6  # a constant vector is one DC coefficient
+    m = {"x": torch.tensor([1.0, -1.0, 0.0])}
+    res = compress_step(
+        m, {}, DeMoConfig(momentum_decay=0.5, topk=3, chunk_size=3, value_mode=ValueMode.FP32)
+    )
+    energy = float((res.params["x"].values.float() ** 2).sum())
+    assert energy == pytest.approx(0.5**2 * 2, rel=1e-5)  # decayed by β before the DCT
+
+
+def test_index_dtype_is_the_smallest_that_fits() -> None:
+    big = DeMoConfig(chunk_size=64, topk=2)
+    res = compress_step({"w": torch.zeros(64, 64)}, {"w": torch.randn(64, 64)}, big)
+    assert res.params["w"].indices.dtype == torch.int16  # 4096 coefficients per chunk
+    small = DeMoConfig(chunk_size=16, topk=2)
+    res = compress_step({"w": torch.zeros(64, 64)}, {"w": torch.randn(64, 64)}, small)
+    assert res.params["w"].indices.dtype == torch.uint8  # 256 coefficients per chunk
+
+
+def test_one_bit_mode_keeps_exact_zeros_as_zero() -> None:
+    cfg = DeMoConfig(chunk_size=16, topk=4, value_mode=ValueMode.SIGN)
+    mom = {"w": torch.zeros(32), "b": torch.zeros(16)}
+    res = compress_step(mom, {"w": torch.randn(32)}, cfg)  # "b" got no gradient
+    assert res.params["b"].values.dtype == torch.int8
+    assert set(res.params["b"].values.unique().tolist()) == {0}
+    assert set(res.params["w"].values.unique().tolist()) <= {-1, 1}
+    params = {"w": torch.zeros(32), "b": torch.full((16,), 2.0)}
+    apply_results(params, [res], cfg)
+    assert torch.equal(params["b"], torch.full((16,), 2.0))  # zero never became a +1 step
+    assert float(params["w"].abs().max()) == pytest.approx(cfg.lr)
+
+
+def test_aggregation_is_the_mean_over_peers_that_picked_each_coefficient() -> None:
+    a = _one_param_result([[0, 3]], [[2.0, 1.0]])
+    b = _one_param_result([[0, 5]], [[4.0, -1.0]])
+    # Coefficient 0: mean(2, 4) = 3; coefficient 3: 1 (only a); 5: -1 (only b).
+    expected = torch.zeros(1, 16)
+    expected[0, 0], expected[0, 3], expected[0, 5] = 3.0, 1.0, -1.0
+    direction = aggregate_direction("w", (16,), (16,), [a, b])
+    assert torch.equal(direction, torch.sign(dct.decode(expected.double(), (16,), (16,))).float())
+
+
+def test_apply_is_sign_step_with_decoupled_weight_decay() -> None:
+    cfg = DeMoConfig(lr=0.1, weight_decay=0.5, chunk_size=16, topk=2, value_mode=ValueMode.FP32)
+    res = _one_param_result([[0, 3]], [[2.0, 1.0]])
+    p = {"w": torch.full((16,), 1.0)}
+    apply_results(p, [res], cfg)
+    direction = aggregate_direction("w", (16,), (16,), [res])
+    assert torch.equal(p["w"], torch.full((16,), 1.0) * (1 - 0.1 * 0.5) - 0.1 * direction)
+    before = p["w"].clone()
+    apply_results(p, [], cfg)  # an empty round is not a step
+    assert torch.equal(p["w"], before)
+
+
+def test_apply_rejects_results_that_do_not_match_the_model() -> None:
+    from psyche_client.training.result import ResultFormatError
+
+    cfg = DeMoConfig(chunk_size=16, topk=2, value_mode=ValueMode.FP32)
+    wrong = _one_param_result([[0, 3]], [[2.0, 1.0]])
+    with pytest.raises(ResultFormatError):
+        apply_results({"w": torch.zeros(32)}, [wrong], cfg)  # shape differs
+    with pytest.raises(ResultFormatError):
+        apply_results({"v": torch.zeros(16)}, [wrong], cfg)  # name differs
+
+
+def _train(steps: int, clients: int, cfg: DeMoConfig, seed: int = 0) -> tuple[float, float]:
+    torch.manual_seed(seed)
+    mcfg = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+    )
+    model = build_model(mcfg, seed=seed)
+    # A learnable toy task: the sequence repeats with period 4.
+    base = torch.randint(0, 256, (64, 4))
+    data = base.repeat(1, 5)[:, :17]
+    demos = [DeMo(model.named_parameters(), cfg) for _ in range(clients)]
+    first = last = 0.0
+    for step in range(steps):
+        results = []
+        for c, d in enumerate(demos):
+            batch = data[(step * clients + c) * 8 % 64 :][:8]
+            _, loss = model(batch[:, :-1], batch[:, 1:])
+            assert loss is not None
+            model.zero_grad()
+            loss.backward()
+            results.append(d.compress())
+            if step == 0 and c == 0:
+                first = float(loss.detach())
+            last = float(loss.detach())
+        demos[0].apply(results)
+    return first, last
+
+
+def test_demo_training_reduces_loss_single_and_multi_client() -> None:
+    for clients in (1, 3):
+        first, last = _train(40, clients, DeMoConfig(lr=1e-2, chunk_size=16, topk=8))
+        assert last < first - 1.0, (clients, first, last)
+    assert math.isfinite(last)
