@@ -1,5 +1,46 @@
-//! The Psyche coordinator core. See docs/protocol.md.
+//! The Psyche coordinator core: the run state machine shared, byte for byte, by the Solana
+//! program, the TCP server and every client. See docs/protocol.md for the specification.
+//!
+//! `no_std`, no allocator, no floats, fixed-size plain-old-data state operated on in place.
 #![no_std]
+#![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod bloom;
+pub mod config;
+pub mod derive;
+pub mod error;
+pub mod murmur;
+pub mod rng;
+pub mod state;
+pub mod transitions;
+
+pub use bloom::{bloom_indices, Bloom, BLOOM_BITS, BLOOM_BYTES, BLOOM_HASHES};
+pub use config::Config;
+pub use derive::{apply_set, health_verdict, Candidate, Committee, Unhealthy};
+pub use error::{CoreError, CoreResult};
+pub use murmur::murmur3_x64_128;
+pub use state::{
+    Client, ClientState, ModelKind, ModelRef, Phase, Progress, Round, RoundKind, State,
+    WitnessStats, WitnessSubmission, STATE_SIZE,
+};
+pub use transitions::TickOutcome;
 
 /// Layout version of the coordinator state.
 pub const STATE_VERSION: u32 = 1;
+/// Client slots (compile-time cap; `Config::max_clients` may be lower).
+pub const MAX_CLIENTS: usize = 256;
+/// Largest witness committee.
+pub const MAX_WITNESSES: usize = 16;
+/// Recent rounds kept in the state.
+pub const ROUND_RING: usize = 4;
+
+const _: () = assert!(MAX_CLIENTS % 8 == 0 && MAX_CLIENTS <= u16::MAX as usize);
+const _: () = assert!(MAX_WITNESSES <= 32);
+const _: () = assert!(STATE_SIZE % 8 == 0);

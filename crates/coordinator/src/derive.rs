@@ -1,0 +1,295 @@
+//! Per-round derivations every participant computes identically: committee, data assignment,
+//! quorum, verification targets, the apply set and health verdicts. See docs/protocol.md.
+
+use crate::config::Config;
+use crate::error::{CoreError, CoreResult};
+use crate::rng::{domain, Prng};
+use crate::state::{bit_get, Round, RoundKind, State};
+use crate::MAX_CLIENTS;
+
+/// Role bit: trains an assigned batch.
+pub const ROLE_TRAINER: u8 = 1;
+/// Role bit: witnesses the previous round's results.
+pub const ROLE_WITNESS: u8 = 2;
+/// Role bit: recomputes one of the previous round's results.
+pub const ROLE_VERIFIER: u8 = 4;
+
+/// The shuffled committee of a round: `slots[p]` is the client slot at position `p`.
+/// Positions `0..witnesses` are witnesses; `trainers()..n` are verifiers; `0..trainers()` train.
+pub struct Committee {
+    /// Members in the round.
+    pub n: u16,
+    /// Witness committee size.
+    pub witnesses: u16,
+    /// Verifiers.
+    pub verifiers: u16,
+    /// Shuffled slots (first `n` used).
+    pub slots: [u16; MAX_CLIENTS],
+}
+
+/// Witnesses for `n` members: `min(witnesses_per_round, n)`.
+pub fn witness_count(cfg: &Config, n: u16) -> u16 {
+    cfg.witnesses_per_round.min(n)
+}
+
+/// Verifiers for `n` members: `ceil(n * verification_pct / 100)`, at most `n - 1`.
+pub fn verifier_count(cfg: &Config, n: u16) -> u16 {
+    let v = (n as u32 * cfg.verification_pct as u32).div_ceil(100) as u16;
+    v.min(n.saturating_sub(1))
+}
+
+impl Committee {
+    /// Fisher–Yates shuffle of the round's members (in slot order) driven by
+    /// `Prng(seed, COMMITTEE)`: for i = n-1 down to 1, swap i with `below(i + 1)`.
+    pub fn compute(round: &Round) -> Committee {
+        let mut c = Committee {
+            n: 0,
+            witnesses: 0,
+            verifiers: 0,
+            slots: [0; MAX_CLIENTS],
+        };
+        let mut n = 0usize;
+        for slot in 0..MAX_CLIENTS {
+            if bit_get(&round.members, slot) {
+                c.slots[n] = slot as u16;
+                n += 1;
+            }
+        }
+        let mut rng = Prng::new(&round.seed, domain::COMMITTEE);
+        let mut i = n;
+        while i > 1 {
+            i -= 1;
+            let j = rng.below(i as u64 + 1) as usize;
+            c.slots.swap(i, j);
+        }
+        c.n = n as u16;
+        c.witnesses = round.witness_count.min(c.n);
+        c.verifiers = round.verifier_count.min(c.n.saturating_sub(1));
+        c
+    }
+
+    /// Number of trainers (`n - verifiers`).
+    pub fn trainers(&self) -> u16 {
+        self.n - self.verifiers
+    }
+
+    /// Slot at a position.
+    pub fn slot_at(&self, pos: u16) -> Option<usize> {
+        if pos < self.n {
+            Some(self.slots[pos as usize] as usize)
+        } else {
+            None
+        }
+    }
+
+    /// Position of a slot (None if not a member of the round).
+    pub fn position_of(&self, slot: usize) -> Option<u16> {
+        self.slots[..self.n as usize]
+            .iter()
+            .position(|s| *s as usize == slot)
+            .map(|p| p as u16)
+    }
+
+    /// Role bits of a position.
+    pub fn roles_at(&self, pos: u16) -> u8 {
+        let mut r = 0;
+        if pos >= self.n {
+            return 0;
+        }
+        if pos < self.witnesses {
+            r |= ROLE_WITNESS;
+        }
+        if pos < self.trainers() {
+            r |= ROLE_TRAINER;
+        } else {
+            r |= ROLE_VERIFIER;
+        }
+        r
+    }
+}
+
+/// The data a trainer position trains: `[start, end)` with
+/// `start = data_index + floor(p * B / T)`, `end = data_index + floor((p + 1) * B / T)`.
+/// Every sample of the round's batch goes to exactly one trainer. `None` for a non-trainer
+/// position or an empty share (B < T).
+pub fn assignment(round: &Round, trainers: u16, pos: u16) -> Option<(u64, u64)> {
+    if pos >= trainers || round.kind != RoundKind::Data as u8 {
+        return None;
+    }
+    let b = round.batch_size as u64;
+    let t = trainers as u64;
+    let lo = round.data_index.checked_add(pos as u64 * b / t)?;
+    let hi = round.data_index.checked_add((pos as u64 + 1) * b / t)?;
+    if hi > lo {
+        Some((lo, hi))
+    } else {
+        None
+    }
+}
+
+/// Witness quorum of a round.
+pub fn quorum(cfg: &Config, round: &Round) -> u16 {
+    Config::quorum_for(cfg.witness_quorum_pct, round.witness_count)
+}
+
+/// The target (a slot that trained in `prev`) of the verifier at `pos` of `cur`.
+/// `j = pos - T_cur`; target position in `prev` is `(offset + j / verifiers_per_target) mod T_prev`
+/// with `offset = Prng(cur.seed, VERIFY).below(T_prev)`. Void (None) when the target would be
+/// the verifier itself or had no data.
+pub fn verification_target(
+    cfg: &Config,
+    prev: &Round,
+    prev_c: &Committee,
+    cur: &Round,
+    cur_c: &Committee,
+    pos: u16,
+) -> Option<usize> {
+    if cur_c.roles_at(pos) & ROLE_VERIFIER == 0 || prev.kind != RoundKind::Data as u8 {
+        return None;
+    }
+    let t_prev = prev_c.trainers();
+    if t_prev == 0 {
+        return None;
+    }
+    let j = (pos - cur_c.trainers()) as u64;
+    let offset = Prng::new(&cur.seed, domain::VERIFY).below(t_prev as u64);
+    let k = cfg.verifiers_per_target.max(1) as u64;
+    let tpos = ((offset + j / k) % t_prev as u64) as u16;
+    assignment(prev, t_prev, tpos)?;
+    let target = prev_c.slot_at(tpos)?;
+    let me = cur_c.slot_at(pos)?;
+    if target == me {
+        None
+    } else {
+        Some(target)
+    }
+}
+
+/// A result a client holds for a data round, and the apply-set verdict on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// First sample of the batch the result claims.
+    pub batch_start: u64,
+    /// Slot of the trainer.
+    pub trainer: u16,
+    /// Result commitment (sha256 over run id, step, batch id, payload).
+    pub commitment: [u8; 32],
+    /// Output: witnesses whose result filter contains the commitment.
+    pub votes: u16,
+    /// Output: part of the apply set.
+    pub accepted: bool,
+}
+
+impl Candidate {
+    /// A candidate before evaluation.
+    pub fn new(batch_start: u64, trainer: u16, commitment: [u8; 32]) -> Candidate {
+        Candidate {
+            batch_start,
+            trainer,
+            commitment,
+            votes: 0,
+            accepted: false,
+        }
+    }
+}
+
+/// Decide the apply set of data round `height` from round `height + 1`'s witnesses (which must
+/// be final and have reached quorum). A candidate is accepted when it is the assigned batch of a
+/// trainer of that round, the trainer was not ejected in either round, and a strict majority of
+/// the S submitted result filters contain its commitment. Per batch one result survives: most
+/// votes, then the smallest commitment. The accepted candidates are moved to the front of `cands`
+/// in batch order; the count is returned. The rest of the slice holds the rejected ones with
+/// their vote counts.
+pub fn apply_set(state: &State, height: u32, cands: &mut [Candidate]) -> CoreResult<usize> {
+    let r = state.round(height)?;
+    if r.kind != RoundKind::Data as u8 {
+        return Err(CoreError::RoundUnavailable);
+    }
+    let w = state.round_final(height.checked_add(1).ok_or(CoreError::IndexOutOfRange)?)?;
+    let subs = w.submissions();
+    let s = subs.len() as u32;
+    if s < quorum(&state.config, w) as u32 {
+        return Err(CoreError::NotEnoughWitnesses);
+    }
+    let c = Committee::compute(r);
+    let t = c.trainers();
+    for cand in cands.iter_mut() {
+        let slot = cand.trainer as usize;
+        let assigned = c
+            .position_of(slot)
+            .and_then(|p| assignment(r, t, p))
+            .is_some_and(|(lo, _)| lo == cand.batch_start);
+        let clean = !bit_get(&r.ejected, slot) && !bit_get(&w.ejected, slot);
+        let votes = subs
+            .iter()
+            .filter(|sub| sub.results.contains(&cand.commitment))
+            .count() as u32;
+        cand.votes = votes as u16;
+        cand.accepted = assigned && clean && votes * 2 > s;
+    }
+    cands.sort_unstable_by(|a, b| {
+        b.accepted
+            .cmp(&a.accepted)
+            .then(a.batch_start.cmp(&b.batch_start))
+            .then(b.votes.cmp(&a.votes))
+            .then(a.commitment.cmp(&b.commitment))
+            .then(a.trainer.cmp(&b.trainer))
+    });
+    let accepted = cands.iter().take_while(|c| c.accepted).count();
+    // Keep the first (best) accepted candidate of each batch.
+    let mut kept = 0usize;
+    for i in 0..accepted {
+        let dup = kept > 0 && cands[kept - 1].batch_start == cands[i].batch_start;
+        if dup {
+            cands[i].accepted = false;
+        } else {
+            cands.swap(kept, i);
+            kept += 1;
+        }
+    }
+    // Restore order among the tail is not needed; but the rejected duplicates sit after `kept`.
+    Ok(kept)
+}
+
+/// Why a health check succeeds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unhealthy {
+    /// A trainer of round r whose wallet a strict majority of round r+1's trainer filters lack.
+    MissingResult,
+    /// A witness of round r+1 that did not submit although a quorum of its committee did.
+    MissedWitness,
+}
+
+/// The health verdict on `target` for data round `height` (judged by round `height + 1`, which
+/// must be final and have reached quorum). `Ok(None)` means healthy.
+pub fn health_verdict(state: &State, height: u32, target: usize) -> CoreResult<Option<Unhealthy>> {
+    let r = state.round(height)?;
+    let w = state.round_final(height.checked_add(1).ok_or(CoreError::IndexOutOfRange)?)?;
+    let client = state.client(target)?;
+    let subs = w.submissions();
+    let s = subs.len() as u32;
+    if s < quorum(&state.config, w) as u32 {
+        return Err(CoreError::NotEnoughWitnesses);
+    }
+    let c = Committee::compute(r);
+    let trained = c
+        .position_of(target)
+        .and_then(|p| assignment(r, c.trainers(), p))
+        .is_some();
+    if trained {
+        let present = subs
+            .iter()
+            .filter(|sub| sub.trainers.contains(&client.wallet))
+            .count() as u32;
+        if (s - present) * 2 > s {
+            return Ok(Some(Unhealthy::MissingResult));
+        }
+    }
+    let cw = Committee::compute(w);
+    if let Some(p) = cw.position_of(target) {
+        if p < cw.witnesses && w.witnessed & (1u32 << p) == 0 {
+            return Ok(Some(Unhealthy::MissedWitness));
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,618 @@
+//! State transitions. Each validates fully before it mutates, so an `Err` leaves the state
+//! untouched; each successful change bumps `nonce` and sets `updated_at`.
+
+use crate::bloom::Bloom;
+use crate::config::Config;
+use crate::derive::{
+    assignment, health_verdict, quorum, verification_target, verifier_count, witness_count,
+    Committee, Unhealthy, ROLE_VERIFIER,
+};
+use crate::error::{CoreError, CoreResult};
+use crate::rng::round_seed;
+use crate::state::{
+    bit_get, bit_set, Client, ClientState, ModelRef, Phase, RoundKind, State, WitnessStats,
+    WitnessSubmission,
+};
+use crate::{MAX_CLIENTS, MAX_WITNESSES, ROUND_RING, STATE_VERSION};
+use bytemuck::Zeroable;
+
+/// What a tick did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TickOutcome {
+    /// Nothing was due.
+    Idle,
+    /// Bookkeeping changed without a phase change (e.g. the min-clients timer started).
+    Updated,
+    /// The phase (or round) changed.
+    Transitioned,
+}
+
+fn elapsed(now: i64, since: i64, secs: u32) -> bool {
+    now.saturating_sub(since) >= secs as i64
+}
+
+impl State {
+    /// Initialize a (zeroed or garbage) account in place: validates config and model, and starts
+    /// `Paused` so the operator can review before `resume`.
+    pub fn init(
+        &mut self,
+        run_id: &[u8; 32],
+        config: &Config,
+        model: &ModelRef,
+        now: i64,
+    ) -> CoreResult<()> {
+        config.validate()?;
+        model.validate()?;
+        bytemuck::fill_zeroes(core::slice::from_mut(self));
+        self.version = STATE_VERSION;
+        self.phase = Phase::Paused as u8;
+        self.run_id = *run_id;
+        self.created_at = now;
+        self.phase_started_at = now;
+        self.updated_at = now;
+        self.config = *config;
+        self.model = *model;
+        self.nonce = 1;
+        Ok(())
+    }
+
+    fn touch(&mut self, now: i64) {
+        self.nonce = self.nonce.wrapping_add(1);
+        self.updated_at = now;
+    }
+
+    fn set_phase(&mut self, p: Phase, now: i64) {
+        self.phase = p as u8;
+        self.phase_started_at = now;
+    }
+
+    fn healthy_count(&self) -> usize {
+        self.count_state(ClientState::Healthy)
+    }
+
+    fn slot_of(&self, wallet: &[u8; 32]) -> CoreResult<usize> {
+        self.find_client(wallet).ok_or(CoreError::UnknownClient)
+    }
+
+    fn healthy_slot(&self, wallet: &[u8; 32]) -> CoreResult<usize> {
+        let slot = self.slot_of(wallet)?;
+        if !self.clients[slot].is_healthy() {
+            return Err(CoreError::NotHealthy);
+        }
+        Ok(slot)
+    }
+
+    // ------------------------------------------------------------------ membership
+
+    /// Register a client. During `WaitingForMembers` and `Paused` it becomes a member at once;
+    /// during an epoch it is `Pending` until the next epoch opens. Returns the slot.
+    pub fn join(&mut self, wallet: &[u8; 32], node_key: &[u8; 32], now: i64) -> CoreResult<usize> {
+        self.check()?;
+        let phase = self.phase()?;
+        if phase == Phase::Finished {
+            return Err(CoreError::RunFinished);
+        }
+        if wallet == &[0; 32] || node_key == &[0; 32] {
+            return Err(CoreError::InvalidKey);
+        }
+        if self.clients.iter().any(|c| {
+            c.state != ClientState::Empty as u8 && (&c.wallet == wallet || &c.node_key == node_key)
+        }) {
+            return Err(CoreError::DuplicateClient);
+        }
+        let taken = self.count_state(ClientState::Healthy) + self.count_state(ClientState::Pending);
+        if taken >= self.config.max_clients as usize {
+            return Err(CoreError::Full);
+        }
+        let slot = self
+            .clients
+            .iter()
+            .position(|c| c.state == ClientState::Empty as u8)
+            .ok_or(CoreError::Full)?;
+        let direct = matches!(phase, Phase::WaitingForMembers | Phase::Paused);
+        self.clients[slot] = Client {
+            wallet: *wallet,
+            node_key: *node_key,
+            joined_epoch: if direct {
+                self.progress.epoch
+            } else {
+                self.progress.epoch.saturating_add(1)
+            },
+            state: if direct {
+                ClientState::Healthy as u8
+            } else {
+                ClientState::Pending as u8
+            },
+            pad: [0; 3],
+        };
+        self.touch(now);
+        Ok(slot)
+    }
+
+    /// Leave the run. Outside an epoch (or while pending) the slot is freed at once; during an
+    /// epoch the client is marked `Withdrawn` and its slot is freed when the epoch ends.
+    pub fn withdraw(&mut self, wallet: &[u8; 32], now: i64) -> CoreResult<()> {
+        self.check()?;
+        let phase = self.phase()?;
+        let slot = self.slot_of(wallet)?;
+        let state = self.clients[slot]
+            .client_state()
+            .ok_or(CoreError::InvalidState)?;
+        match state {
+            ClientState::Ejected => return Err(CoreError::ClientEjected),
+            ClientState::Withdrawn => return Err(CoreError::AlreadyWithdrawn),
+            _ => {}
+        }
+        let outside = matches!(
+            phase,
+            Phase::WaitingForMembers | Phase::Paused | Phase::Finished
+        );
+        if outside || state == ClientState::Pending {
+            self.clients[slot] = Client::zeroed();
+        } else {
+            self.clients[slot].state = ClientState::Withdrawn as u8;
+        }
+        self.touch(now);
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ tick
+
+    /// Advance on timeouts (at most one phase change per call). `randomness` seeds a new round
+    /// when one starts (slot hashes on chain, OS randomness on the server).
+    pub fn tick(&mut self, now: i64, randomness: &[u8; 32]) -> CoreResult<TickOutcome> {
+        self.check()?;
+        let cfg = self.config;
+        let out = match self.phase()? {
+            Phase::Uninitialized => return Err(CoreError::InvalidState),
+            Phase::Paused | Phase::Finished => TickOutcome::Idle,
+            Phase::WaitingForMembers => {
+                let healthy = self.healthy_count();
+                if healthy >= cfg.min_clients as usize {
+                    if self.min_reached_at == 0 {
+                        self.min_reached_at = now.max(1);
+                    }
+                    if healthy >= cfg.max_clients as usize
+                        || elapsed(now, self.min_reached_at, cfg.waiting_extra_secs)
+                    {
+                        self.start_warmup(now);
+                        TickOutcome::Transitioned
+                    } else if self.min_reached_at == now.max(1) {
+                        TickOutcome::Updated
+                    } else {
+                        TickOutcome::Idle
+                    }
+                } else if self.min_reached_at != 0 {
+                    self.min_reached_at = 0;
+                    TickOutcome::Updated
+                } else {
+                    TickOutcome::Idle
+                }
+            }
+            Phase::Warmup => {
+                let all_ready = (0..MAX_CLIENTS)
+                    .all(|s| !self.clients[s].is_healthy() || bit_get(&self.warmup_ready, s));
+                if all_ready || elapsed(now, self.phase_started_at, cfg.warmup_secs) {
+                    for s in 0..MAX_CLIENTS {
+                        if self.clients[s].is_healthy() && !bit_get(&self.warmup_ready, s) {
+                            self.clients[s].state = ClientState::Dropped as u8;
+                        }
+                    }
+                    if self.healthy_count() < cfg.min_clients as usize || self.healthy_count() == 0
+                    {
+                        self.end_epoch(now, false);
+                    } else {
+                        self.start_round(0, now, randomness);
+                    }
+                    TickOutcome::Transitioned
+                } else {
+                    TickOutcome::Idle
+                }
+            }
+            Phase::RoundTrain => {
+                let r = self.round(self.progress.height)?;
+                let early = r.quorum_at != 0 && elapsed(now, r.quorum_at, cfg.witness_grace_secs);
+                if early || elapsed(now, self.phase_started_at, cfg.max_round_train_secs) {
+                    self.set_phase(Phase::RoundWitness, now);
+                    TickOutcome::Transitioned
+                } else {
+                    TickOutcome::Idle
+                }
+            }
+            Phase::RoundWitness => {
+                let r = self.round(self.progress.height)?;
+                let all = r.submissions_len >= r.witness_count;
+                if all || elapsed(now, self.phase_started_at, cfg.round_witness_secs) {
+                    self.end_round(now, randomness);
+                    TickOutcome::Transitioned
+                } else {
+                    TickOutcome::Idle
+                }
+            }
+            Phase::Cooldown => {
+                if elapsed(now, self.phase_started_at, cfg.cooldown_secs) {
+                    self.progress.epochs_completed =
+                        self.progress.epochs_completed.saturating_add(1);
+                    self.end_epoch(now, false);
+                    TickOutcome::Transitioned
+                } else {
+                    TickOutcome::Idle
+                }
+            }
+        };
+        if out != TickOutcome::Idle {
+            self.touch(now);
+        }
+        Ok(out)
+    }
+
+    fn start_warmup(&mut self, now: i64) {
+        self.warmup_ready = [0; MAX_CLIENTS / 8];
+        self.min_reached_at = 0;
+        self.checkpointed = 0;
+        self.progress.height = 0;
+        let left = self.config.total_steps.saturating_sub(self.progress.step);
+        self.progress.epoch_rounds = (self.config.rounds_per_epoch as u64).min(left) as u32;
+        self.set_phase(Phase::Warmup, now);
+    }
+
+    /// Start round `height` (data while `height < epoch_rounds`, else the drain round), or abort
+    /// the epoch when fewer than `min_clients` members are healthy.
+    fn start_round(&mut self, height: u32, now: i64, randomness: &[u8; 32]) {
+        let healthy = self.healthy_count();
+        if healthy < self.config.min_clients as usize || healthy == 0 {
+            self.end_epoch(now, false);
+            return;
+        }
+        let data = height < self.progress.epoch_rounds;
+        let seed = round_seed(
+            randomness,
+            &self.run_id,
+            self.progress.epoch,
+            height,
+            self.progress.step,
+        );
+        let n = healthy as u16;
+        let cfg = self.config;
+        let batch = if data {
+            cfg.batch_size_at(self.progress.step)
+        } else {
+            0
+        };
+        let epoch = self.progress.epoch;
+        let data_index = self.progress.data_index;
+        let step = self.progress.step;
+        let mut members = [0u8; MAX_CLIENTS / 8];
+        for s in 0..MAX_CLIENTS {
+            if self.clients[s].is_healthy() {
+                bit_set(&mut members, s);
+            }
+        }
+        let r = &mut self.rounds[height as usize % ROUND_RING];
+        bytemuck::fill_zeroes(core::slice::from_mut(r));
+        r.seed = seed;
+        r.data_index = data_index;
+        r.started_at = now;
+        r.step = step;
+        r.epoch = epoch;
+        r.height = height;
+        r.batch_size = batch;
+        r.member_count = n;
+        r.witness_count = witness_count(&cfg, n);
+        r.verifier_count = verifier_count(&cfg, n);
+        r.kind = if data {
+            RoundKind::Data as u8
+        } else {
+            RoundKind::Drain as u8
+        };
+        r.members = members;
+        if data {
+            self.progress.data_index = data_index.saturating_add(batch as u64);
+            self.progress.step = step.saturating_add(1);
+        }
+        self.progress.height = height;
+        self.set_phase(Phase::RoundTrain, now);
+    }
+
+    fn end_round(&mut self, now: i64, randomness: &[u8; 32]) {
+        let h = self.progress.height;
+        if h < self.progress.epoch_rounds {
+            self.start_round(h + 1, now, randomness);
+        } else {
+            self.set_phase(Phase::Cooldown, now);
+        }
+    }
+
+    /// Close the epoch. `Abort` (pause or too few members) rewinds the data index to the first
+    /// round whose results were not yet applied, so no sample is lost. Slots of leavers are
+    /// freed, pending joiners become members.
+    fn end_epoch(&mut self, now: i64, to_paused: bool) {
+        let phase = Phase::from_u8(self.phase);
+        if matches!(phase, Some(Phase::RoundTrain | Phase::RoundWitness)) {
+            // Results of rounds h-1 and h are not applied yet (h-2 was applied at h's start).
+            let h = self.progress.height;
+            let first_unapplied = h.saturating_sub(1);
+            let idx = self.rounds[first_unapplied as usize % ROUND_RING].data_index;
+            if self.rounds[first_unapplied as usize % ROUND_RING].epoch == self.progress.epoch {
+                self.progress.data_index = idx;
+            }
+        }
+        for c in self.clients.iter_mut() {
+            match ClientState::from_u8(c.state) {
+                Some(ClientState::Dropped | ClientState::Withdrawn | ClientState::Ejected)
+                | None => {
+                    *c = Client::zeroed();
+                }
+                Some(ClientState::Pending) => c.state = ClientState::Healthy as u8,
+                _ => {}
+            }
+        }
+        self.progress.epoch = self.progress.epoch.saturating_add(1);
+        self.progress.height = 0;
+        self.progress.epoch_rounds = 0;
+        self.warmup_ready = [0; MAX_CLIENTS / 8];
+        self.min_reached_at = 0;
+        self.checkpointed = 0;
+        let next = if to_paused {
+            Phase::Paused
+        } else if self.progress.step >= self.config.total_steps {
+            Phase::Finished
+        } else {
+            Phase::WaitingForMembers
+        };
+        self.set_phase(next, now);
+    }
+
+    // ------------------------------------------------------------------ witnesses
+
+    /// A member reports it has loaded the model and is ready (Warmup only).
+    pub fn warmup_witness(&mut self, wallet: &[u8; 32], now: i64) -> CoreResult<()> {
+        self.check()?;
+        if self.phase()? != Phase::Warmup {
+            return Err(CoreError::WrongPhase);
+        }
+        let slot = self.healthy_slot(wallet)?;
+        if bit_get(&self.warmup_ready, slot) {
+            return Err(CoreError::DuplicateWitness);
+        }
+        bit_set(&mut self.warmup_ready, slot);
+        self.touch(now);
+        Ok(())
+    }
+
+    /// A witness of the current round submits its filters about the previous round's results.
+    /// `position` is the committee proof: the slot must sit at that position of the round's
+    /// shuffle and the position must be a witness position.
+    pub fn witness(
+        &mut self,
+        wallet: &[u8; 32],
+        position: u16,
+        results: &Bloom,
+        trainers: &Bloom,
+        stats: &WitnessStats,
+        now: i64,
+    ) -> CoreResult<()> {
+        self.check()?;
+        if !matches!(self.phase()?, Phase::RoundTrain | Phase::RoundWitness) {
+            return Err(CoreError::WrongPhase);
+        }
+        let slot = self.healthy_slot(wallet)?;
+        let h = self.progress.height;
+        let r = self.round(h)?;
+        let c = Committee::compute(r);
+        if position >= c.n {
+            return Err(CoreError::IndexOutOfRange);
+        }
+        if position >= c.witnesses || position as usize >= MAX_WITNESSES {
+            return Err(CoreError::NotWitness);
+        }
+        if c.slot_at(position) != Some(slot) {
+            return Err(CoreError::BadProof);
+        }
+        if r.witnessed & (1u32 << position) != 0 {
+            return Err(CoreError::DuplicateWitness);
+        }
+        let len = r.submissions_len as usize;
+        if len >= MAX_WITNESSES {
+            return Err(CoreError::InvalidState);
+        }
+        let q = quorum(&self.config, r);
+        let r = self.round_mut(h)?;
+        r.submissions[len] = WitnessSubmission {
+            client: slot as u16,
+            position,
+            stats: *stats,
+            results: *results,
+            trainers: *trainers,
+        };
+        r.submissions_len += 1;
+        r.witnessed |= 1u32 << position;
+        if r.quorum_at == 0 && r.submissions_len >= q {
+            r.quorum_at = now.max(1);
+        }
+        self.touch(now);
+        Ok(())
+    }
+
+    /// A healthy member asks the coordinator to drop `target` for data round `height`, judged by
+    /// round `height + 1`'s witnesses (see `derive::health_verdict`). Returns the reason.
+    pub fn health_check(
+        &mut self,
+        wallet: &[u8; 32],
+        target: u16,
+        height: u32,
+        now: i64,
+    ) -> CoreResult<Unhealthy> {
+        self.check()?;
+        if !self.in_rounds() {
+            return Err(CoreError::WrongPhase);
+        }
+        self.healthy_slot(wallet)?;
+        let t = target as usize;
+        if t >= MAX_CLIENTS {
+            return Err(CoreError::IndexOutOfRange);
+        }
+        if !self.clients[t].is_healthy() {
+            return Err(CoreError::NotHealthy);
+        }
+        let verdict = health_verdict(self, height, t)?.ok_or(CoreError::StillHealthy)?;
+        self.clients[t].state = ClientState::Dropped as u8;
+        self.touch(now);
+        Ok(verdict)
+    }
+
+    /// The verification target of the verifier at `slot` in round `height` (it recomputes that
+    /// client's result of round `height - 1`).
+    pub fn verification_target_of(&self, height: u32, slot: usize) -> CoreResult<Option<usize>> {
+        let cur = self.round(height)?;
+        let prev = match height.checked_sub(1).map(|h| self.round(h)) {
+            Some(Ok(p)) => p,
+            _ => return Ok(None),
+        };
+        let cc = Committee::compute(cur);
+        let pos = match cc.position_of(slot) {
+            Some(p) => p,
+            None => return Ok(None),
+        };
+        let pc = Committee::compute(prev);
+        Ok(verification_target(&self.config, prev, &pc, cur, &cc, pos))
+    }
+
+    /// A verifier of the current round reports that its assigned target's previous-round result
+    /// does not match its recomputation. When `eject_reports` distinct assigned verifiers have
+    /// reported, the target is ejected (and its results of this and the previous round are
+    /// excluded from the apply set). Returns whether the target was ejected now.
+    pub fn report(&mut self, wallet: &[u8; 32], target: u16, now: i64) -> CoreResult<bool> {
+        self.check()?;
+        if !matches!(self.phase()?, Phase::RoundTrain | Phase::RoundWitness) {
+            return Err(CoreError::WrongPhase);
+        }
+        let slot = self.healthy_slot(wallet)?;
+        let t = target as usize;
+        if t >= MAX_CLIENTS {
+            return Err(CoreError::IndexOutOfRange);
+        }
+        let h = self.progress.height;
+        let cur = self.round(h)?;
+        let cc = Committee::compute(cur);
+        let pos = cc.position_of(slot).ok_or(CoreError::NotVerifier)?;
+        if cc.roles_at(pos) & ROLE_VERIFIER == 0 {
+            return Err(CoreError::NotVerifier);
+        }
+        let prev = h
+            .checked_sub(1)
+            .ok_or(CoreError::NotAssigned)
+            .and_then(|p| self.round(p).map_err(|_| CoreError::NotAssigned))?;
+        let pc = Committee::compute(prev);
+        if verification_target(&self.config, prev, &pc, cur, &cc, pos) != Some(t) {
+            return Err(CoreError::NotAssigned);
+        }
+        if bit_get(&cur.reported, slot) {
+            return Err(CoreError::DuplicateReport);
+        }
+        // Count assigned verifiers (including this one) that reported `t`.
+        let mut count = 1u32;
+        for p in cc.trainers()..cc.n {
+            let Some(vs) = cc.slot_at(p) else { continue };
+            if vs != slot
+                && bit_get(&cur.reported, vs)
+                && verification_target(&self.config, prev, &pc, cur, &cc, p) == Some(t)
+            {
+                count += 1;
+            }
+        }
+        let eject = count >= self.config.eject_reports as u32
+            && self.clients[t].state != ClientState::Ejected as u8;
+        let r = self.round_mut(h)?;
+        bit_set(&mut r.reported, slot);
+        if eject {
+            bit_set(&mut r.ejected, t);
+            self.clients[t].state = ClientState::Ejected as u8;
+        }
+        self.touch(now);
+        Ok(eject)
+    }
+
+    /// A healthy member records the epoch's checkpoint (Cooldown only, once per epoch).
+    pub fn checkpoint(&mut self, wallet: &[u8; 32], model: &ModelRef, now: i64) -> CoreResult<()> {
+        self.check()?;
+        if self.phase()? != Phase::Cooldown {
+            return Err(CoreError::WrongPhase);
+        }
+        self.healthy_slot(wallet)?;
+        if self.checkpointed != 0 {
+            return Err(CoreError::AlreadyCheckpointed);
+        }
+        model.validate()?;
+        self.model = *model;
+        self.checkpointed = 1;
+        self.touch(now);
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ operator
+
+    /// Halt the run (authority only, checked by the host). A running epoch is aborted: data not
+    /// yet applied is rewound, leavers' slots are freed.
+    pub fn pause(&mut self, now: i64) -> CoreResult<()> {
+        self.check()?;
+        match self.phase()? {
+            Phase::Paused => return Err(CoreError::AlreadyPaused),
+            Phase::WaitingForMembers | Phase::Finished => {
+                self.min_reached_at = 0;
+                self.set_phase(Phase::Paused, now);
+            }
+            _ => self.end_epoch(now, true),
+        }
+        self.touch(now);
+        Ok(())
+    }
+
+    /// Resume a paused run: `WaitingForMembers`, or `Finished` if no steps are left.
+    pub fn resume(&mut self, now: i64) -> CoreResult<()> {
+        self.check()?;
+        if self.phase()? != Phase::Paused {
+            return Err(CoreError::NotPaused);
+        }
+        let next = if self.progress.step >= self.config.total_steps {
+            Phase::Finished
+        } else {
+            Phase::WaitingForMembers
+        };
+        self.set_phase(next, now);
+        self.touch(now);
+        Ok(())
+    }
+
+    /// Replace the config (Paused only).
+    pub fn update_config(&mut self, config: &Config, now: i64) -> CoreResult<()> {
+        self.check()?;
+        if self.phase()? != Phase::Paused {
+            return Err(CoreError::NotHalted);
+        }
+        config.validate()?;
+        self.config = *config;
+        self.touch(now);
+        Ok(())
+    }
+
+    /// Replace the model reference (Paused only).
+    pub fn update_model(&mut self, model: &ModelRef, now: i64) -> CoreResult<()> {
+        self.check()?;
+        if self.phase()? != Phase::Paused {
+            return Err(CoreError::NotHalted);
+        }
+        model.validate()?;
+        self.model = *model;
+        self.touch(now);
+        Ok(())
+    }
+
+    /// The data `[start, end)` the client at `slot` trains in round `height`, if any.
+    pub fn assignment_of(&self, height: u32, slot: usize) -> CoreResult<Option<(u64, u64)>> {
+        let r = self.round(height)?;
+        let c = Committee::compute(r);
+        Ok(c.position_of(slot)
+            .and_then(|p| assignment(r, c.trainers(), p)))
+    }
+}
