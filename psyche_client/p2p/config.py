@@ -32,6 +32,9 @@ class P2PConfig:
     """Bounded uploads: a fan-out of N fetchers gets BUSY and rotates to other holders."""
     reannounce_interval: float = 5.0
     """Re-publishes own live results so peers that missed the first gossip still learn them."""
+    upload_rate_limit: float = 0.0
+    """Bytes/s cap per upload (0 = none): lets an operator leave bandwidth for training
+    traffic; tests use it to keep a transfer in flight long enough to kill its source."""
     busy_backoff: float = 0.2
     max_queue: int = 4096
     """Announcements waiting for the client loop; the oldest is dropped when full."""

@@ -24,7 +24,7 @@ from . import wire
 from .config import P2PConfig
 from .host import raise_for_status
 from .identity import NodeId, NodeKey, verify_signature
-from .limits import UploadLimiter
+from .limits import UploadLimiter, upload_chunk
 
 log = logging.getLogger(__name__)
 FAST_MAGIC = b"PSYF"
@@ -113,12 +113,16 @@ class FastPathServer:
             writer.write(wire.BLOB_RESPONSE.pack(wire.STATUS_OK, end - offset))
             view = memoryview(blob)
             pos = offset
+            rate = self.config.upload_rate_limit
+            chunk = upload_chunk(rate, wire.CHUNK)
             while pos < end:
-                n = min(wire.CHUNK, end - pos)
+                n = min(chunk, end - pos)
                 writer.write(view[pos : pos + n])
                 pos += n
                 # drain() returns once the kernel took most of it: at most ~1 chunk is queued.
                 await asyncio.wait_for(writer.drain(), idle)
+                if rate > 0:
+                    await asyncio.sleep(n / rate)
             if writer.can_write_eof():
                 writer.write_eof()
             # Let the client read to the end before the socket goes away.

@@ -36,7 +36,7 @@ from . import wire
 from .bridge import TrioThread
 from .config import P2PConfig
 from .identity import NodeId, NodeKey, node_id_of, peer_id_of
-from .limits import UploadLimiter
+from .limits import UploadLimiter, upload_chunk
 
 log = logging.getLogger(__name__)
 ADDR_TTL = 3600
@@ -364,10 +364,14 @@ class Libp2pHost:
             await write_bounded(stream, wire.BLOB_RESPONSE.pack(status, end - offset), idle)
             view = memoryview(blob)
             pos = offset
+            rate = self.config.upload_rate_limit
+            chunk = upload_chunk(rate, wire.CHUNK)
             while pos < end:
-                step = min(wire.CHUNK, end - pos)
+                step = min(chunk, end - pos)
                 await write_bounded(stream, view[pos : pos + step], idle)
                 pos += step
+                if rate > 0:
+                    await trio.sleep(step / rate)
             await _close_quietly(stream)
         except Exception as exc:  # noqa: BLE001 - a stalled or lying fetcher is only dropped
             log.debug("blob upload ended: %r", exc)

@@ -18,6 +18,8 @@ class UploadLimiter:
         self._lock = threading.Lock()
         self._by_peer: Counter[bytes] = Counter()
         self._active = 0
+        self.served = 0
+        """Uploads admitted so far (for stats)."""
 
     def try_acquire(self, peer: bytes) -> bool:
         with self._lock:
@@ -25,6 +27,7 @@ class UploadLimiter:
                 return False
             self._active += 1
             self._by_peer[peer] += 1
+            self.served += 1
             return True
 
     def release(self, peer: bytes) -> None:
@@ -38,3 +41,10 @@ class UploadLimiter:
     def active(self) -> int:
         with self._lock:
             return self._active
+
+
+def upload_chunk(rate_limit: float, chunk: int) -> int:
+    """Chunk size for an upload: smaller under a rate cap so pacing stays smooth."""
+    if rate_limit <= 0:
+        return chunk
+    return max(16 << 10, min(chunk, int(rate_limit / 8)))

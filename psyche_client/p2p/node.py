@@ -67,6 +67,10 @@ class NodeStats:
     fetched: int = 0
     fetch_failed: int = 0
     fetch_transports: dict[str, int] = field(default_factory=dict)
+    fetch_failures: list[str] = field(default_factory=list)
+    """Why single attempts failed (most recent 50), e.g. 'fast:TransferError('eof')'."""
+    resumed_bytes: int = 0
+    """Bytes kept from attempts that then failed and were continued from another source."""
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -405,8 +409,7 @@ class P2PNode:
             self.stats.fetch_failed += 1
             raise
         finally:
-            for t in stats.transports:
-                self.stats.fetch_transports[t] = self.stats.fetch_transports.get(t, 0) + 1
+            self._record(stats)
         self.stats.fetched += 1
         self._store.put(ann.commitment, data, ann.step)
         if self._state == "running" and self._step_ok(ann.step):
@@ -414,6 +417,20 @@ class P2PNode:
             self._remember_raw(have, have.encode())
             self._spawn(self._gossip(have.encode()))
         return data
+
+    def _record(self, stats: FetchStats) -> None:
+        for t in stats.transports:
+            self.stats.fetch_transports[t] = self.stats.fetch_transports.get(t, 0) + 1
+        self.stats.fetch_failures = (self.stats.fetch_failures + stats.failures)[-50:]
+        self.stats.resumed_bytes += stats.resumed_bytes
+
+    @property
+    def uploads_served(self) -> int:
+        return self._limiter.served
+
+    @property
+    def refused_connections(self) -> int:
+        return self._lp.refused_peers + (self._fast.refused if self._fast else 0)
 
     async def _attempt(
         self,
@@ -477,16 +494,19 @@ class P2PNode:
             order = sources[i % len(sources) :] + sources[: i % len(sources)]
             async with limit:
                 stats = FetchStats()
-                out[name] = await fetch_blob(
-                    digest,
-                    size,
-                    lambda: order,
-                    lambda data: hashlib.sha256(data).digest() == digest,
-                    self._attempt,
-                    timeout=timeout or self.config.fetch_timeout,
-                    busy_backoff=self.config.busy_backoff,
-                    stats=stats,
-                )
+                try:
+                    out[name] = await fetch_blob(
+                        digest,
+                        size,
+                        lambda: order,
+                        lambda data: hashlib.sha256(data).digest() == digest,
+                        self._attempt,
+                        timeout=timeout or self.config.fetch_timeout,
+                        busy_backoff=self.config.busy_backoff,
+                        stats=stats,
+                    )
+                finally:
+                    self._record(stats)
 
         await asyncio.gather(*(get(i, *p) for i, p in enumerate(pieces)))
         config = out.pop("")

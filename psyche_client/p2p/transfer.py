@@ -49,6 +49,7 @@ class FetchStats:
     failures: list[str] = field(default_factory=list)
     transports: list[str] = field(default_factory=list)
     restarts: int = 0
+    resumed_bytes: int = 0
 
 
 async def fetch_blob(
@@ -115,6 +116,8 @@ async def fetch_blob(
                 bad.add((src.node, P2P))
         if progress[0] > offset:
             contributors.add(src.node)
+            if progress[0] < size:
+                stats.resumed_bytes += progress[0] - offset
             offset = progress[0]
 
 
