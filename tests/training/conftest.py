@@ -74,6 +74,12 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @pytest.fixture
+def range_handler() -> type[RangeHandler]:
+    """The handler class of `http_root`; set `fail_next` to make it answer 503 that many times."""
+    return RangeHandler
+
+
+@pytest.fixture
 def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     """(directory, base URL) of a local HTTP server with Range support, stopped afterwards."""
 
