@@ -41,6 +41,6 @@ pub const MAX_WITNESSES: usize = 16;
 /// Recent rounds kept in the state.
 pub const ROUND_RING: usize = 4;
 
-const _: () = assert!(MAX_CLIENTS % 8 == 0 && MAX_CLIENTS <= u16::MAX as usize);
+const _: () = assert!(MAX_CLIENTS.is_multiple_of(8) && MAX_CLIENTS <= u16::MAX as usize);
 const _: () = assert!(MAX_WITNESSES <= 32);
-const _: () = assert!(STATE_SIZE % 8 == 0);
+const _: () = assert!(STATE_SIZE.is_multiple_of(8));
