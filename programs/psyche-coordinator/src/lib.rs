@@ -1,0 +1,105 @@
+//! The Psyche coordinator as a Solana program.
+//!
+//! Thin by design: this crate owns accounts, signer/authority checks and PDAs; every rule of a
+//! run lives in `psyche_core` (crates/coordinator), compiled into this program for SBF.
+//!
+//! It is written on pinocchio but speaks Anchor's wire format, so Anchor clients (anchorpy, the
+//! TS client) use it through `idl/psyche_coordinator.json` unchanged:
+//! - instruction data: `sha256("global:<name>")[..8]` then the Borsh-encoded arguments;
+//! - account data: `sha256("account:<Name>")[..8]` then the account's fields (Borsh layout,
+//!   which for fixed-size fields is the `repr(C)` layout here, byte for byte);
+//! - errors: Anchor's framework codes (100..=3999) and this program's codes from 6000.
+//!
+//! Why not Anchor itself: see docs/decisions/0001-sbf-toolchain.md.
+#![no_std]
+
+// Host builds (tests, the cdylib on x86_64) get std's allocator and panic handler.
+#[cfg(not(any(target_os = "solana", target_arch = "bpf")))]
+extern crate std;
+
+pub mod error;
+pub mod instructions;
+pub mod state;
+
+#[cfg(all(
+    any(target_os = "solana", target_arch = "bpf"),
+    not(feature = "no-entrypoint")
+))]
+mod entrypoint;
+
+use pinocchio::{error::ProgramError, AccountView, Address, ProgramResult};
+
+pub use error::PsycheError;
+
+/// This program's address (the public key of localnet/psyche_coordinator-keypair.json).
+pub const ID: Address = Address::from_str_const("FUpMU31XoAdktVVD1HoKfbQer7cpGkpZgXpGMZVgr5WP");
+
+/// Instruction discriminators: `sha256("global:<name>")[..8]`, as Anchor computes them.
+pub mod discriminator {
+    /// `init_run`
+    pub const INIT_RUN: [u8; 8] = [148, 105, 121, 172, 230, 223, 101, 42];
+    /// `bump`
+    pub const BUMP: [u8; 8] = [102, 163, 91, 221, 146, 88, 184, 142];
+    /// `set_paused`
+    pub const SET_PAUSED: [u8; 8] = [91, 60, 125, 192, 176, 225, 166, 218];
+}
+
+/// Routes an instruction by its 8-byte discriminator.
+pub fn process_instruction(
+    program_id: &Address,
+    accounts: &mut [AccountView],
+    data: &[u8],
+) -> ProgramResult {
+    if program_id != &ID {
+        return Err(PsycheError::DeclaredProgramIdMismatch.into());
+    }
+    let (tag, args) = data
+        .split_first_chunk::<8>()
+        .ok_or(PsycheError::InstructionMissing)?;
+    match *tag {
+        discriminator::INIT_RUN => instructions::init_run(accounts, args),
+        discriminator::BUMP => instructions::bump(accounts, args),
+        discriminator::SET_PAUSED => instructions::set_paused(accounts, args),
+        _ => Err(ProgramError::from(PsycheError::InstructionFallbackNotFound)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+
+    fn anchor_discriminator(preimage: &str) -> [u8; 8] {
+        let digest = Sha256::digest(preimage.as_bytes());
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&digest[..8]);
+        out
+    }
+
+    #[test]
+    fn discriminators_are_anchors() {
+        assert_eq!(discriminator::INIT_RUN, anchor_discriminator("global:init_run"));
+        assert_eq!(discriminator::BUMP, anchor_discriminator("global:bump"));
+        assert_eq!(discriminator::SET_PAUSED, anchor_discriminator("global:set_paused"));
+        assert_eq!(state::Run::DISCRIMINATOR, anchor_discriminator("account:Run"));
+    }
+
+    #[test]
+    fn unknown_and_short_instructions_are_rejected() {
+        let mut accounts: [AccountView; 0] = [];
+        assert_eq!(
+            process_instruction(&ID, &mut accounts, &[1, 2, 3]),
+            Err(PsycheError::InstructionMissing.into())
+        );
+        assert_eq!(
+            process_instruction(&ID, &mut accounts, &[0; 8]),
+            Err(PsycheError::InstructionFallbackNotFound.into())
+        );
+        let other = Address::new_from_array([7; 32]);
+        assert_eq!(
+            process_instruction(&other, &mut accounts, &discriminator::BUMP),
+            Err(PsycheError::DeclaredProgramIdMismatch.into())
+        );
+    }
+}
