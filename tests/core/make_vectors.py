@@ -37,7 +37,12 @@ def main() -> None:
             h1, h2 = mmh3.hash64(key, seed=seed, x64arch=True, signed=False)
             h128 = mmh3.hash128(key, seed=seed, x64arch=True, signed=False)
             assert h128 == (h2 << 64) | h1
-            entry = {"key": key.hex(), "seed": seed, "h1": str(h1), "h2": str(h2)}
+            entry: dict[str, object] = {
+                "key": key.hex(),
+                "seed": seed,
+                "h1": str(h1),
+                "h2": str(h2),
+            }
             if seed == 0:
                 entry["bloom"] = [((h1 + i * h2) & MASK) % BLOOM_BITS for i in range(BLOOM_HASHES)]
             vectors.append(entry)

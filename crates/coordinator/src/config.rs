@@ -69,7 +69,7 @@ impl Default for Config {
             min_clients: 2,
             max_clients: MAX_CLIENTS as u16,
             witnesses_per_round: 8,
-            witness_quorum_pct: 67,
+            witness_quorum_pct: 66,
             verification_pct: 10,
             verifiers_per_target: 1,
             eject_reports: 1,
