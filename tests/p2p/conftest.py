@@ -84,8 +84,8 @@ class PeerProc:
         reply = q.get(timeout=timeout)
         return reply
 
-    def call(self, op: str, timeout: float = 90.0, **kw: Any) -> dict[str, Any]:
-        reply = self.wait(self.send(op, **kw), timeout)
+    def call(self, op: str, wait_s: float = 90.0, **kw: Any) -> dict[str, Any]:
+        reply = self.wait(self.send(op, **kw), wait_s)
         assert reply["ok"], reply
         return reply
 

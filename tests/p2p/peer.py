@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from psyche_client.p2p import Announcement, NodeKey, P2PConfig, P2PNode
+from psyche_client.p2p.messages import decode
 
 
 def payload(seed: int, size: int) -> bytes:
@@ -54,7 +55,7 @@ class Peer:
                 "sender": a.sender.hex(),
                 "step": a.step,
                 "batch": a.batch_id,
-                "ok": False,
+                "fetched": False,
                 "error": repr(exc)[:300],
                 "secs": time.monotonic() - t0,
             }
@@ -62,7 +63,7 @@ class Peer:
             "sender": a.sender.hex(),
             "step": a.step,
             "batch": a.batch_id,
-            "ok": True,
+            "fetched": True,
             "sha256": hashlib.sha256(data).hexdigest(),
             "secs": time.monotonic() - t0,
         }
@@ -84,7 +85,9 @@ class Peer:
         if op == "publish":
             data = payload(cmd["seed"], cmd["size"])
             a = await node.publish(cmd["step"], cmd["batch"], data)
-            return {"commitment": a.commitment.hex()}
+            return {"commitment": a.commitment.hex(), "raw": a.encode().hex()}
+        if op == "fetch_raw":
+            return await self.result_of(decode(bytes.fromhex(cmd["raw"])), cmd["timeout"])
         if op == "adopt":
             # Become a holder of someone else's result without fetching it: serve the same
             # bytes (or tampered ones) and announce HAVE, as a real holder would.
@@ -119,6 +122,8 @@ class Peer:
                 *(self.result_of(a, cmd.get("fetch_timeout", 60.0)) for a in todo)
             )
             return {"results": results}
+        if op == "pull":
+            return {"new": await node.pull(cmd["step"])}
         if op == "fetch":
             await self.drain()
             a = self.seen[(cmd["sender"], cmd["step"], cmd["batch"])]

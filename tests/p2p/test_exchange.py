@@ -38,7 +38,7 @@ def test_four_peers_exchange_results_for_several_steps(swarm_factory: Any) -> No
                 if j == i:
                     continue
                 r = got[(other.node_id, j)]
-                assert r["ok"], r
+                assert r["fetched"], r
                 assert r["sha256"] == expected(step * 100 + j)
             assert len(got) == 3
 
