@@ -100,15 +100,16 @@ def compress_step(
             m.add_(g.detach().to(torch.float32))
         shape = tuple(m.shape)
         chunk = dct.chunk_shape(shape, cfg.chunk_size)
-        coeffs = dct.encode(m, chunk)
+        mc = dct.to_chunks(m, chunk)
+        coeffs = dct.encode_chunks(mc, chunk)
         k = min(cfg.topk, coeffs.shape[1])
         _, idx = torch.topk(coeffs.abs(), k, dim=1, sorted=False)
         idx, _ = torch.sort(idx, dim=1)  # canonical order: the same result encodes identically
         vals = torch.gather(coeffs, 1, idx)
-        sent = torch.zeros_like(coeffs).scatter_(1, idx, vals)
-        m.sub_(dct.decode(sent, shape, chunk))
+        # Error feedback: remove exactly what was sent (in full precision) from the momentum.
+        mc = mc - dct.decode_sparse_chunks(idx, vals, chunk)
         if update_momentum:
-            m_old.copy_(m)
+            m_old.copy_(dct.from_chunks(mc, shape, chunk))
         out.params[name] = ParamComponent(
             shape=shape,
             chunk=chunk,
@@ -136,21 +137,21 @@ def aggregate_direction(
         total.scatter_add_(1, idx, comp.values.to(torch.float32))
         count.scatter_add_(1, idx, torch.ones(idx.shape, dtype=torch.float32))
     mean = (total / count.clamp(min=1.0)).to(torch.float64)
-    dense = dct.decode(mean, shape, chunk)
-    # Dead zone scaled by each chunk's coefficient mass, broadcast back over the chunk's elements.
-    mass = mean.abs().sum(dim=1, keepdim=True).expand(rows, cnumel).contiguous()
-    thresh = _chunk_mass(mass, shape, chunk)
-    direction = torch.where(dense.abs() > SIGN_DEAD_ZONE * thresh, torch.sign(dense), 0.0)
-    return direction.to(torch.float32)
-
-
-def _chunk_mass(mass: torch.Tensor, shape: tuple[int, ...], chunk: tuple[int, ...]) -> torch.Tensor:
-    """Lays a per-chunk scalar (rows × cnumel, constant along a row) out in the tensor's shape."""
-    work = dct.as_2d_or_1d(shape)
-    if len(chunk) == 1:
-        return mass.reshape(shape)
-    (rr, cc), (r, c) = work, chunk
-    return mass.reshape(rr // r, cc // c, r, c).permute(0, 2, 1, 3).reshape(shape)
+    if len(results) * results[0].params[name].k * 8 <= cnumel:
+        # Few kept coefficients per chunk: sum each peer's sparse inverse DCT, weighted by
+        # 1/count so a coefficient picked by several peers contributes its mean once.
+        dense = torch.zeros(rows, cnumel, dtype=torch.float64)
+        for res in results:
+            idx = res.params[name].indices.to(torch.int64)
+            dense += dct.decode_sparse_chunks(
+                idx, torch.gather(mean / count.clamp(min=1.0).double(), 1, idx), chunk
+            )
+    else:
+        dense = dct.decode_chunks(mean, chunk)  # still one row per chunk
+    # Dead zone scaled by each chunk's coefficient mass (see module docstring).
+    thresh = SIGN_DEAD_ZONE * mean.abs().sum(dim=1, keepdim=True)
+    direction = torch.where(dense.abs() > thresh, torch.sign(dense), 0.0).to(torch.float32)
+    return dct.from_chunks(direction, shape, chunk)
 
 
 @torch.no_grad()
