@@ -54,14 +54,16 @@ def num_chunks(shape: tuple[int, ...], chunk: tuple[int, ...]) -> int:
 
 
 @lru_cache(maxsize=64)
-def dct_basis(n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def dct_basis(
+    n: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Orthonormal DCT-II matrix B (n × n): B[k, i] = s_k cos(π (2i+1) k / 2n)."""
     i = torch.arange(n, dtype=torch.float64)
     k = i.view(-1, 1)
     b = torch.cos(math.pi * (2 * i + 1) * k / (2 * n))
     b[0] *= math.sqrt(1.0 / n)
     b[1:] *= math.sqrt(2.0 / n)
-    return b.to(dtype)
+    return b.to(dtype=dtype, device=device)
 
 
 # Above this many coefficients per chunk the Kronecker matrix gets large (4096² fp32 = 64 MiB);
@@ -70,15 +72,18 @@ _KRON_MAX = 1024
 
 
 @lru_cache(maxsize=64)
-def chunk_basis(chunk: tuple[int, ...], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def chunk_basis(
+    chunk: tuple[int, ...], dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """The transform of a flattened chunk: B for 1-D, kron(B_r, B_c) for 2-D (row-major tiles).
 
     One (N, rc) @ (rc, rc) matmul over all chunks is much faster than N tiny two-sided products.
     """
     if len(chunk) == 1:
-        return dct_basis(chunk[0], dtype)
+        return dct_basis(chunk[0], dtype, device)
     r, c = chunk
-    return torch.kron(dct_basis(r, torch.float64), dct_basis(c, torch.float64)).to(dtype)
+    k = torch.kron(dct_basis(r, torch.float64), dct_basis(c, torch.float64))
+    return k.to(dtype=dtype, device=device)
 
 
 def to_chunks(x: torch.Tensor, chunk: tuple[int, ...]) -> torch.Tensor:
@@ -102,8 +107,10 @@ def encode_chunks(xc: torch.Tensor, chunk: tuple[int, ...]) -> torch.Tensor:
     if len(chunk) == 2 and math.prod(chunk) > _KRON_MAX:
         r, c = chunk
         t = xc.reshape(-1, r, c)
-        return (dct_basis(r, xc.dtype) @ t @ dct_basis(c, xc.dtype).T).reshape(-1, r * c)
-    return xc @ chunk_basis(chunk, xc.dtype).T
+        return (
+            dct_basis(r, xc.dtype, xc.device) @ t @ dct_basis(c, xc.dtype, xc.device).T
+        ).reshape(-1, r * c)
+    return xc @ chunk_basis(chunk, xc.dtype, xc.device).T
 
 
 def decode_chunks(yc: torch.Tensor, chunk: tuple[int, ...]) -> torch.Tensor:
@@ -111,8 +118,10 @@ def decode_chunks(yc: torch.Tensor, chunk: tuple[int, ...]) -> torch.Tensor:
     if len(chunk) == 2 and math.prod(chunk) > _KRON_MAX:
         r, c = chunk
         t = yc.reshape(-1, r, c)
-        return (dct_basis(r, yc.dtype).T @ t @ dct_basis(c, yc.dtype)).reshape(-1, r * c)
-    return yc @ chunk_basis(chunk, yc.dtype)
+        return (
+            dct_basis(r, yc.dtype, yc.device).T @ t @ dct_basis(c, yc.dtype, yc.device)
+        ).reshape(-1, r * c)
+    return yc @ chunk_basis(chunk, yc.dtype, yc.device)
 
 
 def decode_sparse_chunks(
@@ -123,9 +132,11 @@ def decode_sparse_chunks(
     Costs N·k·rc instead of N·rc² for the dense product: with k = 4 of 256, 64× less work.
     """
     if len(chunk) == 2 and math.prod(chunk) > _KRON_MAX:
-        dense = torch.zeros(idx.shape[0], math.prod(chunk), dtype=vals.dtype)
+        dense = torch.zeros(idx.shape[0], math.prod(chunk), dtype=vals.dtype, device=vals.device)
         return decode_chunks(dense.scatter_(1, idx, vals), chunk)
-    rows = chunk_basis(chunk, vals.dtype)[idx]  # (N, k, rc): the basis row of each kept coef
+    rows = chunk_basis(chunk, vals.dtype, vals.device)[
+        idx
+    ]  # (N, k, rc): the basis row of each kept coef
     return torch.bmm(vals.unsqueeze(1), rows).squeeze(1)
 
 

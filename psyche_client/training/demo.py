@@ -113,14 +113,19 @@ def compress_step(
         out.params[name] = ParamComponent(
             shape=shape,
             chunk=chunk,
-            indices=idx.to(index_dtype(math.prod(chunk))),
-            values=_quantize(vals, cfg.value_mode),
+            # Results leave the device: they are encoded and sent over the network.
+            indices=idx.to(index_dtype(math.prod(chunk))).cpu(),
+            values=_quantize(vals, cfg.value_mode).cpu(),
         )
     return out
 
 
 def aggregate_direction(
-    name: str, shape: tuple[int, ...], chunk: tuple[int, ...], results: Sequence[DeMoResult]
+    name: str,
+    shape: tuple[int, ...],
+    chunk: tuple[int, ...],
+    results: Sequence[DeMoResult],
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """The {-1, 0, 1} float32 step direction for one parameter from the peers' components.
 
@@ -129,23 +134,22 @@ def aggregate_direction(
     """
     rows = dct.num_chunks(shape, chunk)
     cnumel = math.prod(chunk)
-    total = torch.zeros(rows, cnumel, dtype=torch.float32)
-    count = torch.zeros(rows, cnumel, dtype=torch.float32)
-    for res in results:
-        comp = res.params[name]
-        idx = comp.indices.to(torch.int64)
-        total.scatter_add_(1, idx, comp.values.to(torch.float32))
-        count.scatter_add_(1, idx, torch.ones(idx.shape, dtype=torch.float32))
+    total = torch.zeros(rows, cnumel, dtype=torch.float32, device=device)
+    count = torch.zeros(rows, cnumel, dtype=torch.float32, device=device)
+    indices = [res.params[name].indices.to(device=device, dtype=torch.int64) for res in results]
+    for res, idx in zip(results, indices, strict=True):
+        # Indices are unique within a row, so no two adds of one call hit the same slot:
+        # deterministic on CPU and GPU alike (no atomics racing on one address).
+        total.scatter_add_(1, idx, res.params[name].values.to(device=device, dtype=torch.float32))
+        count.scatter_add_(1, idx, torch.ones(idx.shape, dtype=torch.float32, device=device))
     mean = (total / count.clamp(min=1.0)).to(torch.float64)
     if len(results) * results[0].params[name].k * 8 <= cnumel:
         # Few kept coefficients per chunk: sum each peer's sparse inverse DCT, weighted by
         # 1/count so a coefficient picked by several peers contributes its mean once.
-        dense = torch.zeros(rows, cnumel, dtype=torch.float64)
-        for res in results:
-            idx = res.params[name].indices.to(torch.int64)
-            dense += dct.decode_sparse_chunks(
-                idx, torch.gather(mean / count.clamp(min=1.0).double(), 1, idx), chunk
-            )
+        dense = torch.zeros(rows, cnumel, dtype=torch.float64, device=device)
+        weight = mean / count.clamp(min=1.0).double()
+        for idx in indices:
+            dense += dct.decode_sparse_chunks(idx, torch.gather(weight, 1, idx), chunk)
     else:
         dense = dct.decode_chunks(mean, chunk)  # still one row per chunk
     # Dead zone scaled by each chunk's coefficient mass (see module docstring).
@@ -176,7 +180,7 @@ def apply_results(
     step = cfg.lr if lr is None else lr
     for name, p in params.items():
         shape, chunk = layout[name]
-        direction = aggregate_direction(name, shape, chunk, results)
+        direction = aggregate_direction(name, shape, chunk, results, p.device)
         if cfg.weight_decay:
             p.mul_(1.0 - step * cfg.weight_decay)
         p.add_(direction.to(p.dtype), alpha=-step)
