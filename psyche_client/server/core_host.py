@@ -1,0 +1,144 @@
+"""The TCP server's bridge from authenticated client messages to the core state machine.
+
+In a TCP run there are no transactions, so a client's wallet *is* its node key: the connection's
+handshake proved the key, and every message acts for that key only (no message can name another
+client). The operator's key (`authority`) may also pause, resume and update the run. The message
+bodies mirror the Solana program's instructions; docs/protocol.md lists both.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from psyche_client import _core
+from psyche_client.server.app import CoreRejection
+
+
+def _int(body: dict[str, Any], name: str, lo: int = 0, hi: int = 2**63 - 1) -> int:
+    value = body.get(name)
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise CoreRejection("InvalidMessage", f"field {name!r} must be an integer in [{lo}, {hi}]")
+    return value
+
+
+def _hex(body: dict[str, Any], name: str, length: int) -> bytes:
+    value = body.get(name)
+    try:
+        raw = bytes.fromhex(value) if isinstance(value, str) else b""
+    except ValueError:
+        raw = b""
+    if len(raw) != length:
+        raise CoreRejection("InvalidMessage", f"field {name!r} must be {length} hex-encoded bytes")
+    return raw
+
+
+def model_ref_from_json(value: Any) -> _core.ModelRef:
+    """A `ModelRef` from its JSON form {"kind", "location", "revision"}."""
+    if not isinstance(value, dict):
+        raise CoreRejection("InvalidMessage", "model must be an object")
+    kind, location = value.get("kind"), value.get("location", "")
+    revision = value.get("revision", "")
+    if not isinstance(location, str) or not isinstance(revision, str):
+        raise CoreRejection("InvalidMessage", "model location and revision must be strings")
+    try:
+        if kind == "LocalPath":
+            return _core.ModelRef.local_path(location)
+        if kind == "HttpUrl":
+            return _core.ModelRef.http_url(location)
+        if kind == "HuggingFace":
+            return _core.ModelRef.hugging_face(location, revision)
+        if kind == "Peers":
+            return _core.ModelRef.peers()
+    except _core.CoordinatorError as e:
+        raise CoreRejection(e.name, str(e)) from None
+    raise CoreRejection("InvalidMessage", f"unknown model kind {kind!r}")
+
+
+def model_ref_to_json(model: _core.ModelRef) -> dict[str, str]:
+    """The JSON form of a `ModelRef`."""
+    return {"kind": model.kind, "location": model.location, "revision": model.revision}
+
+
+class CoreStateHost:
+    """Holds a `_core.Coordinator` and applies TCP messages to it (implements `CoreHost`)."""
+
+    def __init__(self, coordinator: _core.Coordinator, authority: bytes | None = None) -> None:
+        self.coordinator = coordinator
+        self.authority = authority
+
+    def state_bytes(self) -> bytes:
+        return self.coordinator.to_bytes()
+
+    def tick(self, now: int, randomness: bytes) -> None:
+        try:
+            self.coordinator.tick(now, randomness)
+        except _core.CoordinatorError as e:
+            raise CoreRejection(e.name, str(e)) from None
+
+    def apply(self, node_key: bytes, kind: str, body: dict[str, Any], now: int) -> None:
+        c = self.coordinator
+        try:
+            # A client's messages are meant for the state as of now: apply due timeouts first,
+            # as the program does at the start of every instruction.
+            c.tick(now, os.urandom(32))
+            if kind == "join":
+                c.join(node_key, node_key, now)
+            elif kind == "withdraw":
+                c.withdraw(node_key, now)
+            elif kind == "warmup_witness":
+                c.warmup_witness(node_key, now)
+            elif kind == "witness":
+                c.witness(
+                    node_key,
+                    _int(body, "position", 0, 65535),
+                    _hex(body, "results", _core.BLOOM_BYTES),
+                    _hex(body, "trainers", _core.BLOOM_BYTES),
+                    now,
+                    loss_milli=_int(body, "loss_milli", 0, 2**32 - 1),
+                    tokens_per_sec=_int(body, "tokens_per_sec", 0, 2**32 - 1),
+                    download_kib=_int(body, "download_kib", 0, 2**32 - 1),
+                )
+            elif kind == "health_check":
+                c.health_check(
+                    node_key,
+                    _int(body, "target", 0, 65535),
+                    _int(body, "height", 0, 2**32 - 1),
+                    now,
+                )
+            elif kind == "report":
+                c.report(node_key, _int(body, "target", 0, 65535), now)
+            elif kind == "checkpoint":
+                c.checkpoint(node_key, model_ref_from_json(body.get("model")), now)
+            elif kind in ("pause", "resume", "update_config", "update_model"):
+                self._admin(node_key, kind, body, now)
+            elif kind == "ping":
+                pass
+            else:
+                raise CoreRejection("InvalidMessage", f"unknown message type {kind!r}")
+        except _core.CoordinatorError as e:
+            raise CoreRejection(e.name, str(e)) from None
+
+    def _admin(self, node_key: bytes, kind: str, body: dict[str, Any], now: int) -> None:
+        if self.authority is None or node_key != self.authority:
+            raise CoreRejection("NotAuthority", f"{kind} needs the run's authority key")
+        c = self.coordinator
+        if kind == "pause":
+            c.pause(now)
+        elif kind == "resume":
+            c.resume(now)
+        elif kind == "update_model":
+            c.update_model(model_ref_from_json(body.get("model")), now)
+        else:
+            fields = body.get("config")
+            if not isinstance(fields, dict) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in fields.values()
+            ):
+                raise CoreRejection("InvalidMessage", "config must map field names to integers")
+            try:
+                config = c.config.replace(**fields)
+            except TypeError as e:
+                raise CoreRejection("InvalidMessage", str(e)) from None
+            except OverflowError:
+                raise CoreRejection("InvalidMessage", "a config value is out of range") from None
+            c.update_config(config, now)
