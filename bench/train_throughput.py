@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--peers", type=int, default=4, help="results applied per client step")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="10 steps (smoke test)")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
     args = ap.parse_args()
     if args.quick:
         args.steps, args.warmup = 10, 1
@@ -59,18 +60,23 @@ def main() -> None:
         )
         data = LocalTokenProvider(files, seq_len=args.seq)
 
-        plain_model = build_model(cfg, seed=0)
+        plain_model = build_model(cfg, seed=0).to(args.device)
         opt = torch.optim.AdamW(plain_model.parameters(), lr=1e-3)
-        trainer = Trainer(build_model(cfg, seed=0), DeMoConfig(), data)
+        trainer = Trainer(build_model(cfg, seed=0).to(args.device), DeMoConfig(), data)
+
+        def sync() -> None:
+            if args.device.startswith("cuda"):
+                torch.cuda.synchronize()
 
         def plain_step(i: int) -> float:
             t0 = time.perf_counter()
-            batch = data.get_batch(range(i * args.batch, (i + 1) * args.batch))
+            batch = data.get_batch(range(i * args.batch, (i + 1) * args.batch)).to(args.device)
             _, loss = plain_model(batch[:, :-1], batch[:, 1:])
             assert loss is not None
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            sync()
             return time.perf_counter() - t0
 
         def client_step(i: int) -> tuple[float, float, int]:
@@ -79,6 +85,7 @@ def main() -> None:
             payload = out.result.to_bytes()
             t1 = time.perf_counter()
             trainer.apply([out.result] * args.peers)
+            sync()
             t2 = time.perf_counter()
             return t2 - t0, t2 - t1, len(payload)
 
@@ -98,7 +105,7 @@ def main() -> None:
     plain_s, client_s = statistics.median(plain_t), statistics.median(client_t)
     print(
         f"params={plain_model.num_parameters()} tokens_per_step={tokens} peers={args.peers} "
-        f"threads={args.threads} steps={args.steps}"
+        f"threads={args.threads} steps={args.steps} device={args.device}"
     )
     print(
         f"plain_tokens_per_s={tokens / plain_s:.0f} client_tokens_per_s={tokens / client_s:.0f} "

@@ -1,0 +1,188 @@
+"""DeMo across simulated clients vs dense AdamW: same model, same tokens, same schedule.
+
+Both optimisers see the same global batch each step: AdamW takes the dense mean gradient over all
+of it; with DeMo each of the N simulated clients takes its share, compresses its momentum, and
+all N results are applied (as every honest client of a real run would). The final held-out loss
+of each, their ratio, and the bytes one client sends per step (the encoded result) against the
+dense bf16 gradient (2 bytes per parameter) are printed.
+
+The last line is `key=value` figures, e.g.:
+  adamw_loss=1.23 demo_loss=1.25 loss_ratio=1.016 bytes_per_client_step=5200 compression_ratio=110
+
+Usage: .venv/bin/python bench/demo_vs_adamw.py [--quick] [--sweep] [--steps N] ...
+`--sweep` runs each optimiser over a small learning-rate grid first and keeps its best (by
+held-out loss), so neither is handicapped by a badly chosen step size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from collections.abc import Callable
+
+import torch
+
+from psyche_client.data.corpus import make_corpus
+from psyche_client.data.local import LocalTokenProvider
+from psyche_client.training.demo import DeMoConfig
+from psyche_client.training.model import LlamaConfig, LlamaForCausalLM, build_model
+from psyche_client.training.result import ValueMode
+from psyche_client.training.trainer import Trainer, compute_gradients
+
+
+def lr_at(step: int, steps: int, peak: float) -> float:
+    """Linear warmup over 10% of steps, then cosine decay to 10% of peak (same for both)."""
+    warm = max(1, steps // 10)
+    if step < warm:
+        return peak * (step + 1) / warm
+    t = (step - warm) / max(1, steps - warm)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def batch_indices(step: int, global_batch: int, n_train: int) -> list[int]:
+    return [(step * global_batch + i) % n_train for i in range(global_batch)]
+
+
+@torch.no_grad()
+def held_out_loss(model: LlamaForCausalLM, data: LocalTokenProvider, idx: list[int]) -> float:
+    model.eval()
+    batch = data.get_batch(idx)
+    _, loss = model(batch[:, :-1], batch[:, 1:])
+    model.train()
+    assert loss is not None
+    return float(loss)
+
+
+def run_adamw(args: argparse.Namespace, data: LocalTokenProvider, lr: float, held: list[int]):
+    model = build_model(model_config(args), seed=args.seed)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=args.weight_decay
+    )
+    n_train = len(data) - len(held)
+    gb = args.clients * args.batch
+    for step in range(args.steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, args.steps, lr)
+        grads, _ = compute_gradients(model, data.get_batch(batch_indices(step, gb, n_train)))
+        for name, p in model.named_parameters():
+            p.grad = grads.get(name)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return held_out_loss(model, data, held), model.num_parameters()
+
+
+def run_demo(args: argparse.Namespace, data: LocalTokenProvider, lr: float, held: list[int]):
+    model = build_model(model_config(args), seed=args.seed)
+    cfg = DeMoConfig(
+        lr=lr,
+        momentum_decay=args.beta,
+        chunk_size=args.chunk,
+        topk=args.topk,
+        weight_decay=args.weight_decay,
+        value_mode=ValueMode[args.values.upper()],
+    )
+    # N clients over one shared model: every honest client would hold these same parameters.
+    clients = [Trainer(model, cfg, data) for _ in range(args.clients)]
+    n_train = len(data) - len(held)
+    gb = args.clients * args.batch
+    sent = 0
+    for step in range(args.steps):
+        idx = batch_indices(step, gb, n_train)
+        results = []
+        for c, tr in enumerate(clients):
+            res = tr.train_step(idx[c * args.batch : (c + 1) * args.batch]).result
+            sent += len(res.to_bytes())
+            results.append(res)
+        clients[0].apply(results, lr=lr_at(step, args.steps, lr))
+    per_client_step = sent / (args.steps * args.clients)
+    return held_out_loss(model, data, held), per_client_step
+
+
+def model_config(args: argparse.Namespace) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=256,
+        hidden_size=args.dim,
+        intermediate_size=args.ffn,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.heads,
+        max_position_embeddings=args.seq,
+    )
+
+
+def best_lr(fn: Callable[[float], float], grid: list[float], label: str) -> float:
+    scores = {}
+    for lr in grid:
+        scores[lr] = fn(lr)
+        print(f"sweep {label} lr={lr:g} held_out_loss={scores[lr]:.4f}", flush=True)
+    return min(scores, key=lambda k: scores[k])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="60 steps, smaller model (smoke test)")
+    ap.add_argument("--sweep", action="store_true", help="tune each optimiser's lr on a grid")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=4, help="samples per client per step")
+    ap.add_argument("--seq", type=int, default=64)
+    ap.add_argument("--dim", type=int, default=128)
+    ap.add_argument("--ffn", type=int, default=352)
+    ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--chunk", type=int, default=16)
+    ap.add_argument("--topk", type=int, default=4)
+    ap.add_argument("--values", choices=["sign", "bf16", "fp32"], default="sign")
+    ap.add_argument("--beta", type=float, default=0.999)
+    ap.add_argument("--weight-decay", type=float, default=0.0)
+    ap.add_argument("--adamw-lr", type=float, default=3e-3)
+    ap.add_argument("--demo-lr", type=float, default=3e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", choices=["adamw", "demo"], help="run one side (for parallel sweeps)")
+    args = ap.parse_args()
+    if args.quick:
+        args.steps, args.dim, args.ffn, args.layers = 60, 64, 176, 2
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        n_tokens = max(200_000, args.steps * args.clients * args.batch * args.seq + 50_000)
+        files = make_corpus(tmp, n_tokens=n_tokens, seed=args.seed, n_files=2)
+        data = LocalTokenProvider(files, seq_len=args.seq, shuffle_seed=args.seed)
+        held = list(range(len(data) - 64, len(data)))
+        t0 = time.perf_counter()
+        if args.sweep:
+            args.adamw_lr = best_lr(
+                lambda lr: run_adamw(args, data, lr, held)[0], [1e-3, 3e-3, 1e-2], "adamw"
+            )
+            args.demo_lr = best_lr(
+                lambda lr: run_demo(args, data, lr, held)[0], [1e-3, 2e-3, 4e-3, 8e-3], "demo"
+            )
+        if args.only == "demo":
+            adamw_loss, n_params = float("nan"), build_model(model_config(args)).num_parameters()
+        else:
+            adamw_loss, n_params = run_adamw(args, data, args.adamw_lr, held)
+        if args.only == "adamw":
+            demo_loss, per_client = float("nan"), float("nan")
+        else:
+            demo_loss, per_client = run_demo(args, data, args.demo_lr, held)
+        seconds = time.perf_counter() - t0
+    dense_bf16 = 2 * n_params
+    print(
+        f"params={n_params} steps={args.steps} clients={args.clients} "
+        f"tokens_per_step={args.clients * args.batch * args.seq} chunk={args.chunk} "
+        f"topk={args.topk} values={args.values} beta={args.beta} seed={args.seed} "
+        f"adamw_lr={args.adamw_lr:g} demo_lr={args.demo_lr:g} seconds={seconds:.0f}"
+    )
+    print(
+        f"adamw_loss={adamw_loss:.4f} demo_loss={demo_loss:.4f} "
+        f"loss_ratio={demo_loss / adamw_loss:.4f} bytes_per_client_step={per_client:.0f} "
+        f"dense_bf16_bytes={dense_bf16} compression_ratio={dense_bf16 / per_client:.1f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

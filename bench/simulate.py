@@ -1,0 +1,417 @@
+"""Simulate a large Psyche run against the coordinator core (psyche_client._core).
+
+256-client cap, many epochs, with random joins, clients that die mid-epoch, clean withdrawals,
+late witnesses, lying witnesses and cheating trainers caught by verifiers. Every round the
+simulation checks the protocol invariants of docs/protocol.md and counts violations. The last
+line is:
+
+    clients=… epochs=… rounds=… invariant_violations=0 rounds_per_s=…
+
+Usage: .venv/bin/python bench/simulate.py [--epochs 20] [--clients 256] [--seed 1]
+Exit status is 1 when any invariant was violated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import time
+from dataclasses import dataclass, field
+
+from psyche_client import _core as core
+
+
+@dataclass
+class Sim:
+    rng: random.Random
+    coord: core.Coordinator
+    now: int
+    p_liar: float = 0.04
+    p_late: float = 0.04
+    p_cheat: float = 0.02
+    next_id: int = 0
+    dead: set[bytes] = field(default_factory=set)
+    liars: set[bytes] = field(default_factory=set)
+    late: set[bytes] = field(default_factory=set)
+    cheaters: set[bytes] = field(default_factory=set)
+    violations: list[str] = field(default_factory=list)
+    rounds: int = 0
+    joins: int = 0
+    drops: int = 0
+    withdrawals: int = 0
+    ejections: int = 0
+    applied: int = 0
+    rejected: int = 0
+    max_members: int = 0
+    last_step: int = 0
+    last_nonce: int = 0
+    epoch_start_index: int = 0
+    epoch_batches: int = 0
+
+    # -------------------------------------------------------------- helpers
+
+    def violate(self, what: str) -> None:
+        self.violations.append(f"epoch={self.coord.epoch} height={self.coord.height}: {what}")
+
+    def rand32(self) -> bytes:
+        return self.rng.randbytes(32)
+
+    def new_wallet(self) -> tuple[bytes, bytes]:
+        self.next_id += 1
+        w = hashlib.sha256(b"wallet-%d" % self.next_id).digest()
+        k = hashlib.sha256(b"node-%d" % self.next_id).digest()
+        roll = self.rng.random()
+        if roll < self.p_liar:
+            self.liars.add(w)
+        elif roll < self.p_liar + self.p_late:
+            self.late.add(w)
+        elif roll < self.p_liar + self.p_late + self.p_cheat:
+            self.cheaters.add(w)
+        return w, k
+
+    def alive(self, wallet: bytes) -> bool:
+        return wallet not in self.dead
+
+    def commitment(self, epoch: int, height: int, slot: int, wallet: bytes) -> bytes:
+        return hashlib.sha256(b"%d/%d/%d/" % (epoch, height, slot) + wallet).digest()
+
+    def tick(self) -> str:
+        out = self.coord.tick(self.now, self.rand32())
+        self.check_monotonic()
+        return out
+
+    def check_monotonic(self) -> None:
+        c = self.coord
+        if c.step < self.last_step:
+            self.violate("step went backwards")
+        if c.nonce < self.last_nonce:
+            self.violate("nonce went backwards")
+        self.last_step, self.last_nonce = c.step, c.nonce
+
+    def try_join(self, count: int) -> None:
+        for _ in range(count):
+            w, k = self.new_wallet()
+            try:
+                self.coord.join(w, k, self.now)
+                self.joins += 1
+            except core.Full:
+                return
+
+    # -------------------------------------------------------------- invariants
+
+    def check_round(self, h: int) -> None:
+        c = self.coord
+        info = c.round(h)
+        spans = c.assignments(h)
+        if info.kind == "Data":
+            pos = info.data_index
+            for _slot, lo, hi in spans:
+                if lo != pos or hi <= lo:
+                    self.violate(f"assignment gap/overlap at {lo}")
+                pos = hi
+            if pos != info.data_index + info.batch_size:
+                self.violate("batch not fully assigned")
+            self.epoch_batches += info.batch_size
+        elif spans:
+            self.violate("drain round assigned data")
+        trainers = {s for s, _lo, _hi in spans}
+        for slot, roles in c.committee(h):
+            if roles & core.ROLE_VERIFIER and slot in trainers:
+                self.violate("verifier also trains")
+        states = {cl.slot: cl.state for cl in c.clients()}
+        for hh in range(max(0, h - 3), h + 1):
+            for slot in c.round(hh).ejected:
+                if states.get(slot) != "Ejected":
+                    self.violate(f"slot {slot} ejected but {states.get(slot)}")
+        data = c.to_bytes()
+        if len(data) != core.STATE_SIZE or core.Coordinator.from_bytes(data).to_bytes() != data:
+            self.violate("state bytes do not round-trip")
+
+    def check_apply(self, h: int) -> None:
+        """At the start of round h+2 every client applies round h's results."""
+        c = self.coord
+        epoch = c.epoch
+        spans = c.assignments(h)
+        cands: list[tuple[int, int, bytes]] = []
+        genuine: dict[int, bytes] = {}
+        for slot, lo, _hi in spans:
+            cl = c.client(slot)
+            com = self.commitment(epoch, h, slot, cl.wallet)
+            genuine[lo] = com
+            cands.append((lo, slot, com))
+            # A forged result for the same batch that a liar tries to get applied.
+            cands.append((lo, slot, hashlib.sha256(b"forged" + com).digest()))
+        try:
+            accepted = c.apply_set(h, cands)
+        except core.NotEnoughWitnesses:
+            self.rejected += len(spans)
+            return
+        seen: set[int] = set()
+        ejected = set(c.round(h).ejected) | set(c.round(h + 1).ejected)
+        for lo, slot, com, _votes in accepted:
+            if lo in seen:
+                self.violate("batch applied twice")
+            seen.add(lo)
+            if genuine.get(lo) != com:
+                subs = c.round(h + 1).submissions
+                liars = [c.client(x.client).wallet in self.liars for x in subs]
+                self.violate(
+                    f"forged result applied votes={_votes} S={len(subs)} liars={sum(liars)}"
+                )
+            if slot in ejected:
+                self.violate("ejected trainer's result applied")
+        subs = c.round(h + 1).submissions
+        lying = sum(1 for s in subs if c.client(s.client).wallet in self.liars)
+        for slot, lo, _hi in spans:
+            w = c.client(slot).wallet
+            delivered = self.delivered.get((epoch, h), set())
+            honest_majority = lying * 2 < len(subs)
+            if slot in delivered and slot not in ejected and honest_majority and lo not in seen:
+                self.violate(f"honest result of slot {slot} not applied")
+            del w
+        self.applied += len(accepted)
+        self.rejected += len(spans) - len(accepted)
+
+    # -------------------------------------------------------------- phases
+
+    def run_epoch(self) -> None:
+        c = self.coord
+        # Waiting: let the timer run out.
+        while c.phase == "WaitingForMembers":
+            self.now += 1
+            self.tick()
+        if c.phase != "Warmup":
+            return
+        self.epoch_start_index = c.data_index
+        self.epoch_batches = 0
+        for cl in c.clients():
+            if cl.state == "Healthy" and self.alive(cl.wallet):
+                c.warmup_witness(cl.wallet, self.now)
+        self.now += 1
+        while c.phase == "Warmup":
+            self.now += 1
+            self.tick()
+        self.max_members = max(self.max_members, c.count("Healthy"))
+        while c.phase in ("RoundTrain", "RoundWitness"):
+            self.run_round()
+        if c.phase == "Cooldown":
+            if c.data_index != self.epoch_start_index + self.epoch_batches:
+                self.violate("data lost or skipped in the epoch")
+            writer = next(
+                (cl for cl in c.clients() if cl.state == "Healthy" and self.alive(cl.wallet)), None
+            )
+            if writer is not None:
+                rev = f"epoch-{c.epoch}"
+                c.checkpoint(writer.wallet, core.ModelRef.hugging_face("org/sim", rev), self.now)
+            while c.phase == "Cooldown":
+                self.now += 5
+                self.tick()
+        # Leavers freed: the dead ones are gone for good.
+        members = {cl.wallet for cl in c.clients()}
+        self.dead &= members
+
+    def run_round(self) -> None:
+        c = self.coord
+        h = c.height
+        epoch = c.epoch
+        self.rounds += 1
+        self.check_round(h)
+        if h >= 2:
+            self.check_apply(h - 2)
+            self.health_checks(h - 2)
+        info = c.round(h)
+        committee = c.committee(h)
+        # Trainers that are alive deliver their result to everyone (this round's broadcast).
+        delivered: set[int] = set()
+        for slot, _lo, _hi in c.assignments(h):
+            if self.alive(c.client(slot).wallet):
+                delivered.add(slot)
+        self.delivered[(epoch, h)] = delivered
+        # Random events during the round.
+        self.chaos()
+        # Verifiers recompute their target's previous result.
+        for slot, roles in committee:
+            w = c.client(slot).wallet
+            if not roles & core.ROLE_VERIFIER or not self.alive(w):
+                continue
+            target = c.verification_target(h, slot)
+            if target is None:
+                continue
+            if c.client(target).wallet in self.cheaters:
+                try:
+                    if c.report(w, target, self.now):
+                        self.ejections += 1
+                except (core.NotHealthy, core.DuplicateReport) as e:
+                    self.violate(f"report failed: {e.name}")
+        # Witnesses attest what they received of round h-1.
+        prev = self.delivered.get((epoch, h - 1), set()) if h > 0 else set()
+        received = [
+            (self.commitment(epoch, h - 1, s, c.client(s).wallet), c.client(s).wallet) for s in prev
+        ]
+        late: list[tuple[int, bytes]] = []
+        self.now += 10
+        for pos, (slot, roles) in enumerate(committee):
+            if not roles & core.ROLE_WITNESS:
+                continue
+            w = c.client(slot).wallet
+            if not self.alive(w) or c.client(slot).state != "Healthy":
+                continue
+            if w in self.late:
+                late.append((pos, w))
+                continue
+            self.submit(pos, w, received)
+        # Training runs until quorum + grace, or the limit.
+        while c.phase == "RoundTrain" and c.height == h:
+            self.now += 1
+            self.tick()
+        for pos, w in late:
+            if c.height == h and c.phase == "RoundWitness":
+                self.submit(pos, w, received)
+        while c.phase == "RoundWitness" and c.height == h:
+            self.now += 1
+            self.tick()
+        if info.kind == "Data" and c.step < info.step + 1:
+            self.violate("step did not advance past a data round")
+
+    def submit(self, pos: int, w: bytes, received: list[tuple[bytes, bytes]]) -> None:
+        c = self.coord
+        salt = c.witness_salt(c.height, pos)
+        results, trainers = core.Bloom(), core.Bloom()
+        for com, wallet in received:
+            if w in self.liars:
+                # Lie: claim nothing arrived (tries to get honest trainers dropped), but vouch
+                # for forged results.
+                results.add(hashlib.sha256(b"forged" + com).digest(), salt)
+            else:
+                results.add(com, salt)
+                trainers.add(wallet, salt)
+        try:
+            c.witness(w, pos, results, trainers, self.now, loss_milli=2000, tokens_per_sec=5000)
+        except core.CoordinatorError as e:
+            self.violate(f"witness rejected: {e.name}")
+
+    def health_checks(self, h: int) -> None:
+        c = self.coord
+        candidates = {s for s, _lo, _hi in c.assignments(h)} | {s for s, _r in c.committee(h + 1)}
+        for slot in sorted(candidates):
+            if c.client(slot).state != "Healthy":
+                continue
+            try:
+                verdict = c.health_verdict(h, slot)
+            except core.NotEnoughWitnesses:
+                return
+            if verdict is None:
+                continue
+            w = c.client(slot).wallet
+            reporter = next(
+                (
+                    cl.wallet
+                    for cl in c.clients()
+                    if cl.state == "Healthy" and self.alive(cl.wallet) and cl.slot != slot
+                ),
+                None,
+            )
+            if reporter is None:
+                return
+            c.health_check(reporter, slot, h, self.now)
+            self.drops += 1
+            honest_alive = self.alive(w) and w not in self.late
+            subs = c.round(h + 1).submissions
+            lying = sum(1 for s in subs if c.client(s.client).wallet in self.liars)
+            if (
+                honest_alive
+                and slot in self.delivered.get((c.epoch, h), set())
+                and lying * 2 < len(subs)
+            ):
+                self.violate(f"honest live slot {slot} dropped ({verdict})")
+
+    def chaos(self) -> None:
+        c = self.coord
+        healthy = [cl for cl in c.clients() if cl.state == "Healthy" and self.alive(cl.wallet)]
+        for cl in healthy:
+            r = self.rng.random()
+            if r < 0.004:
+                self.dead.add(cl.wallet)  # crashes silently
+            elif r < 0.006:
+                c.withdraw(cl.wallet, self.now)
+                self.withdrawals += 1
+        if self.rng.random() < 0.5:
+            self.try_join(self.rng.randint(1, 6))
+
+    delivered: dict[tuple[int, int], set[int]] = field(default_factory=dict)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--clients", type=int, default=256)
+    ap.add_argument("--initial", type=int, default=200)
+    ap.add_argument("--rounds-per-epoch", type=int, default=8)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--liars", type=float, default=0.04, help="share of lying witnesses")
+    ap.add_argument("--late", type=float, default=0.04, help="share of late witnesses")
+    ap.add_argument("--cheaters", type=float, default=0.02, help="share of cheating trainers")
+    args = ap.parse_args()
+
+    cfg = core.Config(
+        total_steps=args.epochs * args.rounds_per_epoch,
+        batch_size_start=1024,
+        batch_size_end=4096,
+        batch_ramp_steps=40,
+        rounds_per_epoch=args.rounds_per_epoch,
+        waiting_extra_secs=10,
+        warmup_secs=30,
+        max_round_train_secs=60,
+        round_witness_secs=10,
+        witness_grace_secs=3,
+        cooldown_secs=20,
+        min_clients=16,
+        max_clients=args.clients,
+        witnesses_per_round=core.MAX_WITNESSES,
+        witness_quorum_pct=66,
+        verification_pct=10,
+        verifiers_per_target=1,
+        eject_reports=1,
+    )
+    cfg.validate()
+    rng = random.Random(args.seed)
+    coord = core.Coordinator(rng.randbytes(32), cfg, core.ModelRef.hugging_face("org/sim"), 1_000)
+    sim = Sim(
+        rng=rng,
+        coord=coord,
+        now=1_000,
+        p_liar=args.liars,
+        p_late=args.late,
+        p_cheat=args.cheaters,
+    )
+    coord.resume(sim.now)
+    sim.try_join(args.initial)
+    t0 = time.perf_counter()
+    completed = 0
+    while completed < args.epochs and coord.phase != "Finished":
+        before = coord.epochs_completed
+        sim.run_epoch()
+        completed += coord.epochs_completed - before
+        if coord.phase == "Finished":
+            break
+        # Between epochs new clients arrive to fill freed slots.
+        sim.try_join(rng.randint(0, 30))
+    elapsed = time.perf_counter() - t0
+    for v in sim.violations[:20]:
+        print("VIOLATION", v)
+    print(
+        f"joins={sim.joins} drops={sim.drops} withdrawals={sim.withdrawals} "
+        f"ejections={sim.ejections} applied={sim.applied} not_applied={sim.rejected} "
+        f"max_members={sim.max_members} steps={coord.step} data_index={coord.data_index} "
+        f"state_bytes={core.STATE_SIZE}"
+    )
+    print(
+        f"clients={args.clients} epochs={coord.epochs_completed} rounds={sim.rounds} "
+        f"invariant_violations={len(sim.violations)} rounds_per_s={sim.rounds / elapsed:.1f}"
+    )
+    return 1 if sim.violations else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
