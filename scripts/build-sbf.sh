@@ -52,19 +52,32 @@ if [ ! -x "$SBPF_LINKER" ]; then
   echo "build-sbf: sbpf-linker installed in $(($(date +%s) - start)) s"
 fi
 
-# 2. The program. The linker is set for the bpfel target only, so build scripts and proc macros
-#    still build for the host. --deploy=false stops sbpf-linker from writing its own
-#    ./target/deploy copy relative to the working directory; we copy the artifact ourselves.
+# 2. The program.
 echo "build-sbf: building programs/psyche-coordinator for SBF"
 start=$(date +%s)
-(
-  cd "$PROGRAM_DIR"
-  RUSTC="$RUSTC_BIN" \
-    CARGO_TARGET_DIR="$ROOT/target/sbf" \
-    CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER="$SBPF_LINKER" \
-    CARGO_TARGET_BPFEL_UNKNOWN_NONE_RUSTFLAGS="-C link-arg=--deploy=false" \
-    "$CARGO_BIN" build --release --locked --target bpfel-unknown-none -j "$JOBS"
-) || die "cargo build of programs/psyche-coordinator for bpfel-unknown-none failed (errors above)"
+cd "$PROGRAM_DIR"
+"$CARGO_BIN" fetch --locked -q || die "cargo fetch for programs/psyche-coordinator failed"
+
+# Syscalls must be "exported": bpf-linker internalizes every symbol not in its export list,
+# declarations included, and LLVM then deletes the arguments of the (now internal) syscall
+# declarations, so calls like sol_log_(ptr, len) are emitted with no arguments set up. Exported,
+# they stay external and sbpf-linker turns them into SBPF v0 syscall relocations. The names
+# come from the solana-define-syscall sources the build uses (any version cargo fetched).
+cargo_home="${CARGO_HOME:-$HOME/.cargo}"
+syscalls=$(cat "$cargo_home"/registry/src/*/solana-define-syscall-*/src/definitions.rs 2>/dev/null |
+  grep -o 'fn [a-z_][a-z0-9_]*' | awk '{print $2}' | sort -u | paste -sd, -)
+[ -n "$syscalls" ] || die "found no solana-define-syscall sources under $cargo_home/registry/src to list syscalls"
+
+# The linker is set for the bpfel target only, so build scripts and proc macros still build for
+# the host. --deploy=false stops sbpf-linker from writing its own ./target/deploy copy relative
+# to the working directory; the artifact is copied below.
+RUSTC="$RUSTC_BIN" \
+  CARGO_TARGET_DIR="$ROOT/target/sbf" \
+  CARGO_TARGET_BPFEL_UNKNOWN_NONE_LINKER="$SBPF_LINKER" \
+  CARGO_TARGET_BPFEL_UNKNOWN_NONE_RUSTFLAGS="-C link-arg=--deploy=false -C link-arg=--export=$syscalls" \
+  "$CARGO_BIN" build --release --locked --target bpfel-unknown-none -j "$JOBS" ||
+  die "cargo build of programs/psyche-coordinator for bpfel-unknown-none failed (errors above)"
+cd "$ROOT"
 
 artifact="$ROOT/target/sbf/bpfel-unknown-none/release/libpsyche_coordinator.so"
 [ -s "$artifact" ] || die "the build produced no $artifact"

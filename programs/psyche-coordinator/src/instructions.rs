@@ -48,10 +48,11 @@ pub fn init_run(accounts: &mut [AccountView], args: &[u8]) -> ProgramResult {
         Seed::from(&run_id),
         Seed::from(&bump_seed),
     ];
+    let lamports = sys::rent_exempt_minimum(Run::SPACE as u64)?;
     CreateAccount {
         from: authority,
         to: run,
-        lamports: sys::rent_exempt_minimum(Run::SPACE as u64)?,
+        lamports,
         space: Run::SPACE as u64,
         owner: &ID,
     }
@@ -153,6 +154,8 @@ mod sys {
     ///
     /// Computed here rather than with pinocchio's `Rent`, which assumes the SIMD-0194 layout
     /// (exemption threshold 1) and would under-fund accounts on clusters still at threshold 2.
+    /// Integer-only on purpose: upstream LLVM's BPF backend cannot call soft-float or 128-bit
+    /// multiply helpers, so f64 math and `u64::checked_mul` do not link (see the decision doc).
     #[cfg(any(target_os = "solana", target_arch = "bpf"))]
     pub fn rent_exempt_minimum(data_len: u64) -> Result<u64, ProgramError> {
         /// Bytes every account is charged for besides its data.
@@ -167,17 +170,18 @@ mod sys {
             return Err(ProgramError::UnsupportedSysvar);
         }
         let [lamports_per_byte_year, threshold_bits, _] = rent;
-        let base = (ACCOUNT_STORAGE_OVERHEAD + data_len)
-            .checked_mul(lamports_per_byte_year)
+        // Every cluster uses a whole-number threshold: 2.0 (classic) or 1.0 (SIMD-0194).
+        let years = match threshold_bits {
+            0x4000_0000_0000_0000 => 2, // 2.0f64
+            0x3ff0_0000_0000_0000 => 1, // 1.0f64
+            _ => return Err(ProgramError::InvalidAccountData),
+        };
+        let bytes = ACCOUNT_STORAGE_OVERHEAD
+            .checked_add(data_len)
             .ok_or(ProgramError::ArithmeticOverflow)?;
-        let threshold = f64::from_bits(threshold_bits);
-        if threshold == 2.0 {
-            base.checked_mul(2).ok_or(ProgramError::ArithmeticOverflow)
-        } else if threshold == 1.0 {
-            Ok(base)
-        } else {
-            Ok((base as f64 * threshold) as u64)
-        }
+        crate::math::mul(bytes, lamports_per_byte_year)
+            .and_then(|per_year| crate::math::mul(per_year, years))
+            .ok_or(ProgramError::ArithmeticOverflow)
     }
 
     #[cfg(not(any(target_os = "solana", target_arch = "bpf")))]

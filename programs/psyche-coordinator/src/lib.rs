@@ -19,6 +19,7 @@ extern crate std;
 
 pub mod error;
 pub mod instructions;
+pub mod math;
 pub mod state;
 
 #[cfg(all(
@@ -79,10 +80,19 @@ mod tests {
 
     #[test]
     fn discriminators_are_anchors() {
-        assert_eq!(discriminator::INIT_RUN, anchor_discriminator("global:init_run"));
+        assert_eq!(
+            discriminator::INIT_RUN,
+            anchor_discriminator("global:init_run")
+        );
         assert_eq!(discriminator::BUMP, anchor_discriminator("global:bump"));
-        assert_eq!(discriminator::SET_PAUSED, anchor_discriminator("global:set_paused"));
-        assert_eq!(state::Run::DISCRIMINATOR, anchor_discriminator("account:Run"));
+        assert_eq!(
+            discriminator::SET_PAUSED,
+            anchor_discriminator("global:set_paused")
+        );
+        assert_eq!(
+            state::Run::DISCRIMINATOR,
+            anchor_discriminator("account:Run")
+        );
     }
 
     #[test]

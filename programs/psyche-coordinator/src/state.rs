@@ -86,11 +86,17 @@ mod tests {
     fn load_checks_discriminator_and_length() {
         let mut data = [0u64; 11];
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut data);
-        assert_eq!(Run::load(bytes), Err(PsycheError::AccountDiscriminatorMismatch));
+        assert_eq!(
+            Run::load(bytes),
+            Err(PsycheError::AccountDiscriminatorMismatch)
+        );
         bytes[..8].copy_from_slice(&Run::DISCRIMINATOR);
         bytes[8 + 64] = 5;
         assert_eq!(Run::load(bytes).map(|r| r.counter), Ok(5));
-        assert_eq!(Run::load(&bytes[..40]), Err(PsycheError::AccountDidNotDeserialize));
+        assert_eq!(
+            Run::load(&bytes[..40]),
+            Err(PsycheError::AccountDidNotDeserialize)
+        );
         assert_eq!(Run::load(&[]), Err(PsycheError::AccountDidNotDeserialize));
     }
 }
