@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
+from psyche_client import _core
 from psyche_client.identity import NodeKey
 from psyche_client.server import wire
 
@@ -65,6 +67,8 @@ class TcpCoordinatorClient:
         self.request_timeout_s = request_timeout_s
         self.max_backoff_s = max_backoff_s
         self.state: bytes | None = None
+        self.peers: dict[bytes, dict[str, str]] = {}
+        """Node key → {"p2p_addr", "fast_addr"} as last pushed by the server."""
         self._state_changed = asyncio.Condition()
         self._connected = asyncio.Event()
         self._writer: asyncio.StreamWriter | None = None
@@ -132,6 +136,19 @@ class TcpCoordinatorClient:
         if reply["type"] == "error":
             raise CoordinatorRejected(str(reply.get("error")), str(reply.get("message")))
 
+    def _set_peers(self, entries: Any) -> None:
+        peers: dict[bytes, dict[str, str]] = {}
+        for entry in entries if isinstance(entries, list) else []:
+            try:
+                key = bytes.fromhex(entry["node_key"])
+                peers[key] = {
+                    "p2p_addr": str(entry["p2p_addr"]),
+                    "fast_addr": str(entry["fast_addr"]),
+                }
+            except (KeyError, TypeError, ValueError):
+                continue
+        self.peers = peers
+
     def _fail_pending(self) -> None:
         for fut in self._pending.values():
             if not fut.done():
@@ -187,6 +204,9 @@ class TcpCoordinatorClient:
                         self._state_changed.notify_all()
                     continue
                 message = wire.decode_control(frame)
+                if message["type"] == "peers":
+                    self._set_peers(message.get("peers"))
+                    continue
                 if message["type"] == "fatal":
                     raise wire.WireError(f"server closed the connection: {message.get('message')}")
                 seq = message.get("seq")
@@ -197,3 +217,74 @@ class TcpCoordinatorClient:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+class TcpBackend:
+    """`CoordinatorBackend` over a `CoordinatorServer` (wallet = node key in TCP runs)."""
+
+    def __init__(self, address: str, key: NodeKey, run_id: str | None = None) -> None:
+        self.conn = TcpCoordinatorClient(address, key, run_id)
+        self.wallet = key.public
+
+    async def start(self) -> None:
+        await self.conn.start()
+
+    async def stop(self) -> None:
+        await self.conn.stop()
+
+    def state(self) -> _core.Coordinator:
+        assert self.conn.state is not None, "start() first"
+        return _core.Coordinator.from_bytes(self.conn.state)
+
+    async def wait_state(
+        self, predicate: Callable[[_core.Coordinator], bool], timeout_s: float | None
+    ) -> _core.Coordinator:
+        raw = await self.conn.wait_state(
+            lambda s: predicate(_core.Coordinator.from_bytes(s)), timeout_s
+        )
+        return _core.Coordinator.from_bytes(raw)
+
+    def peer_addresses(self) -> dict[bytes, dict[str, str]]:
+        return self.conn.peers
+
+    async def advertise(self, p2p_addr: str, fast_addr: str) -> None:
+        await self.conn.request("advertise", {"p2p_addr": p2p_addr, "fast_addr": fast_addr})
+
+    async def join(self) -> None:
+        await self.conn.request("join", {})
+
+    async def withdraw(self) -> None:
+        await self.conn.request("withdraw", {})
+
+    async def warmup_witness(self) -> None:
+        await self.conn.request("warmup_witness", {})
+
+    async def witness(
+        self,
+        position: int,
+        results: bytes,
+        trainers: bytes,
+        loss_milli: int,
+        tokens_per_sec: int,
+        download_kib: int,
+    ) -> None:
+        await self.conn.request(
+            "witness",
+            {
+                "position": position,
+                "results": results.hex(),
+                "trainers": trainers.hex(),
+                "loss_milli": loss_milli,
+                "tokens_per_sec": tokens_per_sec,
+                "download_kib": download_kib,
+            },
+        )
+
+    async def health_check(self, target: int, height: int) -> None:
+        await self.conn.request("health_check", {"target": target, "height": height})
+
+    async def report(self, target: int) -> None:
+        await self.conn.request("report", {"target": target})
+
+    async def checkpoint(self, model: dict[str, str]) -> None:
+        await self.conn.request("checkpoint", {"model": model})

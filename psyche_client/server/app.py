@@ -94,6 +94,7 @@ class CoordinatorServer:
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._last_state = b""
+        self._peers: dict[bytes, dict[str, str]] = {}
 
     @property
     def address(self) -> str:
@@ -145,6 +146,25 @@ class CoordinatorServer:
             conn.latest = state
             conn.wake.set()
 
+    def _advertise(self, node_key: bytes, body: dict[str, Any]) -> None:
+        """Record where a client's p2p endpoints are and push the directory to everyone.
+
+        Peer discovery is outside consensus: the directory only helps peers find each other;
+        the p2p layer still refuses anyone the core does not list as a member.
+        """
+        addrs = {k: body.get(k, "") for k in ("p2p_addr", "fast_addr")}
+        if not all(isinstance(v, str) and len(v) <= 256 for v in addrs.values()):
+            raise CoreRejection("InvalidMessage", "addresses must be strings of <= 256 chars")
+        if len(self._peers) >= 4 * 1024 and node_key not in self._peers:
+            raise CoreRejection("Full", "peer directory is full")
+        self._peers[node_key] = addrs
+        frame = wire.encode_control({"type": "peers", "peers": self._peer_list()})
+        for conn in self._connections:
+            conn.writer.write(frame)
+
+    def _peer_list(self) -> list[dict[str, str]]:
+        return [{"node_key": k.hex(), **v} for k, v in self._peers.items()]
+
     async def _tick_loop(self) -> None:
         while True:
             try:
@@ -183,6 +203,7 @@ class CoordinatorServer:
             conn.wake.set()
             self._connections.add(conn)
             writer.write(wire.encode_control({"type": "welcome"}))
+            writer.write(wire.encode_control({"type": "peers", "peers": self._peer_list()}))
             pusher = asyncio.create_task(self._push_loop(conn))
             await self._serve_messages(reader, writer, conn, challenge)
         except (EOFError, ConnectionError, TimeoutError):
@@ -223,7 +244,10 @@ class CoordinatorServer:
                 wire.decode_control(frame), conn.node_key, challenge, seq
             )
             try:
-                self.core.apply(conn.node_key, kind, body, self._now())
+                if kind == "advertise":
+                    self._advertise(conn.node_key, body)
+                else:
+                    self.core.apply(conn.node_key, kind, body, self._now())
                 reply: dict[str, Any] = {"type": "ok", "seq": seq}
             except CoreRejection as e:
                 reply = {"type": "error", "seq": seq, "error": e.name, "message": e.message}
