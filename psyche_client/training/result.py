@@ -4,19 +4,21 @@ A result is, for every trainable parameter (by name, in model order), the top-k 
 of each chunk of the client's momentum: a (num_chunks, k) index tensor and a matching value
 tensor. Peers receive it over the network, so decoding is strict and bounded.
 
-Wire format, version 1 (all integers little-endian)::
+Wire format, version 1. `var` is an unsigned LEB128 varint in its shortest form (at most 5 bytes,
+value < 2³²); fixed-width integers are little-endian::
 
     magic        4 bytes  b"PSDR"
     version      u8       1
     value_mode   u8       0 = fp32, 1 = bf16, 2 = 1-bit sign
-    reserved     u16      0
-    n_params     u32
+    n_params     var
     then n_params records:
-      name_len   u16, name (UTF-8, 1..MAX_NAME bytes, unique)
-      ndim       u8 (0..MAX_NDIM), shape  u32 × ndim      (the parameter's shape)
-      cdim       u8 (1 or 2),      chunk  u32 × cdim      (chunk sides; must tile the shape)
-      k          u32 (1..chunk numel)                     (coefficients kept per chunk)
-      n_zero     u32 (0 unless 1-bit; ≤ n)                (exact zeros among the values)
+      name       u8 shared, u8 len, len bytes: the name is the first `shared` bytes of the
+                 previous record's name followed by these bytes (front coding; `shared` is the
+                 longest common prefix, capped at 255); UTF-8, 1..255 bytes, unique
+      ndim       u8 (0..MAX_NDIM), shape  var × ndim      (the parameter's shape)
+      cdim       u8 (1 or 2),      chunk  var × cdim      (chunk sides; must tile the shape)
+      k          var (1..chunk numel)                     (coefficients kept per chunk)
+      n_zero     var (0 unless 1-bit; ≤ n)                (exact zeros among the values)
       indices    n × w bytes, w = 1, 2 or 4: the smallest unsigned width holding chunk numel − 1;
                  per chunk strictly increasing (canonical order, no duplicates)
       values     fp32: 4n bytes; bf16: 2n bytes; 1-bit: ceil(n/8) bytes, bit i (LSB first) set
@@ -26,7 +28,11 @@ Wire format, version 1 (all integers little-endian)::
 
 Why the zero list: one bit cannot say "zero", but a coefficient whose momentum is exactly 0
 (a parameter that got no gradient) must not turn into a +1 step on every peer.
-Why canonical: the same result always encodes to the same bytes, so its commitment is unique.
+Why canonical (shortest varints, maximal shared prefixes, sorted indices, zero padding): the
+same result always encodes to the same bytes, so its commitment is unique.
+Why front coding and varints: with 16×16 chunks, k = 4 and 1 bit per value the payload is
+4.5 bytes per 256 parameters, so for small models fixed-width headers and repeated
+"model.layers.N." prefixes were >10% of it; they now cost ~30 bytes per parameter tensor.
 
 The commitment (docs/training.md) is SHA-256 over a length-prefixed encoding of
 (run_id, step, batch_id, payload), so no two different tuples can produce the same hashed bytes.
@@ -48,7 +54,7 @@ from psyche_client.training.dct import as_2d_or_1d, num_chunks
 
 MAGIC = b"PSDR"
 VERSION = 1
-MAX_NAME = 256
+MAX_NAME = 255
 MAX_NDIM = 8
 
 
@@ -137,17 +143,46 @@ def _np_values(comp: ParamComponent, mode: ValueMode) -> tuple[bytes, bytes, int
     return bits, zeros.tobytes(), int(zeros.size)
 
 
+def _varint(n: int) -> bytes:
+    """Shortest unsigned LEB128 encoding of 0 ≤ n < 2³²."""
+    if not 0 <= n < 1 << 32:
+        raise ValueError(f"{n} does not fit a u32 varint")
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _shared_prefix(a: bytes, b: bytes) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y or n == 255:
+            break
+        n += 1
+    return n
+
+
 def encode_result(result: DeMoResult) -> bytes:
     """Serialises a result in the canonical version-1 format described in the module docstring."""
     mode = ValueMode(result.value_mode)
-    parts = [MAGIC, struct.pack("<BBHI", VERSION, int(mode), 0, len(result.params))]
+    parts = [MAGIC, struct.pack("<BB", VERSION, int(mode)), _varint(len(result.params))]
+    prev = b""
     for name, comp in result.params.items():
         nb = name.encode("utf-8")
-        parts.append(struct.pack("<H", len(nb)) + nb)
-        parts.append(struct.pack(f"<B{len(comp.shape)}I", len(comp.shape), *comp.shape))
-        parts.append(struct.pack(f"<B{len(comp.chunk)}I", len(comp.chunk), *comp.chunk))
+        if not 0 < len(nb) <= MAX_NAME:
+            raise ValueError(f"parameter name {name!r} must be 1..{MAX_NAME} UTF-8 bytes")
+        shared = _shared_prefix(prev, nb)
+        parts.append(struct.pack("<BB", shared, len(nb) - shared) + nb[shared:])
+        prev = nb
+        parts.append(bytes([len(comp.shape)]) + b"".join(_varint(d) for d in comp.shape))
+        parts.append(bytes([len(comp.chunk)]) + b"".join(_varint(d) for d in comp.chunk))
         vals, zeros, nz = _np_values(comp, mode)
-        parts.append(struct.pack("<II", comp.k, nz))
+        parts.append(_varint(comp.k) + _varint(nz))
         width = _wire_width(index_dtype(comp.chunk_numel))
         idx = comp.indices.reshape(-1).to(torch.int64).numpy().astype(f"<u{width}")
         parts.extend((idx.tobytes(), vals, zeros))
@@ -173,6 +208,20 @@ class _Reader:
 
     def unpack(self, fmt: str, what: str) -> tuple[int, ...]:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt), what))
+
+    def varint(self, what: str) -> int:
+        """A shortest-form LEB128 u32; overlong or oversized encodings are rejected."""
+        n = 0
+        for i in range(5):
+            (byte,) = self.take(1, what)
+            n |= (byte & 0x7F) << (7 * i)
+            if not byte & 0x80:
+                if i and byte == 0:
+                    raise ResultFormatError(f"{what}: varint not in shortest form")
+                if n >= 1 << 32:
+                    raise ResultFormatError(f"{what}: varint exceeds u32")
+                return n
+        raise ResultFormatError(f"{what}: varint longer than 5 bytes")
 
 
 def _check_shape(name: str, shape: tuple[int, ...], chunk: tuple[int, ...], limits: DecodeLimits):
@@ -202,24 +251,31 @@ def decode_result(data: bytes, limits: DecodeLimits | None = None) -> DeMoResult
     r = _Reader(bytes(data))
     if bytes(r.take(4, "magic")) != MAGIC:
         raise ResultFormatError("not a DeMo result (bad magic)")
-    version, mode_raw, reserved, n_params = r.unpack("<BBHI", "header")
+    version, mode_raw = r.unpack("<BB", "header")
     if version != VERSION:
         raise ResultFormatError(f"unsupported result version {version} (this client reads 1)")
     try:
         mode = ValueMode(mode_raw)
     except ValueError as e:
         raise ResultFormatError(f"unknown value mode {mode_raw}") from e
-    if reserved:
-        raise ResultFormatError("reserved header bits are set")
+    n_params = r.varint("parameter count")
     if n_params > lim.max_params:
         raise ResultFormatError(f"{n_params} parameters exceeds the {lim.max_params} limit")
     out = DeMoResult(value_mode=mode)
+    prev = b""
     for _ in range(n_params):
-        (name_len,) = r.unpack("<H", "name length")
-        if not 0 < name_len <= MAX_NAME:
-            raise ResultFormatError(f"parameter name length {name_len} out of range")
+        shared, suffix_len = r.unpack("<BB", "name header")
+        if shared > len(prev):
+            raise ResultFormatError(f"name shares {shared} bytes with a {len(prev)}-byte name")
+        suffix = bytes(r.take(suffix_len, "name"))
+        raw = prev[:shared] + suffix
+        if not 0 < len(raw) <= MAX_NAME:
+            raise ResultFormatError(f"parameter name length {len(raw)} out of range")
+        if shared < 255 and shared < len(prev) and suffix[:1] == prev[shared : shared + 1]:
+            raise ResultFormatError("name prefix is not the longest shared one (non-canonical)")
+        prev = raw
         try:
-            name = bytes(r.take(name_len, "name")).decode("utf-8")
+            name = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             raise ResultFormatError("parameter name is not UTF-8") from e
         if name in out.params:
@@ -227,13 +283,13 @@ def decode_result(data: bytes, limits: DecodeLimits | None = None) -> DeMoResult
         (ndim,) = r.unpack("<B", "ndim")
         if ndim > MAX_NDIM:
             raise ResultFormatError(f"{name}: {ndim} dimensions exceeds {MAX_NDIM}")
-        shape = r.unpack(f"<{ndim}I", "shape")
+        shape = tuple(r.varint("shape") for _ in range(ndim))
         (cdim,) = r.unpack("<B", "chunk ndim")
         if cdim not in (1, 2):
             raise ResultFormatError(f"{name}: chunk must have 1 or 2 dimensions, not {cdim}")
-        chunk = r.unpack(f"<{cdim}I", "chunk")
+        chunk = tuple(r.varint("chunk") for _ in range(cdim))
         _check_shape(name, shape, chunk, lim)
-        k, n_zero = r.unpack("<II", "k")
+        k, n_zero = r.varint("k"), r.varint("zero count")
         cnumel = math.prod(chunk)
         if not 0 < k <= cnumel:
             raise ResultFormatError(f"{name}: k={k} outside 1..{cnumel}")

@@ -27,7 +27,6 @@ from psyche_client.training.result import ValueMode, decode_result
 from psyche_client.training.trainer import Trainer, compute_gradients
 from psyche_client.training.verify import score_results
 
-
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 
 

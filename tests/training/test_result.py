@@ -62,14 +62,9 @@ def test_one_bit_payload_is_about_one_byte_per_index_plus_a_bit_per_value() -> N
     res = _result(ValueMode.SIGN)
     n = sum(c.indices.numel() for c in res.params.values())
     size = len(encode_result(res))
-    header = (
-        sum(
-            2 + len(name) + 1 + 4 * len(c.shape) + 1 + 4 * len(c.chunk) + 8
-            for name, c in res.params.items()
-        )
-        + 12
-    )
-    assert size <= header + n + (n + 7) // 8 + len(res.params)
+    body = n + sum((c.indices.numel() + 7) // 8 for c in res.params.values())
+    header = size - body
+    assert 0 < header < 32 * len(res.params)  # front-coded names, varint shapes: <32 B/tensor
     fp32 = len(encode_result(_result(ValueMode.FP32)))
     assert fp32 - header == n * 5  # 1-byte index + 4-byte value
 
@@ -80,15 +75,26 @@ def test_zeros_survive_one_bit_round_trip() -> None:
     assert set(back.params["model.norm.weight"].values.unique().tolist()) == {0}
 
 
+def _v(n: int) -> bytes:
+    """LEB128 varint, as the format uses."""
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes(out + bytes([n]))
+
+
 def _header(mode: int = 2, version: int = 1, n: int = 1) -> bytes:
-    return b"PSDR" + struct.pack("<BBHI", version, mode, 0, n)
+    return b"PSDR" + struct.pack("<BB", version, mode) + _v(n)
 
 
-def _record(name=b"w", shape=(16,), chunk=(16,), k=2, n_zero=0, idx=(1, 3), tail=b"\x00") -> bytes:
-    out = struct.pack("<H", len(name)) + name
-    out += struct.pack(f"<B{len(shape)}I", len(shape), *shape)
-    out += struct.pack(f"<B{len(chunk)}I", len(chunk), *chunk)
-    out += struct.pack("<II", k, n_zero) + bytes(idx) + tail
+def _record(
+    name=b"w", shape=(16,), chunk=(16,), k=2, n_zero=0, idx=(1, 3), tail=b"\x00", shared=0
+) -> bytes:
+    out = struct.pack("<BB", shared, len(name)) + name
+    out += bytes([len(shape)]) + b"".join(_v(d) for d in shape)
+    out += bytes([len(chunk)]) + b"".join(_v(d) for d in chunk)
+    out += _v(k) + _v(n_zero) + bytes(idx) + tail
     return out
 
 
@@ -118,10 +124,15 @@ def test_hand_built_payload_decodes() -> None:
         (_header() + _record(n_zero=3), "zeros among"),
         (_header() + _record(shape=(0,)), "zero dimension"),
         (_header() + _record(name=b"\xff"), "UTF-8"),
-        (_header(n=2) + _record() + _record(), "duplicate"),
+        (_header(n=2) + _record() + _record(name=b"", shared=1), "duplicate"),
         (_header(mode=0) + _record(tail=struct.pack("<2f", 1.0, float("nan"))), "non-finite"),
         (_header(mode=0) + _record(n_zero=1, tail=b"\x00" * 12), "only valid in 1-bit"),
         (_header(n=1 << 30), "limit"),
+        (b"PSDR\x01\x02\x81\x00" + _record(), "shortest form"),
+        (b"PSDR\x01\x02\xff\xff\xff\xff\xff\x01", "longer than 5"),
+        (b"PSDR\x01\x02\xff\xff\xff\xff\x7f", "exceeds u32"),
+        (_header(n=2) + _record(name=b"ab") + _record(name=b"c", shared=3), "shares 3"),
+        (_header(n=2) + _record(name=b"ab") + _record(name=b"ac", shared=0), "non-canonical"),
     ],
 )
 def test_malformed_payloads_are_rejected_with_a_clear_error(payload: bytes, message: str) -> None:
