@@ -30,6 +30,7 @@ die() {
 [ -x "$CARGO_BIN" ] || die "missing $CARGO_BIN (Debian cargo-web); run scripts/install-system-deps.sh"
 [ -x "$LLVM_PREFIX_DIR/bin/llvm-config" ] ||
   die "missing LLVM 22 ($LLVM_PREFIX_DIR/bin/llvm-config; Debian llvm-22-dev); run scripts/install-system-deps.sh"
+command -v python3 >/dev/null || die "python3 is needed to list the Solana syscalls"
 compgen -G "$BPF_SYSROOT_LIB/libcore-*.rlib" >/dev/null ||
   die "missing prebuilt core for bpfel-unknown-none in $BPF_SYSROOT_LIB (Debian libstd-rust-web-dev-bpf)"
 
@@ -62,11 +63,18 @@ cd "$PROGRAM_DIR"
 # declarations included, and LLVM then deletes the arguments of the (now internal) syscall
 # declarations, so calls like sol_log_(ptr, len) are emitted with no arguments set up. Exported,
 # they stay external and sbpf-linker turns them into SBPF v0 syscall relocations. The names
-# come from the solana-define-syscall sources the build uses (any version cargo fetched).
-cargo_home="${CARGO_HOME:-$HOME/.cargo}"
-syscalls=$(cat "$cargo_home"/registry/src/*/solana-define-syscall-*/src/definitions.rs 2>/dev/null |
-  grep -o 'fn [a-z_][a-z0-9_]*' | awk '{print $2}' | sort -u | paste -sd, -)
-[ -n "$syscalls" ] || die "found no solana-define-syscall sources under $cargo_home/registry/src to list syscalls"
+# come from the sources of the solana-define-syscall version(s) this build resolves.
+syscalls=$(RUSTC="$RUSTC_BIN" "$CARGO_BIN" metadata --format-version 1 --locked \
+  --filter-platform bpfel-unknown-none 2>/dev/null | python3 -c '
+import json, os, re, sys
+names = set()
+for pkg in json.load(sys.stdin)["packages"]:
+    if pkg["name"] == "solana-define-syscall":
+        src = os.path.join(os.path.dirname(pkg["manifest_path"]), "src", "definitions.rs")
+        names.update(re.findall(r"fn ([a-z_][a-z0-9_]*)", open(src).read()))
+print(",".join(sorted(names)))
+') || die "could not list the Solana syscalls (cargo metadata / python3 failed)"
+[ -n "$syscalls" ] || die "found no solana-define-syscall in the program's dependencies to list syscalls"
 
 # The linker is set for the bpfel target only, so build scripts and proc macros still build for
 # the host. --deploy=false stops sbpf-linker from writing its own ./target/deploy copy relative
