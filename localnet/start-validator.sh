@@ -80,10 +80,12 @@ until curl -s -m 2 -X POST -H 'Content-Type: application/json' -d "$health" "$ur
   grep -q '"result":"ok"'; do
   if ! kill -0 "$validator_pid" 2>/dev/null; then
     tail -n 20 "$LEDGER/console.log" "$LEDGER/validator.log" 2>/dev/null >&2 || true
+    temp_ledger=0 # keep the logs
     die "solana-test-validator exited during start-up (logs above, ledger $LEDGER)"
   fi
   if [ "$(date +%s)" -ge "$deadline" ]; then
     tail -n 20 "$LEDGER/validator.log" 2>/dev/null >&2 || true
+    temp_ledger=0 # keep the logs
     die "solana-test-validator not healthy at $url after ${START_TIMEOUT} s"
   fi
   sleep 0.5
