@@ -94,7 +94,10 @@ def idl() -> Idl:
 @pytest.fixture(scope="session")
 def coordinator(idl: Idl) -> Coordinator:
     """An anchorpy `Program` for the IDL; its client is never used to send anything."""
-    metadata: dict[str, str] = idl.metadata or {}
-    program_id = Pubkey.from_string(metadata["address"])
+    metadata = idl.metadata
+    address = metadata.get("address") if isinstance(metadata, dict) else None
+    if not isinstance(address, str):
+        pytest.fail(f"{IDL_PATH} has no metadata.address (the program id)")
+    program_id = Pubkey.from_string(address)
     provider = Provider(AsyncClient("http://127.0.0.1:1"), Wallet(Keypair()))
     return Coordinator(Program(idl, program_id, provider))

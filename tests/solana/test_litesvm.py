@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from solders.instruction import AccountMeta, Instruction
@@ -53,7 +54,7 @@ def custom_error(result: TransactionMetadata | FailedTransactionMetadata) -> int
 
 
 @pytest.fixture
-def svm(program_so: Path, coordinator) -> LiteSVM:  # type: ignore[no-untyped-def]
+def svm(program_so: Path, coordinator: Any) -> LiteSVM:
     """A fresh LiteSVM with the program loaded at the IDL's address."""
     vm = LiteSVM()
     vm.add_program(coordinator.program_id, program_so.read_bytes())
@@ -68,7 +69,10 @@ def authority(svm: LiteSVM) -> Keypair:
     return kp
 
 
-def test_init_run_creates_the_pda_with_core_state_version(svm, coordinator, authority) -> None:  # type: ignore[no-untyped-def]
+def test_init_run_creates_the_pda_with_core_state_version(
+    svm: LiteSVM, coordinator: Any, authority: Keypair
+) -> None:
+    """The run is created at its PDA, rent-exempt, program-owned, with the core's layout version."""
     run_id = os.urandom(32)
     run = coordinator.run_address(run_id)
 
@@ -88,7 +92,8 @@ def test_init_run_creates_the_pda_with_core_state_version(svm, coordinator, auth
     assert decoded.bump == Pubkey.find_program_address([b"run", run_id], coordinator.program_id)[1]
 
 
-def test_authority_bumps_and_pauses(svm, coordinator, authority) -> None:  # type: ignore[no-untyped-def]
+def test_authority_bumps_and_pauses(svm: LiteSVM, coordinator: Any, authority: Keypair) -> None:
+    """The state-changing instructions change exactly the fields they own."""
     run_id = os.urandom(32)
     run = coordinator.run_address(run_id)
     ok(send(svm, authority, [coordinator.init_run(authority.pubkey(), run_id)]), "init_run")
@@ -110,7 +115,10 @@ def test_authority_bumps_and_pauses(svm, coordinator, authority) -> None:  # typ
     assert coordinator.decode_run(bytes(account.data)).paused is False
 
 
-def test_wrong_signer_is_rejected_as_unauthorized(svm, coordinator, authority) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_signer_is_rejected_as_unauthorized(
+    svm: LiteSVM, coordinator: Any, authority: Keypair
+) -> None:
+    """A valid signature from someone else is refused with the IDL's named error and no change."""
     run_id = os.urandom(32)
     run = coordinator.run_address(run_id)
     ok(send(svm, authority, [coordinator.init_run(authority.pubkey(), run_id)]), "init_run")
@@ -132,7 +140,9 @@ def test_wrong_signer_is_rejected_as_unauthorized(svm, coordinator, authority) -
     assert decoded.paused is False
 
 
-def test_authority_that_does_not_sign_is_rejected(svm, coordinator, authority) -> None:  # type: ignore[no-untyped-def]
+def test_authority_that_does_not_sign_is_rejected(
+    svm: LiteSVM, coordinator: Any, authority: Keypair
+) -> None:
     """The authority's key without its signature: Anchor's AccountNotSigner (3010)."""
     run_id = os.urandom(32)
     run = coordinator.run_address(run_id)
@@ -149,7 +159,9 @@ def test_authority_that_does_not_sign_is_rejected(svm, coordinator, authority) -
     assert custom_error(send(svm, payer, [unsigned])) == 3010
 
 
-def test_run_at_wrong_address_is_rejected(svm, coordinator, authority) -> None:  # type: ignore[no-untyped-def]
+def test_run_at_wrong_address_is_rejected(
+    svm: LiteSVM, coordinator: Any, authority: Keypair
+) -> None:
     """init_run with an account that is not the run id's PDA: Anchor's ConstraintSeeds."""
     ix = coordinator.init_run(authority.pubkey(), os.urandom(32))
     elsewhere = coordinator.run_address(os.urandom(32))
@@ -160,7 +172,10 @@ def test_run_at_wrong_address_is_rejected(svm, coordinator, authority) -> None: 
     assert svm.get_account(elsewhere) is None
 
 
-def test_second_init_of_the_same_run_fails(svm, coordinator, authority) -> None:  # type: ignore[no-untyped-def]
+def test_second_init_of_the_same_run_fails(
+    svm: LiteSVM, coordinator: Any, authority: Keypair
+) -> None:
+    """A run id can be claimed once: re-creating its PDA fails in the system program."""
     run_id = os.urandom(32)
     ok(send(svm, authority, [coordinator.init_run(authority.pubkey(), run_id)]), "init_run")
     svm.expire_blockhash()
@@ -170,6 +185,9 @@ def test_second_init_of_the_same_run_fails(svm, coordinator, authority) -> None:
     assert any("already in use" in line for line in result.meta().logs())
 
 
-def test_unknown_instruction_is_rejected(svm, coordinator, authority) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_instruction_is_rejected(
+    svm: LiteSVM, coordinator: Any, authority: Keypair
+) -> None:
+    """Unknown discriminators fail like Anchor's fallback (101), not silently."""
     bad = Instruction(coordinator.program_id, bytes(8), [])
     assert custom_error(send(svm, authority, [bad])) == 101  # InstructionFallbackNotFound

@@ -132,12 +132,14 @@ def read_run(client: Client, coordinator: Any, run: Pubkey) -> Any:
 
 
 def test_program_is_loaded_and_executable(client: Client, coordinator: Any) -> None:
+    """--bpf-program put the .so at the IDL's address as an executable account."""
     info = client.get_account_info(coordinator.program_id).value
     assert info is not None
     assert info.executable
 
 
 def test_init_run_and_bump_through_rpc(client: Client, coordinator: Any) -> None:
+    """The SDK path end to end: transactions over RPC, state read back and decoded via the IDL."""
     authority = funded(client)
     run_id = os.urandom(32)
     run = coordinator.run_address(run_id)
@@ -154,6 +156,7 @@ def test_init_run_and_bump_through_rpc(client: Client, coordinator: Any) -> None
 
 
 def test_wrong_signer_is_rejected_by_preflight(client: Client, coordinator: Any) -> None:
+    """The validator (preflight simulation) refuses a non-authority with the program's 6000."""
     authority = funded(client)
     run_id = os.urandom(32)
     run = coordinator.run_address(run_id)
