@@ -1,7 +1,7 @@
 """Benchmark of the p2p result path on one machine (loopback), between processes.
 
 Prints, then a last line of key=value pairs:
-  tcp_MBps          plain asyncio TCP socket, 64 MB, receiver into a preallocated buffer
+  tcp_MBps          plain asyncio TCP socket, 64 MB, sock_sendall -> sock_recv_into a new buffer
   fast_MBps         64 MB through P2PNode.fetch over the fast path (handshake, copy, sha256)
   libp2p_MBps       64 MB through P2PNode.fetch over libp2p streams (Noise + Yamux) only
   throughput_ratio  fast_MBps / tcp_MBps (goal >= 0.5)
@@ -32,20 +32,28 @@ RUN = "bench"
 
 
 def _tcp_sender(conn: Connection, size: int) -> None:
+    """Plain TCP sender: raw socket, one sock_sendall of the whole buffer per connection."""
+
     async def main() -> None:
-        data = os.urandom(size)
+        loop = asyncio.get_running_loop()
+        data = memoryview(os.urandom(size))
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.setblocking(False)
+        conn.send(listener.getsockname()[1])
 
-        async def handle(_r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-            view = memoryview(data)
-            for pos in range(0, size, 1 << 20):
-                w.write(view[pos : pos + (1 << 20)])
-                await w.drain()
-            w.close()
+        async def serve() -> None:
+            while True:
+                s, _ = await loop.sock_accept(listener)
+                s.setblocking(False)
+                await loop.sock_sendall(s, data)
+                s.close()
 
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        conn.send(server.sockets[0].getsockname()[1])
+        task = asyncio.ensure_future(serve())
         await asyncio.to_thread(conn.recv)
-        server.close()
+        task.cancel()
+        listener.close()
 
     asyncio.run(main())
 
@@ -108,12 +116,13 @@ async def tcp_baseline(size: int, repeat: int) -> float:
     port = await _recv(parent)
     loop = asyncio.get_running_loop()
     best = 0.0
-    buf = bytearray(size)
-    view = memoryview(buf)
     for _ in range(repeat):
         sock = socket.socket()
         sock.setblocking(False)
         t0 = time.perf_counter()
+        # A fresh buffer per message, as any receiver of a new payload needs.
+        buf = bytearray(size)
+        view = memoryview(buf)
         await loop.sock_connect(sock, ("127.0.0.1", port))
         pos = 0
         while pos < size:

@@ -25,6 +25,8 @@ from .config import P2PConfig
 from .host import raise_for_status
 from .identity import NodeId, NodeKey, verify_signature
 from .limits import UploadLimiter, upload_chunk
+from .store import Buffer
+from .transfer import Progress
 
 log = logging.getLogger(__name__)
 FAST_MAGIC = b"PSYF"
@@ -33,12 +35,16 @@ _HELLO = len(FAST_MAGIC) + 16 + 32
 
 
 class FastPathServer:
-    """Serves blobs by key to members over TCP; bounded by the shared UploadLimiter."""
+    """Serves blobs by key to members over TCP; bounded by the shared UploadLimiter.
+
+    Raw non-blocking sockets with `loop.sock_sendall` rather than asyncio streams: the payload
+    goes from the stored buffer to the kernel without the transport's extra copies.
+    """
 
     def __init__(
         self,
         key: NodeKey,
-        get_blob: Callable[[bytes], bytes | None],
+        get_blob: Callable[[bytes], Buffer | None],
         is_member: Callable[[NodeId], bool],
         limiter: UploadLimiter,
         config: P2PConfig,
@@ -48,86 +54,101 @@ class FastPathServer:
         self.is_member = is_member
         self.limiter = limiter
         self.config = config
-        self._server: asyncio.Server | None = None
+        self._sock: socket.socket | None = None
+        self._accept: asyncio.Task[None] | None = None
         self._conns: set[asyncio.Task[None]] = set()
         self.addr = ""
         self.refused = 0
 
     async def start(self) -> str:
-        self._server = await asyncio.start_server(
-            self._on_conn, self.config.listen_host, self.config.fast_port, limit=1 << 16
-        )
-        host, port = self._server.sockets[0].getsockname()[:2]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.config.listen_host, self.config.fast_port))
+        sock.listen(128)
+        sock.setblocking(False)
+        self._sock = sock
+        host, port = sock.getsockname()[:2]
         self.addr = f"{host}:{port}"
+        self._accept = asyncio.ensure_future(self._accept_loop(sock))
         return self.addr
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-        for task in list(self._conns):
+        tasks = [t for t in [self._accept, *self._conns] if t is not None]
+        for task in tasks:
             task.cancel()
-        if self._conns:
-            await asyncio.wait(list(self._conns), timeout=self.config.stop_timeout)
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), self.config.stop_timeout)
-            self._server = None
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.config.stop_timeout)
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
-    async def _on_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._conns.add(task)
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # e.g. EMFILE: back off instead of spinning
+                log.warning("fast path accept failed: %r", exc)
+                await asyncio.sleep(0.1)
+                continue
+            conn.setblocking(False)
+            task = asyncio.ensure_future(self._on_conn(conn))
+            self._conns.add(task)
+            task.add_done_callback(self._conns.discard)
+
+    async def _on_conn(self, conn: socket.socket) -> None:
         try:
-            await self._serve(reader, writer)
+            await self._serve(conn)
         except (asyncio.CancelledError, Exception) as exc:  # noqa: BLE001
             log.debug("fast upload ended: %r", exc)
         finally:
-            self._conns.discard(task)
-            writer.close()
+            conn.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _send(self, conn: socket.socket, data: Buffer) -> None:
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self.config.idle_timeout):
+            await loop.sock_sendall(conn, data)
+
+    async def _serve(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
         idle = self.config.idle_timeout
         nonce = os.urandom(16)
-        writer.write(FAST_MAGIC + nonce + self.key.node_id)
-        hello = await asyncio.wait_for(reader.readexactly(96), idle)
+        await self._send(conn, FAST_MAGIC + nonce + self.key.node_id)
+        hello = await _recv_exactly(loop, conn, 96, idle)
         client, sig = hello[:32], hello[32:]
         ok = verify_signature(client, FAST_DOMAIN + nonce + self.key.node_id, sig)
         if not ok or not self.is_member(client):
             self.refused += 1
-            writer.write(wire.BLOB_RESPONSE.pack(wire.STATUS_REFUSED, 0))
-            await asyncio.wait_for(writer.drain(), idle)
+            await self._send(conn, wire.BLOB_RESPONSE.pack(wire.STATUS_REFUSED, 0))
             return
-        req = await asyncio.wait_for(reader.readexactly(wire.BLOB_REQUEST.size), idle)
+        req = await _recv_exactly(loop, conn, wire.BLOB_REQUEST.size, idle)
         key, offset, length = wire.BLOB_REQUEST.unpack(req)
         blob = self.get_blob(key)
         if blob is None or offset > len(blob):
-            writer.write(wire.BLOB_RESPONSE.pack(wire.STATUS_NOT_FOUND, 0))
-            await asyncio.wait_for(writer.drain(), idle)
+            await self._send(conn, wire.BLOB_RESPONSE.pack(wire.STATUS_NOT_FOUND, 0))
             return
         if not self.limiter.try_acquire(client):
-            writer.write(wire.BLOB_RESPONSE.pack(wire.STATUS_BUSY, 0))
-            await asyncio.wait_for(writer.drain(), idle)
+            await self._send(conn, wire.BLOB_RESPONSE.pack(wire.STATUS_BUSY, 0))
             return
         try:
             end = min(len(blob), offset + length)
-            writer.write(wire.BLOB_RESPONSE.pack(wire.STATUS_OK, end - offset))
+            await self._send(conn, wire.BLOB_RESPONSE.pack(wire.STATUS_OK, end - offset))
             view = memoryview(blob)
-            pos = offset
             rate = self.config.upload_rate_limit
-            chunk = upload_chunk(rate, wire.CHUNK)
+            # Unthrottled: big slices (each bounded by the idle timeout); throttled: paced.
+            chunk = upload_chunk(rate, 16 * wire.CHUNK)
+            pos = offset
             while pos < end:
                 n = min(chunk, end - pos)
-                writer.write(view[pos : pos + n])
+                await self._send(conn, view[pos : pos + n])
                 pos += n
-                # drain() returns once the kernel took most of it: at most ~1 chunk is queued.
-                await asyncio.wait_for(writer.drain(), idle)
                 if rate > 0:
                     await asyncio.sleep(n / rate)
-            if writer.can_write_eof():
-                writer.write_eof()
+            conn.shutdown(socket.SHUT_WR)
             # Let the client read to the end before the socket goes away.
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(reader.read(1), idle)
+                async with asyncio.timeout(idle):
+                    await loop.sock_recv(conn, 1)
         finally:
             self.limiter.release(client)
 
@@ -139,12 +160,12 @@ async def fast_fetch(
     key: bytes,
     dest: memoryview,
     offset: int,
-    progress: list[int],
+    progress: Progress,
     config: P2PConfig,
 ) -> None:
     """Fill dest[offset:] with blob `key` from the fast-path server at `addr` run by `expect`.
 
-    Raises TransferError (or a subclass) on any failure; progress[0] says how far it got.
+    Raises TransferError (or a subclass) on any failure; progress.pos says how far it got.
     """
     loop = asyncio.get_running_loop()
     host, _, port = addr.rpartition(":")
@@ -176,17 +197,18 @@ async def fast_fetch(
             raise wire.TransferError(f"source offers {n} bytes, want {want}")
         pos = offset
         end = len(dest)
-        while pos < end:
-            try:
-                got = await asyncio.wait_for(loop.sock_recv_into(sock, dest[pos:end]), idle)
-            except TimeoutError as exc:
-                raise wire.TransferError("idle timeout") from exc
-            except OSError as exc:
-                raise wire.TransferError(f"recv: {exc!r}") from exc
-            if got == 0:
-                raise wire.TransferError("eof")
-            pos += got
-            progress[0] = pos
+        try:
+            # One timer, pushed forward after every receive: the idle timeout.
+            async with asyncio.timeout(idle) as idle_timer:
+                while pos < end:
+                    got = await loop.sock_recv_into(sock, dest[pos:end])
+                    if got == 0:
+                        raise wire.TransferError("eof")
+                    pos += got
+                    progress.advance(pos)
+                    idle_timer.reschedule(loop.time() + idle)
+        except TimeoutError as exc:
+            raise wire.TransferError("idle timeout") from exc
     except OSError as exc:
         raise wire.TransferError(repr(exc)) from exc
     finally:

@@ -37,6 +37,8 @@ from .bridge import TrioThread
 from .config import P2PConfig
 from .identity import NodeId, NodeKey, node_id_of, peer_id_of
 from .limits import UploadLimiter, upload_chunk
+from .store import Buffer
+from .transfer import Progress
 
 log = logging.getLogger(__name__)
 ADDR_TTL = 3600
@@ -47,7 +49,7 @@ class Hooks(Protocol):
 
     def on_gossip(self, data: bytes) -> tuple[bool, str]: ...
     def is_member(self, node_id: NodeId) -> bool: ...
-    def get_blob(self, key: bytes) -> bytes | None: ...
+    def get_blob(self, key: bytes) -> Buffer | None: ...
     def handle_rpc(self, remote: NodeId, op: int, body: bytes) -> tuple[int, bytes]: ...
 
 
@@ -386,10 +388,10 @@ class Libp2pHost:
         key: bytes,
         dest: memoryview,
         offset: int,
-        progress: list[int],
+        progress: Progress,
         budget: float,
     ) -> None:
-        """Fill dest[offset:] from `node` within `budget` seconds; progress[0] tracks how far
+        """Fill dest[offset:] from `node` within `budget` seconds; progress.pos tracks how far
         it got, so the fetcher can resume elsewhere. Never outlives its budget, so the caller
         may reuse `dest` once this returns."""
         idle = self.config.idle_timeout
@@ -410,7 +412,7 @@ class Libp2pHost:
                 chunk = await read_chunk(stream, min(wire.CHUNK, end - pos), idle, deadline)
                 dest[pos : pos + len(chunk)] = chunk
                 pos += len(chunk)
-                progress[0] = pos
+                progress.pos = pos
         except BaseException:
             await _reset_quietly(stream)
             raise

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 
 from .identity import NodeId, NodeKey, verify_signature
+from .store import Buffer
 
 MANIFEST_DOMAIN = b"psyche/p2p/manifest/v1\x00"
 
@@ -38,7 +39,9 @@ class Manifest:
     signature: bytes = b""
 
     @classmethod
-    def build(cls, key: NodeKey, run_id: str, config: bytes, tensors: dict[str, bytes]) -> Manifest:
+    def build(
+        cls, key: NodeKey, run_id: str, config: Buffer, tensors: dict[str, Buffer]
+    ) -> Manifest:
         entries = tuple(
             TensorEntry(name, hashlib.sha256(data).digest(), len(data))
             for name, data in sorted(tensors.items())

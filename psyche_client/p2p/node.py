@@ -10,6 +10,7 @@ callables so the consensus core can be wired in without this package depending o
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import logging
@@ -27,24 +28,22 @@ from .identity import NodeId, NodeKey
 from .limits import UploadLimiter
 from .manifest import Manifest, ManifestError
 from .messages import KIND_ANNOUNCE, KIND_HAVE, Announcement, MessageError, decode
-from .store import BlobStore
-from .transfer import FAST, FetchStats, Source, fetch_blob
+from .store import BlobStore, Buffer
+from .transfer import FAST, FetchStats, Progress, Source, fetch_blob
+from .verify import Hasher, StreamingHashVerifier, Verifier, WholeVerifier
 
 log = logging.getLogger(__name__)
 
 IsMember = Callable[[NodeId], bool]
 ValidateAnnouncement = Callable[[Announcement], "str | None"]
-VerifyPayload = Callable[[Announcement, bytes], bool]
+VerifyPayload = Callable[[Announcement, memoryview], bool]
+PayloadHasher = Callable[[Announcement], Hasher]
 
 
-def sha256_commitment(payload: bytes) -> bytes:
+def sha256_commitment(payload: Buffer) -> bytes:
     """First-cut commitment; the engine's commitment(run_id, step, batch_id, payload) replaces it
-    through `P2PNode(commit=..., verify_payload=...)`."""
+    through `P2PNode(commit=..., payload_hasher=...)` (or `verify_payload=...`)."""
     return hashlib.sha256(payload).digest()
-
-
-def _default_verify(ann: Announcement, payload: bytes) -> bool:
-    return sha256_commitment(payload) == ann.commitment
 
 
 class P2PError(RuntimeError):
@@ -53,8 +52,10 @@ class P2PError(RuntimeError):
 
 @dataclass
 class ModelSnapshot:
-    config: bytes
-    tensors: dict[str, bytes]
+    """A downloaded model; buffers are read-only views (bytes-like, not copied)."""
+
+    config: Buffer
+    tensors: dict[str, Buffer]
     manifest: Manifest
 
 
@@ -84,21 +85,27 @@ class P2PNode:
         *,
         is_member: IsMember,
         validate_announcement: ValidateAnnouncement | None = None,
+        payload_hasher: PayloadHasher | None = None,
         verify_payload: VerifyPayload | None = None,
-        commit: Callable[[int, int, bytes], bytes] | None = None,
+        commit: Callable[[int, int, Buffer], bytes] | None = None,
         config: P2PConfig | None = None,
     ) -> None:
         """`is_member(node_id)`: is this peer in the current epoch (streams and gossip from
         others are refused). `validate_announcement(ann)`: None if acceptable (e.g. the sender
-        trains that batch this round), else a reason. `verify_payload(ann, payload)` checks a
-        payload against its commitment; `commit(step, batch_id, payload)` computes one. All run
-        on the caller's asyncio loop."""
+        trains that batch this round), else a reason. A payload is accepted when
+        `payload_hasher(ann)` (a hashlib-style object, e.g. sha256 already fed with run id,
+        step and batch id), fed the payload while it downloads, digests to `ann.commitment`;
+        default: plain sha256. `verify_payload(ann, payload)`, if given, replaces that with one
+        check of the whole payload. `commit(step, batch_id, payload)` computes our own
+        commitments (default sha256). All run on the caller's asyncio loop, except that
+        hasher updates run on a worker thread."""
         self.key = key
         self.run_id = run_id
         self.config = config or P2PConfig()
         self.is_member = is_member
         self.validate_announcement = validate_announcement or (lambda _a: None)
-        self.verify_payload = verify_payload or _default_verify
+        self.payload_hasher: PayloadHasher = payload_hasher or (lambda _a: hashlib.sha256())
+        self.verify_payload = verify_payload
         self.commit = commit or (lambda _s, _b, payload: sha256_commitment(payload))
         self.topic = f"/psyche/{run_id}/results/1"
         self.announcements: asyncio.Queue[Announcement] = asyncio.Queue()
@@ -116,8 +123,9 @@ class P2PNode:
         # raw signed messages per step, served to peers that pull
         self._raw: dict[int, dict[tuple[int, NodeId, bytes], bytes]] = {}
         self._own: list[Announcement] = []
-        self._inflight: dict[bytes, asyncio.Task[bytes]] = {}
+        self._inflight: dict[bytes, asyncio.Task[Buffer]] = {}
         self._manifest: Manifest | None = None
+        self._hash_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._state = "new"
 
@@ -140,6 +148,7 @@ class P2PNode:
         if self._state != "new":
             raise P2PError(f"cannot start a node that is {self._state}")
         self._state = "starting"
+        self._hash_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="p2p-hash")
         try:
             if self.config.fast_path:
                 self._fast = FastPathServer(
@@ -172,6 +181,8 @@ class P2PNode:
                 await self._fast.stop()
             if not await self._bridge.stop(self.config.stop_timeout):
                 log.warning("libp2p thread did not stop within %.1fs", self.config.stop_timeout)
+            if self._hash_pool is not None:
+                self._hash_pool.shutdown(wait=True, cancel_futures=True)
         except BaseException as exc:  # noqa: BLE001 - stop must not raise into the caller
             log.warning("error while stopping p2p node: %r", exc)
 
@@ -221,7 +232,7 @@ class P2PNode:
         return cur is None or step in (cur, cur - 1)
 
     async def publish(
-        self, step: int, batch_id: int, payload: bytes, commitment: bytes | None = None
+        self, step: int, batch_id: int, payload: Buffer, commitment: bytes | None = None
     ) -> Announcement:
         """Serve `payload` and announce it (signed) on the run topic; re-announced periodically
         while its step is live."""
@@ -363,17 +374,18 @@ class P2PNode:
 
     # ---- blobs ----------------------------------------------------------------------------
 
-    def get_blob(self, key: bytes) -> bytes | None:
+    def get_blob(self, key: bytes) -> Buffer | None:
         return self._store.get(key)
 
-    def serve(self, key: bytes, payload: bytes, step: int | None = None) -> None:
+    def serve(self, key: bytes, payload: Buffer, step: int | None = None) -> None:
         """Make `payload` downloadable under `key` (pinned when `step` is None)."""
         self._store.put(key, payload, step)
 
-    async def fetch(self, ann: Announcement, timeout: float | None = None) -> bytes:
-        """The payload of `ann`, from the announcer or any holder, verified with
-        `verify_payload`; raises FetchFailed after `timeout` (default config.fetch_timeout).
-        Afterwards this node serves it too and announces HAVE."""
+    async def fetch(self, ann: Announcement, timeout: float | None = None) -> Buffer:
+        """The payload of `ann` (a read-only bytes-like view), from the announcer or any
+        holder, verified against `ann.commitment` before it is returned; raises FetchFailed
+        after `timeout` (default config.fetch_timeout). Afterwards this node serves it too and
+        announces HAVE. Concurrent fetches of one commitment share one download."""
         self._running()
         have = self._store.get(ann.commitment)
         if have is not None:
@@ -385,7 +397,15 @@ class P2PNode:
             task.add_done_callback(lambda _t: self._inflight.pop(ann.commitment, None))
         return await asyncio.shield(task)
 
-    async def _fetch(self, ann: Announcement, timeout: float) -> bytes:
+    def _verifier(self, ann: Announcement) -> Verifier:
+        check = self.verify_payload
+        if check is not None:
+            return WholeVerifier(lambda payload: check(ann, payload))
+        return StreamingHashVerifier(
+            lambda: self.payload_hasher(ann), ann.commitment, self._hash_pool
+        )
+
+    async def _fetch(self, ann: Announcement, timeout: float) -> Buffer:
         self._add_holder(ann)
         stats = FetchStats()
 
@@ -399,7 +419,7 @@ class P2PNode:
                 ann.commitment,
                 ann.payload_size,
                 sources,
-                lambda payload: self.verify_payload(ann, payload),
+                self._verifier(ann),
                 self._attempt,
                 timeout=timeout,
                 busy_backoff=self.config.busy_backoff,
@@ -439,7 +459,7 @@ class P2PNode:
         key: bytes,
         dest: memoryview,
         offset: int,
-        progress: list[int],
+        progress: Progress,
         budget: float,
     ) -> None:
         if transport == FAST:
@@ -458,7 +478,7 @@ class P2PNode:
 
     # ---- model sharing --------------------------------------------------------------------
 
-    def share_model(self, config: bytes, tensors: dict[str, bytes]) -> Manifest:
+    def share_model(self, config: Buffer, tensors: dict[str, Buffer]) -> Manifest:
         """Serve a model (config bytes + raw tensor bytes by name) under a manifest signed by
         this node, for late joiners. Replaces any model shared before."""
         manifest = Manifest.build(self.key, self.run_id, config, tensors)
@@ -487,7 +507,7 @@ class P2PNode:
             (t.name, t.sha256, t.size) for t in manifest.tensors
         ]
         limit = asyncio.Semaphore(parallel)
-        out: dict[str, bytes] = {}
+        out: dict[str, Buffer] = {}
 
         async def get(i: int, name: str, digest: bytes, size: int) -> None:
             # Rotate the preferred peer per piece so the load spreads over all of them.
@@ -499,7 +519,7 @@ class P2PNode:
                         digest,
                         size,
                         lambda: order,
-                        lambda data: hashlib.sha256(data).digest() == digest,
+                        StreamingHashVerifier(hashlib.sha256, digest, self._hash_pool),
                         self._attempt,
                         timeout=timeout or self.config.fetch_timeout,
                         busy_backoff=self.config.busy_backoff,

@@ -7,17 +7,20 @@ until replaced.
 
 from __future__ import annotations
 
+Buffer = bytes | memoryview
+"""A payload: bytes we made, or the read-only view a fetch returns (no copy)."""
+
 
 class BlobStore:
     def __init__(self) -> None:
-        self._blobs: dict[bytes, bytes] = {}
+        self._blobs: dict[bytes, Buffer] = {}
         self._step: dict[bytes, int | None] = {}
 
-    def put(self, key: bytes, data: bytes, step: int | None) -> None:
+    def put(self, key: bytes, data: Buffer, step: int | None) -> None:
         self._blobs[key] = data
         self._step[key] = step
 
-    def get(self, key: bytes) -> bytes | None:
+    def get(self, key: bytes) -> Buffer | None:
         return self._blobs.get(key)
 
     def __contains__(self, key: bytes) -> bool:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from . import wire
 from .identity import NodeId
+from .verify import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,21 @@ class FetchFailed(Exception):
     """No source delivered a verified copy within the timeout."""
 
 
-AttemptFn = Callable[[Source, str, bytes, memoryview, int, list[int], float], Awaitable[None]]
+class Progress:
+    """How far an attempt got. `pos` may be written from the trio thread; `notify` is only
+    called by attempts that run on the event loop (the fast path)."""
+
+    def __init__(self, pos: int, notify: Callable[[int], None] | None = None) -> None:
+        self.pos = pos
+        self.notify = notify
+
+    def advance(self, pos: int) -> None:
+        self.pos = pos
+        if self.notify is not None:
+            self.notify(pos)
+
+
+AttemptFn = Callable[[Source, str, bytes, memoryview, int, Progress, float], Awaitable[None]]
 """(source, transport, key, dest, offset, progress, budget_s) -> fills dest[offset:]."""
 
 
@@ -56,14 +71,15 @@ async def fetch_blob(
     key: bytes,
     size: int,
     sources: Callable[[], list[Source]],
-    verify: Callable[[bytes], bool],
+    verifier: Verifier,
     attempt: AttemptFn,
     *,
     timeout: float,
     busy_backoff: float,
     stats: FetchStats | None = None,
-) -> bytes:
-    """Return the verified blob or raise FetchFailed once `timeout` seconds have passed."""
+) -> memoryview:
+    """Return the verified blob (a read-only view, no copy) or raise FetchFailed once
+    `timeout` seconds have passed."""
     stats = stats if stats is not None else FetchStats()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -74,11 +90,15 @@ async def fetch_blob(
     bad: set[tuple[NodeId, str]] = set()
     paused_until: dict[NodeId, float] = {}
     order: dict[NodeId, float] = {}
+    verifier.restart()
+
+    def feed(pos: int) -> None:
+        verifier.feed(view, pos)
+
     while True:
         if offset == size:
-            data = bytes(buf)
-            if verify(data):
-                return data
+            if await verifier.finish(view):
+                return view.toreadonly()
             log.warning(
                 "blob %s failed verification; dropping %d sources",
                 key.hex()[:12],
@@ -91,6 +111,7 @@ async def fetch_blob(
                 bad.add((node, P2P))
             contributors.clear()
             offset = 0
+            verifier.restart()
         now = loop.time()
         if now >= deadline:
             raise FetchFailed(f"blob {key.hex()[:12]}: timeout; failures {stats.failures[-5:]}")
@@ -99,7 +120,7 @@ async def fetch_blob(
             await asyncio.sleep(min(busy_backoff, max(0.0, deadline - now)))
             continue
         src, transport = pick
-        progress = [offset]
+        progress = Progress(offset, feed)
         stats.attempts += 1
         stats.transports.append(transport)
         try:
@@ -114,11 +135,12 @@ async def fetch_blob(
             if transport == FAST and "timeout" in str(exc):
                 # A silent fast path usually means a frozen or dead process: skip its p2p too.
                 bad.add((src.node, P2P))
-        if progress[0] > offset:
+        if progress.pos > offset:
             contributors.add(src.node)
-            if progress[0] < size:
-                stats.resumed_bytes += progress[0] - offset
-            offset = progress[0]
+            if progress.pos < size:
+                stats.resumed_bytes += progress.pos - offset
+            offset = progress.pos
+            verifier.feed(view, offset)
 
 
 def _pick(
