@@ -314,6 +314,13 @@ class P2PNode:
             return "step not current"
         if msg.payload_size > self.config.max_payload_bytes or len(msg.commitment) != 32:
             return "payload too large"
+        if msg.kind == KIND_HAVE:
+            if (
+                msg.commitment not in self._holders
+                and len(self._holders) >= self.config.max_pull_messages
+            ):
+                return "too many holders tracked"
+            return None
         if msg.kind == KIND_ANNOUNCE:
             prev = self._accepted.get((msg.sender, msg.step, msg.batch_id))
             if prev is not None:

@@ -35,7 +35,7 @@ class Peer:
             connect_timeout=args.idle_timeout,
             rpc_timeout=args.idle_timeout,
             upload_rate_limit=args.rate,
-            reannounce_interval=2.0,
+            reannounce_interval=args.reannounce,
         )
         self.node = P2PNode(self.key, args.run, is_member=members.__contains__, config=config)
         self.seen: dict[tuple[str, int, int], Announcement] = {}
@@ -190,6 +190,7 @@ async def main() -> None:
     ap.add_argument("--idle-timeout", type=float, default=3.0)
     ap.add_argument("--fetch-timeout", type=float, default=60.0)
     ap.add_argument("--rate", type=float, default=0.0)
+    ap.add_argument("--reannounce", type=float, default=2.0)
     peer = Peer(ap.parse_args())
     await peer.node.start()
     loop = asyncio.get_running_loop()

@@ -104,3 +104,19 @@ def test_non_member_is_refused(swarm_factory: Any) -> None:
     assert b.call("wait_announcements", step=1, count=2, timeout=4, pull_after=2)["found"] == 1
     assert a.call("stats")["refused"] >= 1
     assert a.call("stats")["uploads"] == 0
+
+
+def test_pull_fetches_announcements_gossip_did_not_deliver(swarm_factory: Any) -> None:
+    swarm = swarm_factory(2)
+    a = swarm.spawn(0, "--reannounce", "600")
+    late = swarm.spawn(1, "--reannounce", "600")
+    late.call("connect", addr=a.p2p_addr)
+    a.call("step", step=2)
+    late.call("step", step=0)  # one step behind: step-2 gossip is refused as not current
+    a.call("publish", step=2, batch=0, size=1 << 20, seed=41)
+    time.sleep(2)
+    assert late.call("stats")["accepted"] == 0
+    late.call("step", step=2)
+    assert late.call("pull", step=2)["new"] == 1
+    r = late.call("fetch", sender=a.node_id, step=2, batch=0, timeout=30)
+    assert r["fetched"] and r["sha256"] == expected(41, 1 << 20)

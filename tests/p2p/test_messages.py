@@ -1,0 +1,91 @@
+"""Gossip message validation, in process: signatures, windows, duplicates, equivocation."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+
+import pytest
+
+from psyche_client.p2p import Announcement, NodeKey, P2PNode
+from psyche_client.p2p.manifest import Manifest, ManifestError
+from psyche_client.p2p.messages import MAX_MESSAGE_BYTES, MessageError, decode
+
+
+def _ann(key: NodeKey, step: int = 5, batch: int = 1, commitment: bytes = b"c" * 32) -> bytes:
+    return (
+        Announcement("run", step, batch, key.node_id, commitment, 1000, "/ip4/x", "127.0.0.1:1")
+        .signed(key)
+        .encode()
+    )
+
+
+def test_decode_roundtrip_and_tamper() -> None:
+    key = NodeKey.generate()
+    raw = _ann(key)
+    assert decode(raw).sender == key.node_id
+    for i in range(0, len(raw), 7):
+        bad = bytearray(raw)
+        bad[i] ^= 0x01
+        with pytest.raises(MessageError):
+            decode(bytes(bad))
+    with pytest.raises(MessageError):
+        decode(raw + b"x" * MAX_MESSAGE_BYTES)
+
+
+def test_solana_keypair_seed_is_node_key() -> None:
+    key = NodeKey.generate()
+    solana_file = key.seed + key.node_id  # a Solana keypair: seed then public key
+    assert NodeKey.from_solana_keypair_bytes(solana_file).node_id == key.node_id
+
+
+def test_node_accepts_only_valid_member_announcements() -> None:
+    me, member, outsider = NodeKey.generate(), NodeKey.generate(), NodeKey.generate()
+    members = {me.node_id, member.node_id}
+    node = P2PNode(
+        me,
+        "run",
+        is_member=members.__contains__,
+        validate_announcement=lambda a: None if a.batch_id < 10 else "not its batch",
+    )
+    node.set_step(5)
+    assert node.on_gossip(_ann(member))[0]
+    assert node.on_gossip(_ann(member))[0]  # duplicate: forwarded, not queued twice
+    assert node.announcements.qsize() == 1 and node.stats.duplicates == 1
+    assert not node.on_gossip(_ann(member, commitment=b"d" * 32))[0]  # equivocation
+    assert not node.on_gossip(_ann(outsider))[0]
+    assert not node.on_gossip(_ann(member, step=3))[0]  # too old
+    assert not node.on_gossip(_ann(member, step=6))[0]  # not yet current
+    assert node.on_gossip(_ann(member, step=4, batch=2))[0]  # previous step is fine
+    assert not node.on_gossip(_ann(member, batch=11))[0]  # pluggable validator says no
+    assert not node.on_gossip(b"garbage")[0]
+    assert node.announcements.qsize() == 2
+    assert set(node.stats.rejected) >= {"equivocation", "not a member", "step not current"}
+
+
+def test_manifest_signature() -> None:
+    key = NodeKey.generate()
+    m = Manifest.build(key, "run", b"{}", {"w": b"abc"})
+    assert Manifest.decode(m.encode()) == m
+    assert m.tensors[0].sha256 == hashlib.sha256(b"abc").digest()
+    raw = bytearray(m.encode())
+    raw[-5] ^= 1
+    with pytest.raises(ManifestError):
+        Manifest.decode(bytes(raw))
+
+
+def test_start_stop_leaves_no_threads_and_stop_never_raises() -> None:
+    before = set(threading.enumerate())
+
+    async def main() -> None:
+        key = NodeKey.generate()
+        node = P2PNode(key, "run", is_member=lambda _n: True)
+        await node.stop()  # never started: a no-op
+        node = P2PNode(key, "run", is_member=lambda _n: True)
+        await node.start()
+        await node.stop()
+        await node.stop()  # twice is fine
+
+    asyncio.run(main())
+    assert set(threading.enumerate()) <= before
