@@ -43,8 +43,8 @@ def main() -> None:
                 "h1": str(h1),
                 "h2": str(h2),
             }
-            if seed == 0:
-                entry["bloom"] = [((h1 + i * h2) & MASK) % BLOOM_BITS for i in range(BLOOM_HASHES)]
+            # Bloom bit indices of the key under this seed (the witness salt; 0 = unsalted).
+            entry["bloom"] = [((h1 + i * h2) & MASK) % BLOOM_BITS for i in range(BLOOM_HASHES)]
             vectors.append(entry)
     doc = {
         "generator": "mmh3 " + getattr(mmh3, "__version__", "5.x"),

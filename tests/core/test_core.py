@@ -90,21 +90,22 @@ def start_epoch(c: core.Coordinator, now: int) -> int:
     return now
 
 
-def honest_filters(c: core.Coordinator) -> tuple[core.Bloom, core.Bloom]:
+def honest_filters(c: core.Coordinator, position: int) -> tuple[core.Bloom, core.Bloom]:
     results, trainers = core.Bloom(), core.Bloom()
     h = c.height
+    salt = c.witness_salt(h, position)
     if h > 0:
         for slot, _lo, _hi in c.assignments(h - 1):
-            results.add(commitment(c.epoch, h - 1, slot))
-            trainers.add(c.client(slot).wallet)
+            results.add(commitment(c.epoch, h - 1, slot), salt)
+            trainers.add(c.client(slot).wallet, salt)
     return results, trainers
 
 
 def honest_round(c: core.Coordinator, now: int) -> int:
     h = c.height
-    results, trainers = honest_filters(c)
     for pos, (slot, roles) in enumerate(c.committee(h)):
         if roles & core.ROLE_WITNESS:
+            results, trainers = honest_filters(c, pos)
             c.witness(c.client(slot).wallet, pos, results, trainers, now, loss_milli=2500)
     while c.phase in ("RoundTrain", "RoundWitness") and c.height == h:
         now = tick_until_change(c, now)
@@ -129,7 +130,8 @@ def test_committed_vectors_match_mmh3_and_core() -> None:
         want = (int(v["h1"]), int(v["h2"]))
         assert mmh3.hash64(key, seed=v["seed"], x64arch=True, signed=False) == want
         assert core.murmur3_x64_128(key, v["seed"]) == want
-        if "bloom" in v:
+        assert core.bloom_indices(key, v["seed"]) == v["bloom"]
+        if v["seed"] == 0:
             assert core.bloom_indices(key) == v["bloom"]
 
 
@@ -142,11 +144,11 @@ def test_murmur_matches_mmh3_on_random_input(data: bytes, seed: int) -> None:
     assert mmh3.hash128(data, seed=seed, x64arch=True, signed=False) == (h2 << 64) | h1
 
 
-def python_bloom(keys: list[bytes]) -> bytes:
+def python_bloom(keys: list[bytes], salt: int) -> bytes:
     """The filter built from mmh3 alone, following docs/protocol.md."""
     bits = bytearray(core.BLOOM_BYTES)
     for key in keys:
-        h1, h2 = mmh3.hash64(key, seed=0, x64arch=True, signed=False)
+        h1, h2 = mmh3.hash64(key, seed=salt, x64arch=True, signed=False)
         for i in range(core.BLOOM_HASHES):
             idx = ((h1 + i * h2) % 2**64) % core.BLOOM_BITS
             bits[idx // 8] |= 1 << (idx % 8)
@@ -154,13 +156,16 @@ def python_bloom(keys: list[bytes]) -> bytes:
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.binary(min_size=1, max_size=40), max_size=60))
-def test_bloom_bits_equal_a_pure_mmh3_filter(keys: list[bytes]) -> None:
+@given(
+    st.lists(st.binary(min_size=1, max_size=40), max_size=60),
+    st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_bloom_bits_equal_a_pure_mmh3_filter(keys: list[bytes], salt: int) -> None:
     b = core.Bloom()
     for k in keys:
-        b.add(k)
-    assert b.to_bytes() == python_bloom(keys)
-    assert all(k in b for k in keys)
+        b.add(k, salt)
+    assert b.to_bytes() == python_bloom(keys, salt)
+    assert all(b.contains(k, salt) for k in keys)
     assert core.Bloom(b.to_bytes()).to_bytes() == b.to_bytes()
 
 
@@ -317,13 +322,14 @@ def test_health_check_through_bindings() -> None:
     now = start_epoch(c, T0)
     now = honest_round(c, now)
     victim = c.assignments(0)[-1][0]
-    results, trainers = core.Bloom(), core.Bloom()
-    for s, _lo, _hi in c.assignments(0):
-        if s != victim:
-            results.add(commitment(0, 0, s))
-            trainers.add(c.client(s).wallet)
     for pos, (slot, roles) in enumerate(c.committee(1)):
         if roles & core.ROLE_WITNESS:
+            salt = c.witness_salt(1, pos)
+            results, trainers = core.Bloom(), core.Bloom()
+            for s, _lo, _hi in c.assignments(0):
+                if s != victim:
+                    results.add(commitment(0, 0, s), salt)
+                    trainers.add(c.client(s).wallet, salt)
             c.witness(c.client(slot).wallet, pos, results, trainers, now)
     with pytest.raises(core.RoundNotFinal):
         c.health_verdict(0, victim)

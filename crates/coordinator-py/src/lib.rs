@@ -6,9 +6,9 @@
 use psyche_core::derive::{self, Committee};
 use psyche_core::state::bit_get;
 use psyche_core::{
-    apply_set, bloom_indices, Bloom, Candidate, ClientState, Config, CoreError, ModelKind,
-    ModelRef, Phase, RoundKind, State, TickOutcome, Unhealthy, WitnessStats, BLOOM_BITS,
-    BLOOM_BYTES, BLOOM_HASHES, MAX_CLIENTS, MAX_WITNESSES, ROUND_RING, STATE_SIZE, STATE_VERSION,
+    apply_set, Bloom, Candidate, ClientState, Config, CoreError, ModelKind, ModelRef, Phase,
+    RoundKind, State, TickOutcome, Unhealthy, WitnessStats, BLOOM_BITS, BLOOM_BYTES, BLOOM_HASHES,
+    MAX_CLIENTS, MAX_WITNESSES, ROUND_RING, STATE_SIZE, STATE_VERSION,
 };
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
@@ -129,11 +129,15 @@ impl PyBloom {
                 }),
         }
     }
-    fn add(&mut self, key: &[u8]) {
-        self.inner.add(key);
+    /// Insert a key (under a witness salt; 0 = unsalted).
+    #[pyo3(signature = (key, salt=0))]
+    fn add(&mut self, key: &[u8], salt: u32) {
+        self.inner.add_salted(key, salt);
     }
-    fn contains(&self, key: &[u8]) -> bool {
-        self.inner.contains(key)
+    /// Whether the key may be present (under a witness salt; 0 = unsalted).
+    #[pyo3(signature = (key, salt=0))]
+    fn contains(&self, key: &[u8], salt: u32) -> bool {
+        self.inner.contains_salted(key, salt)
     }
     fn __contains__(&self, key: &[u8]) -> bool {
         self.inner.contains(key)
@@ -708,6 +712,10 @@ impl PyCoordinator {
             })
             .collect())
     }
+    /// The Bloom salt the witness at `position` of round `height` hashes its filters with.
+    fn witness_salt(&self, height: u32, position: u16) -> PyResult<u32> {
+        Ok(derive::witness_salt(self.round_ref(height)?, position))
+    }
     /// Witness quorum of a round.
     fn quorum(&self, height: u32) -> PyResult<u16> {
         Ok(derive::quorum(&self.state.config, self.round_ref(height)?))
@@ -794,10 +802,11 @@ fn murmur3_x64_128(data: &[u8], seed: u32) -> (u64, u64) {
     psyche_core::murmur3_x64_128(data, seed)
 }
 
-/// The Bloom bit indices of a key.
+/// The Bloom bit indices of a key (under a witness salt; 0 = unsalted).
 #[pyfunction(name = "bloom_indices")]
-fn py_bloom_indices(key: &[u8]) -> Vec<u32> {
-    bloom_indices(key).to_vec()
+#[pyo3(signature = (key, salt=0))]
+fn py_bloom_indices(key: &[u8], salt: u32) -> Vec<u32> {
+    psyche_core::bloom_indices_salted(key, salt).to_vec()
 }
 
 /// Error name for a numeric code (as the program / TCP server report them).

@@ -39,9 +39,17 @@ impl core::fmt::Debug for Bloom {
     }
 }
 
-/// The `BLOOM_HASHES` bit indices of `key`.
+/// The `BLOOM_HASHES` bit indices of `key` (murmur seed 0).
 pub fn bloom_indices(key: &[u8]) -> [u32; BLOOM_HASHES as usize] {
-    let (h1, h2) = murmur3_x64_128(key, BLOOM_SEED);
+    bloom_indices_salted(key, BLOOM_SEED)
+}
+
+/// The bit indices of `key` under a murmur seed (`salt`). Witness filters are salted per witness
+/// (`derive::witness_salt`) so that their false positives are independent: a key absent from
+/// every witness's set is a false positive of a majority of S filters with probability about
+/// C(S, S/2) * p^(S/2), instead of p for identical unsalted filters.
+pub fn bloom_indices_salted(key: &[u8], salt: u32) -> [u32; BLOOM_HASHES as usize] {
+    let (h1, h2) = murmur3_x64_128(key, salt);
     let mut out = [0u32; BLOOM_HASHES as usize];
     for (i, slot) in out.iter_mut().enumerate() {
         let h = h1.wrapping_add((i as u64).wrapping_mul(h2));
@@ -62,9 +70,19 @@ impl Bloom {
         Some(Self { bits })
     }
 
-    /// Insert a key.
+    /// Insert a key (salt 0).
     pub fn add(&mut self, key: &[u8]) {
-        for idx in bloom_indices(key) {
+        self.add_salted(key, BLOOM_SEED)
+    }
+
+    /// Whether the key may be present (salt 0; no false negatives).
+    pub fn contains(&self, key: &[u8]) -> bool {
+        self.contains_salted(key, BLOOM_SEED)
+    }
+
+    /// Insert a key under a salt.
+    pub fn add_salted(&mut self, key: &[u8], salt: u32) {
+        for idx in bloom_indices_salted(key, salt) {
             let i = idx as usize;
             if let Some(b) = self.bits.get_mut(i / 8) {
                 *b |= 1 << (i % 8);
@@ -72,9 +90,9 @@ impl Bloom {
         }
     }
 
-    /// Whether the key may be present (no false negatives).
-    pub fn contains(&self, key: &[u8]) -> bool {
-        bloom_indices(key).iter().all(|&idx| {
+    /// Whether the key may be present under a salt.
+    pub fn contains_salted(&self, key: &[u8], salt: u32) -> bool {
+        bloom_indices_salted(key, salt).iter().all(|&idx| {
             let i = idx as usize;
             self.bits
                 .get(i / 8)

@@ -3,6 +3,7 @@
 
 use crate::config::Config;
 use crate::error::{CoreError, CoreResult};
+use crate::murmur::murmur3_x64_128;
 use crate::rng::{domain, Prng};
 use crate::state::{bit_get, Round, RoundKind, State};
 use crate::MAX_CLIENTS;
@@ -127,6 +128,15 @@ pub fn assignment(round: &Round, trainers: u16, pos: u16) -> Option<(u64, u64)> 
     }
 }
 
+/// The Bloom salt of the witness at committee `position` of `round` (the round whose witnesses
+/// submit): the low 32 bits of `murmur3(seed ‖ position_le16, 0).h1`.
+pub fn witness_salt(round: &Round, position: u16) -> u32 {
+    let mut buf = [0u8; 34];
+    buf[..32].copy_from_slice(&round.seed);
+    buf[32..].copy_from_slice(&position.to_le_bytes());
+    murmur3_x64_128(&buf, 0).0 as u32
+}
+
 /// Witness quorum of a round.
 pub fn quorum(cfg: &Config, round: &Round) -> u16 {
     Config::quorum_for(cfg.witness_quorum_pct, round.witness_count)
@@ -196,7 +206,8 @@ impl Candidate {
 /// Decide the apply set of data round `height` from round `height + 1`'s witnesses (which must
 /// be final and have reached quorum). A candidate is accepted when it is the assigned batch of a
 /// trainer of that round, the trainer was not ejected in either round, and a strict majority of
-/// the S submitted result filters contain its commitment. Per batch one result survives: most
+/// the S submitted result filters contain its commitment (each filter read with its witness's
+/// salt). Per batch one result survives: most
 /// votes, then the smallest commitment. The accepted candidates are moved to the front of `cands`
 /// in batch order; the count is returned. The rest of the slice holds the rejected ones with
 /// their vote counts.
@@ -222,7 +233,10 @@ pub fn apply_set(state: &State, height: u32, cands: &mut [Candidate]) -> CoreRes
         let clean = !bit_get(&r.ejected, slot) && !bit_get(&w.ejected, slot);
         let votes = subs
             .iter()
-            .filter(|sub| sub.results.contains(&cand.commitment))
+            .filter(|sub| {
+                sub.results
+                    .contains_salted(&cand.commitment, witness_salt(w, sub.position))
+            })
             .count() as u32;
         cand.votes = votes as u16;
         cand.accepted = assigned && clean && votes * 2 > s;
@@ -279,7 +293,10 @@ pub fn health_verdict(state: &State, height: u32, target: usize) -> CoreResult<O
     if trained {
         let present = subs
             .iter()
-            .filter(|sub| sub.trainers.contains(&client.wallet))
+            .filter(|sub| {
+                sub.trainers
+                    .contains_salted(&client.wallet, witness_salt(w, sub.position))
+            })
             .count() as u32;
         if (s - present) * 2 > s {
             return Ok(Some(Unhealthy::MissingResult));

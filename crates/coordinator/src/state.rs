@@ -307,9 +307,11 @@ pub struct WitnessSubmission {
     pub position: u16,
     /// Stats.
     pub stats: WitnessStats,
-    /// Commitments (32-byte hashes) of the previous round's results the witness received.
+    /// Commitments (32-byte hashes) of the previous round's results the witness received,
+    /// hashed with the witness's salt (`derive::witness_salt`).
     pub results: Bloom,
-    /// Wallets of the previous round's trainers whose valid result the witness received.
+    /// Wallets of the previous round's trainers whose valid result the witness received (same
+    /// salt).
     pub trainers: Bloom,
 }
 

@@ -74,8 +74,8 @@ fn apply(s: &mut State, op: &Op, now: &mut i64) -> Result<(), CoreError> {
                 .and_then(|slot| s.round(s.progress.height).ok().map(|r| (slot, r)))
                 .and_then(|(slot, r)| Committee::compute(r).position_of(slot))
                 .unwrap_or(0);
-            let (a, b) = if honest {
-                honest_filters(s)
+            let (a, b) = if honest && s.round(s.progress.height).is_ok() {
+                honest_filters(s, pos)
             } else {
                 let mut a = Bloom::new();
                 a.bits[..32].copy_from_slice(&rand32(*now as u64));
@@ -136,7 +136,6 @@ fn apply(s: &mut State, op: &Op, now: &mut i64) -> Result<(), CoreError> {
                 return Ok(());
             };
             let c = Committee::compute(r);
-            let (a, b) = honest_filters(s);
             for p in 0..c.witnesses.min(4) {
                 let slot = c.slot_at(p).expect("slot");
                 if mask & (1 << (p + 4)) != 0 {
@@ -147,7 +146,7 @@ fn apply(s: &mut State, op: &Op, now: &mut i64) -> Result<(), CoreError> {
                 let (ra, rb) = if lie {
                     (Bloom::new(), Bloom::new())
                 } else {
-                    (a, b)
+                    honest_filters(s, p)
                 };
                 let _ = s.witness(&w, p, &ra, &rb, &WitnessStats::default(), *now);
             }

@@ -595,9 +595,10 @@ fn apply_set_tie_break_is_by_commitment_hash() {
     let mut alt = cheat;
     alt.commitment = [0x01; 32];
     let c = Committee::compute(s.round(1).expect("r1"));
-    let (mut results, trainers) = honest_filters(&s);
-    results.add(&alt.commitment);
     for p in 0..c.witnesses {
+        let (mut results, trainers) = honest_filters(&s, p);
+        let salt = derive::witness_salt(s.round(1).expect("r1"), p);
+        results.add_salted(&alt.commitment, salt);
         let slot = c.slot_at(p).expect("slot");
         let w = s.clients[slot].wallet;
         s.witness(&w, p, &results, &trainers, &WitnessStats::default(), now)
@@ -631,7 +632,7 @@ fn apply_set_needs_a_quorum_and_a_majority() {
     now = honest_round(&mut s, now);
     let c = Committee::compute(s.round(1).expect("r1"));
     // One honest submission: below quorum (2 of 3).
-    let (results, trainers) = honest_filters(&s);
+    let (results, trainers) = honest_filters(&s, 0);
     let w0 = s.clients[c.slot_at(0).expect("s")].wallet;
     s.witness(&w0, 0, &results, &trainers, &WitnessStats::default(), now)
         .expect("w");
@@ -645,7 +646,7 @@ fn apply_set_needs_a_quorum_and_a_majority() {
     );
     // Round 2: two of three submit, one of them with empty filters: 1 vote of 2 is no majority.
     let c2 = Committee::compute(s.round(2).expect("r2"));
-    let (results, trainers) = honest_filters(&s);
+    let (results, trainers) = honest_filters(&s, 0);
     let a = s.clients[c2.slot_at(0).expect("s")].wallet;
     let b = s.clients[c2.slot_at(1).expect("s")].wallet;
     s.witness(&a, 0, &results, &trainers, &WitnessStats::default(), later)
@@ -680,17 +681,18 @@ fn health_check_drops_a_trainer_whose_result_nobody_received() {
     // Round 1: witnesses did not receive the result of one round-0 trainer.
     let r0 = Committee::compute(s.round(0).expect("r0"));
     let victim = r0.slot_at(r0.trainers() - 1).expect("victim");
-    let mut results = Bloom::new();
-    let mut trainers = Bloom::new();
-    for p in 0..r0.trainers() {
-        let slot = r0.slot_at(p).expect("s");
-        if slot != victim {
-            results.add(&commitment(0, 0, slot));
-            trainers.add(&s.clients[slot].wallet);
-        }
-    }
     let c1 = Committee::compute(s.round(1).expect("r1"));
     for p in 0..c1.witnesses {
+        let salt = derive::witness_salt(s.round(1).expect("r1"), p);
+        let mut results = Bloom::new();
+        let mut trainers = Bloom::new();
+        for tp in 0..r0.trainers() {
+            let slot = r0.slot_at(tp).expect("s");
+            if slot != victim {
+                results.add_salted(&commitment(0, 0, slot), salt);
+                trainers.add_salted(&s.clients[slot].wallet, salt);
+            }
+        }
         let w = s.clients[c1.slot_at(p).expect("s")].wallet;
         s.witness(&w, p, &results, &trainers, &WitnessStats::default(), now)
             .expect("w");
@@ -742,8 +744,8 @@ fn health_check_drops_a_witness_that_missed_its_duty() {
     let mut now = start_epoch(&mut s, T0);
     now = honest_round(&mut s, now);
     let c1 = Committee::compute(s.round(1).expect("r1"));
-    let (results, trainers) = honest_filters(&s);
     for p in 0..3 {
+        let (results, trainers) = honest_filters(&s, p);
         let w = s.clients[c1.slot_at(p).expect("s")].wallet;
         s.witness(&w, p, &results, &trainers, &WitnessStats::default(), now)
             .expect("w");

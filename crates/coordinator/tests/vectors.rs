@@ -39,11 +39,14 @@ fn murmur3_matches_mmh3_vectors() {
                 .iter()
                 .map(|x| x.as_u64().expect("idx") as u32)
                 .collect();
-            assert_eq!(bloom_indices(&key).to_vec(), want);
+            assert_eq!(bloom_indices_salted(&key, seed).to_vec(), want);
+            if seed == 0 {
+                assert_eq!(bloom_indices(&key).to_vec(), want);
+            }
             bloom_checked += 1;
         }
     }
-    assert!(bloom_checked > 50);
+    assert!(bloom_checked > 200);
 }
 
 #[test]
@@ -95,4 +98,53 @@ fn false_positive_rate_at_client_cap_is_at_most_one_percent() {
         fp * 100 <= total,
         "false-positive rate {fp}/{total} above 1%"
     );
+}
+
+/// Identical unsalted filters share their false positives, so an absent key that is a false
+/// positive of one is a false positive of all (p ≈ 0.8% per key at the cap: a forged commitment
+/// would collect a unanimous "majority"). Salting each witness's filter makes them independent:
+/// no absent key reaches a majority of 15 filters.
+#[test]
+fn salted_witness_filters_have_independent_false_positives() {
+    let witnesses = 15u32;
+    let keys: Vec<[u8; 32]> = (0..MAX_CLIENTS as u64)
+        .map(|i| {
+            let mut k = [0u8; 32];
+            k[..16].copy_from_slice(&murmur3_x64_128_bytes(&i.to_le_bytes(), 5));
+            k
+        })
+        .collect();
+    let mut salted = Vec::new();
+    let mut unsalted = Bloom::new();
+    for w in 0..witnesses {
+        let mut b = Bloom::new();
+        for k in &keys {
+            b.add_salted(k, 1000 + w);
+        }
+        salted.push(b);
+    }
+    for k in &keys {
+        unsalted.add(k);
+    }
+    let mut majority_fp_salted = 0;
+    let mut fp_unsalted = 0;
+    for i in 0..20_000u64 {
+        let mut probe = [0u8; 32];
+        probe[..16].copy_from_slice(&murmur3_x64_128_bytes(&i.to_le_bytes(), 6));
+        let votes = (0..witnesses)
+            .filter(|w| salted[*w as usize].contains_salted(&probe, 1000 + w))
+            .count() as u32;
+        if votes * 2 > witnesses {
+            majority_fp_salted += 1;
+        }
+        if unsalted.contains(&probe) {
+            fp_unsalted += 1;
+        }
+    }
+    println!("unsalted unanimous false positives: {fp_unsalted}/20000; salted majority: {majority_fp_salted}");
+    assert!(
+        fp_unsalted > 0,
+        "the unsalted baseline shows the correlated false positives"
+    );
+    assert_eq!(majority_fp_salted, 0);
 }

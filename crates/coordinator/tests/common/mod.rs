@@ -119,18 +119,20 @@ pub fn start_epoch(s: &mut State, now: i64) -> i64 {
     now
 }
 
-/// Honest filters for the current round: every trainer of the previous round delivered.
-pub fn honest_filters(s: &State) -> (Bloom, Bloom) {
+/// Honest filters for the witness at `position` of the current round: every trainer of the
+/// previous round delivered.
+pub fn honest_filters(s: &State, position: u16) -> (Bloom, Bloom) {
     let mut results = Bloom::new();
     let mut trainers = Bloom::new();
     let h = s.progress.height;
+    let salt = derive::witness_salt(s.round(h).expect("round"), position);
     if let Some(prev) = h.checked_sub(1).and_then(|p| s.round(p).ok()) {
         let c = Committee::compute(prev);
         for p in 0..c.trainers() {
             if derive::assignment(prev, c.trainers(), p).is_some() {
                 let slot = c.slot_at(p).expect("slot");
-                results.add(&commitment(s.progress.epoch, h - 1, slot));
-                trainers.add(&s.clients[slot].wallet);
+                results.add_salted(&commitment(s.progress.epoch, h - 1, slot), salt);
+                trainers.add_salted(&s.clients[slot].wallet, salt);
             }
         }
     }
@@ -141,9 +143,9 @@ pub fn honest_filters(s: &State) -> (Bloom, Bloom) {
 pub fn all_witness(s: &mut State, now: i64) {
     let h = s.progress.height;
     let c = Committee::compute(s.round(h).expect("round"));
-    let (results, trainers) = honest_filters(s);
     for p in 0..c.n {
         if c.roles_at(p) & ROLE_WITNESS != 0 {
+            let (results, trainers) = honest_filters(s, p);
             let slot = c.slot_at(p).expect("slot");
             if s.clients[slot].is_healthy() {
                 let w = s.clients[slot].wallet;
