@@ -1,9 +1,12 @@
 """A small, learnable, byte-level corpus generated from a seed, for tests and the demo.
 
-Real text needs downloads or a large file in the repo; a seeded toy grammar gives text with real
-structure (words, agreement, punctuation) that a tiny model learns within a few hundred steps,
-and identical bytes on every machine. Tokenization is byte-level: token id = byte value (vocab
-256), stored as little-endian u16 (or u32) like any other tokenized corpus.
+Real text needs downloads or a large file in the repo; a seeded probabilistic grammar gives text
+with real structure (spelling, agreement, clauses, punctuation, quotes, paragraphs) and identical
+bytes on every machine. Word choices follow Zipf-like frequencies over a few hundred words, so
+the text has the entropy profile of simple prose (a small model's byte-level loss stays around
+1–1.5 nats after a few hundred steps, as on real text, rather than collapsing to the grammar's
+floor). Tokenization is byte-level: token id = byte value (vocab 256), stored as little-endian
+u16 (or u32) like any other tokenized corpus.
 """
 
 from __future__ import annotations
@@ -16,49 +19,128 @@ import numpy as np
 
 from psyche_client.data.provider import token_dtype
 
-_SUBJECTS = [
-    "the cat",
-    "a dog",
-    "the old man",
-    "my sister",
-    "the farmer",
-    "a small bird",
-    "the teacher",
-    "our neighbour",
-    "the children",
-    "a sailor",
-]
-_VERBS = ["sees", "likes", "finds", "carries", "paints", "follows", "remembers", "feeds"]
-_OBJECTS = [
-    "the red ball",
-    "a green apple",
-    "the long road",
-    "a quiet river",
-    "the blue door",
-    "an empty boat",
-    "the tall tree",
-    "a warm loaf of bread",
-]
-_TAILS = [
-    "in the morning",
-    "near the house",
-    "every day",
-    "after the rain",
-    "with great care",
-    "before dinner",
-    "",
-]
+_NAMES = (
+    "Anna Ben Clara David Elena Frank Grace Henry Iris Jack Kate Leo Maria Nora Oscar Paul "
+    "Rosa Sam Tara Victor Wendy Yusuf Zoe Hugo"
+).split()
+_ADJ = (
+    "old young small large quiet bright dark warm cold green red blue golden silver tired happy "
+    "clever gentle strange empty heavy narrow wide ancient curious careful brave lonely busy "
+    "wooden sudden distant hidden broken simple proud patient hungry silent soft rough early "
+    "late honest eager calm wild proper famous"
+).split()
+_NOUNS = (
+    "cat dog bird horse river road house garden door window table letter book song boat tree "
+    "field market town village teacher farmer sailor doctor child friend king queen soldier "
+    "baker painter student mountain forest bridge lamp candle stone apple bread cup coat hat "
+    "wall clock ship island storm morning evening winter summer voice story map key ring box "
+    "bell cart mill well"
+).split()
+_VERBS = (
+    "see like find carry paint follow remember feed watch open close build break read write "
+    "sing hear call help visit leave bring take keep hold move push pull wash mend sell buy "
+    "count draw fold hide lift miss need praise reach save send share thank touch trust warn"
+).split()
+_ADV = (
+    "slowly quickly quietly carefully often never always gladly suddenly gently proudly "
+    "nearly barely rarely softly boldly kindly simply eagerly calmly"
+).split()
+_PREP = "near behind under beside across through past inside above toward along beyond".split()
+_TIME = (
+    "in the morning|at night|every day|after the rain|before dinner|in winter|at dawn|"
+    "on sunday|for an hour|once again|by noon|at last"
+).split("|")
+_CONJ = "and|but|while|because|so|although|until|when".split("|")
+_NUM = "two three four five six seven eight nine ten twelve twenty".split()
+_SAY = "said|asked|whispered|shouted|replied|cried".split("|")
+
+
+def _zipf(rng: random.Random, words: list[str]) -> str:
+    """A word with probability ∝ 1/(rank+1): a few are common, most are rare, as in prose."""
+    cum = _CUM.setdefault(len(words), _cumulative(len(words)))
+    return rng.choices(words, cum_weights=cum)[0]
+
+
+def _cumulative(n: int) -> list[float]:
+    out, total = [], 0.0
+    for r in range(n):
+        total += 1.0 / (r + 1)
+        out.append(total)
+    return out
+
+
+_CUM: dict[int, list[float]] = {}
+
+
+def _third_person(verb: str) -> str:
+    if verb.endswith(("s", "sh", "ch", "x")):
+        return verb + "es"
+    if verb.endswith("y") and verb[-2] not in "aeiou":
+        return verb[:-1] + "ies"
+    return verb + "s"
+
+
+def _plural(noun: str) -> str:
+    if noun.endswith(("s", "sh", "ch", "x")):
+        return noun + "es"
+    if noun.endswith("y") and noun[-2] not in "aeiou":
+        return noun[:-1] + "ies"
+    if noun == "child":
+        return "children"
+    if noun.endswith("f"):
+        return noun[:-1] + "ves"
+    return noun + "s"
+
+
+def _noun_phrase(rng: random.Random) -> tuple[str, bool]:
+    """(phrase, is_plural)."""
+    r = rng.random()
+    if r < 0.2:
+        return _zipf(rng, _NAMES), False
+    adj = _zipf(rng, _ADJ) + " " if rng.random() < 0.5 else ""
+    noun = _zipf(rng, _NOUNS)
+    if r < 0.35:
+        return f"{_zipf(rng, _NUM)} {adj}{_plural(noun)}", True
+    det = rng.choice(["the", "the", "a", "my", "our", "that", "every"])
+    if det == "a" and (adj or noun)[0] in "aeiou":
+        det = "an"
+    return f"{det} {adj}{noun}", False
+
+
+def _clause(rng: random.Random) -> str:
+    subj, plural = _noun_phrase(rng)
+    verb = _zipf(rng, _VERBS)
+    if rng.random() < 0.25:
+        verb = rng.choice(["will", "could", "must", "did not"]) + " " + verb
+    elif not plural:
+        verb = _third_person(verb)
+    parts = [subj, verb, _noun_phrase(rng)[0]]
+    if rng.random() < 0.4:
+        parts.append(f"{rng.choice(_PREP)} {_noun_phrase(rng)[0]}")
+    if rng.random() < 0.25:
+        parts.append(_zipf(rng, _ADV))
+    if rng.random() < 0.25:
+        parts.append(rng.choice(_TIME))
+    return " ".join(parts)
+
+
+def _sentence(rng: random.Random) -> str:
+    text = _clause(rng)
+    if rng.random() < 0.35:
+        text += f"{',' if rng.random() < 0.5 else ''} {rng.choice(_CONJ)} {_clause(rng)}"
+    text = text[0].upper() + text[1:]
+    if rng.random() < 0.12:
+        return f'"{text}," {rng.choice(_SAY)} {_zipf(rng, _NAMES)}.'
+    return text + rng.choice([".", ".", ".", "!", "?"] if rng.random() < 0.9 else [";"])
 
 
 def generate_text(n_bytes: int, seed: int = 0) -> str:
-    """At least n_bytes of sentences drawn from a fixed toy grammar (deterministic per seed)."""
+    """At least n_bytes of prose-like text from a fixed grammar (deterministic per seed)."""
     rng = random.Random(seed)
     parts: list[str] = []
     size = 0
     while size < n_bytes:
-        tail = rng.choice(_TAILS)
-        s = f"{rng.choice(_SUBJECTS)} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)}"
-        s = (s + (" " + tail if tail else "")).capitalize() + rng.choice([". ", ". ", "! ", ".\n"])
+        s = _sentence(rng) + ("\n\n" if rng.random() < 0.15 else " ")
         parts.append(s)
         size += len(s)
     return "".join(parts)
