@@ -7,7 +7,8 @@ Prints, then a last line of key=value pairs:
   throughput_ratio  fast_MBps / tcp_MBps (goal >= 0.5)
   cpu_s_per_MB      receiver CPU seconds per MB on the fast path (libp2p: cpu_s_per_MB_libp2p)
   fanout_s          8 receiver processes each fetching one 16 MB result from one announcer
-Best of --repeat runs for the 64 MB figures. Run: .venv/bin/python bench/p2p_transfer.py
+Best of --repeat runs for the 64 MB figures; TCP and fast path alternate run by run.
+Run: .venv/bin/python bench/p2p_transfer.py
 """
 
 from __future__ import annotations
@@ -108,35 +109,54 @@ async def _recv(conn: Connection) -> Any:
     return await asyncio.to_thread(conn.recv)
 
 
-async def tcp_baseline(size: int, repeat: int) -> float:
+async def _tcp_once(port: int, size: int) -> float:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setblocking(False)
+    t0 = time.perf_counter()
+    # A fresh buffer per message, as any receiver of a new payload needs.
+    buf = bytearray(size)
+    view = memoryview(buf)
+    await loop.sock_connect(sock, ("127.0.0.1", port))
+    pos = 0
+    while pos < size:
+        n = await loop.sock_recv_into(sock, view[pos:])
+        if n == 0:
+            break
+        pos += n
+    secs = time.perf_counter() - t0
+    sock.close()
+    assert pos == size
+    return size / MB / secs
+
+
+async def paired(size: int, repeat: int) -> tuple[float, float, float]:
+    """Best MB/s of plain TCP and of the fast result path, measured alternately so that load
+    from other processes on this shared machine hits both alike; plus CPU s/MB of the latter."""
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_tcp_sender, args=(child, size))
-    proc.start()
+    tcp_proc = ctx.Process(target=_tcp_sender, args=(child, size))
+    tcp_proc.start()
     port = await _recv(parent)
-    loop = asyncio.get_running_loop()
-    best = 0.0
-    for _ in range(repeat):
-        sock = socket.socket()
-        sock.setblocking(False)
-        t0 = time.perf_counter()
-        # A fresh buffer per message, as any receiver of a new payload needs.
-        buf = bytearray(size)
-        view = memoryview(buf)
-        await loop.sock_connect(sock, ("127.0.0.1", port))
-        pos = 0
-        while pos < size:
-            n = await loop.sock_recv_into(sock, view[pos:])
-            if n == 0:
-                break
-            pos += n
-        secs = time.perf_counter() - t0
-        sock.close()
-        assert pos == size
-        best = max(best, size / MB / secs)
+    procs, conns, _ = _spawn_nodes(2, [True, True])
+    sender, receiver = conns
+    addrs = [await _recv(c) for c in conns]
+    receiver.send({"op": "connect", "addr": addrs[0]["p2p"]})
+    await _recv(receiver)
+    sender.send({"op": "publish", "size": size, "count": repeat})
+    raws = (await _recv(sender))["raws"]
+    tcp, fast, cpu = 0.0, 0.0, float("inf")
+    for raw in raws:
+        tcp = max(tcp, await _tcp_once(port, size))
+        receiver.send({"op": "fetch", "raw": raw})
+        r = await _recv(receiver)
+        assert r["size"] == size
+        fast = max(fast, size / MB / r["secs"])
+        cpu = min(cpu, r["cpu"] / (size / MB))
     parent.send("quit")
-    proc.join(10)
-    return best
+    tcp_proc.join(10)
+    await _close(procs, conns)
+    return tcp, fast, cpu
 
 
 def _spawn_nodes(n: int, fast: list[bool]) -> tuple[list[Any], list[Connection], list[bytes]]:
@@ -213,9 +233,8 @@ async def main() -> None:
     ap.add_argument("--fanout-mb", type=int, default=16)
     args = ap.parse_args()
     size = args.size_mb * MB
-    tcp = await tcp_baseline(size, args.repeat)
+    tcp, fast, cpu_fast = await paired(size, args.repeat)
     print(f"plain asyncio TCP: {tcp:.0f} MB/s", flush=True)
-    fast, cpu_fast = await result_path(size, args.repeat, fast=True)
     print(f"result path, fast path: {fast:.0f} MB/s, {cpu_fast * 1000:.2f} ms CPU/MB", flush=True)
     lp, cpu_lp = await result_path(size, 1, fast=False)
     print(f"result path, libp2p only: {lp:.0f} MB/s, {cpu_lp * 1000:.2f} ms CPU/MB", flush=True)
