@@ -120,6 +120,7 @@ def test_constants() -> None:
     assert core.BLOOM_BYTES * 8 == core.BLOOM_BITS
     assert core.MAX_CLIENTS == 256
     assert core.STATE_SIZE % 8 == 0
+    assert core.WITNESS_IX_DATA_BYTES == 8 + 2 + 16 + 2 * core.BLOOM_BYTES
 
 
 def test_committed_vectors_match_mmh3_and_core() -> None:
@@ -315,6 +316,11 @@ def test_verifier_report_ejects_and_excludes() -> None:
     accepted = c.apply_set(0, cands)
     assert len(accepted) == len(cands) - 1
     assert all(a[1] != target for a in accepted)
+    cheater = c.client(target).wallet
+    assert c.banned() == [cheater]
+    c.pause(now)
+    with pytest.raises(core.Banned):
+        c.join(cheater, node_key(99), now)
 
 
 def test_health_check_through_bindings() -> None:

@@ -82,6 +82,7 @@ fn describe(e: CoreError) -> &'static str {
         CoreError::NotPaused => "not paused",
         CoreError::ClientEjected => "the client was ejected",
         CoreError::AlreadyWithdrawn => "already withdrawn",
+        CoreError::Banned => "the wallet was ejected from this run",
         _ => "invalid config",
     }
 }
@@ -506,6 +507,14 @@ impl PyCoordinator {
             inner: self.state.model,
         }
     }
+    /// Wallets ejected from the run (most recent MAX_BANNED); they cannot join again.
+    fn banned<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
+        let n = (self.state.banned_next as usize).min(psyche_core::MAX_BANNED);
+        self.state.banned[..n]
+            .iter()
+            .map(|w| PyBytes::new(py, w))
+            .collect()
+    }
     /// Slots that sent a warmup witness this epoch.
     fn warmup_ready(&self) -> Vec<usize> {
         bitmap_slots(&self.state.warmup_ready)
@@ -823,6 +832,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_CLIENTS", MAX_CLIENTS)?;
     m.add("MAX_WITNESSES", MAX_WITNESSES)?;
     m.add("ROUND_RING", ROUND_RING)?;
+    m.add("MAX_BANNED", psyche_core::MAX_BANNED)?;
+    m.add("WITNESS_IX_DATA_BYTES", psyche_core::WITNESS_IX_DATA_BYTES)?;
     m.add("BLOOM_BITS", BLOOM_BITS)?;
     m.add("BLOOM_BYTES", BLOOM_BYTES)?;
     m.add("BLOOM_HASHES", BLOOM_HASHES)?;

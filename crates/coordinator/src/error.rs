@@ -87,6 +87,8 @@ errors! {
     ClientEjected = 25,
     /// The client has already withdrawn.
     AlreadyWithdrawn = 26,
+    /// The wallet was ejected from this run and may not join again.
+    Banned = 27,
     /// Config: min_clients must be at least 1 and at most max_clients.
     ConfigMinClients = 100,
     /// Config: max_clients must be 1..=MAX_CLIENTS.

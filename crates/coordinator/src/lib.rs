@@ -42,6 +42,36 @@ pub const MAX_CLIENTS: usize = 256;
 pub const MAX_WITNESSES: usize = 16;
 /// Recent rounds kept in the state.
 pub const ROUND_RING: usize = 4;
+/// Ejected wallets remembered (a ring); they cannot join the run again.
+pub const MAX_BANNED: usize = 64;
+
+/// Instruction data of a `witness` instruction: Anchor discriminator (8) + committee position
+/// (2) + stats (16) + two filters.
+pub const WITNESS_IX_DATA_BYTES: usize = 8 + 2 + 16 + 2 * BLOOM_BYTES;
+
+/// Size of a legacy Solana transaction with one signature, `accounts` distinct account keys and
+/// instructions whose (account-index count, data length) are given: 1 + 64 signatures, 3 header,
+/// compact-u16 key count, 32 per key, 32 blockhash, then per instruction program index, compact
+/// account count, indices, compact data length, data.
+pub const fn legacy_tx_bytes(accounts: usize, ixs: &[(usize, usize)]) -> usize {
+    const fn compact(n: usize) -> usize {
+        if n < 0x80 {
+            1
+        } else if n < 0x4000 {
+            2
+        } else {
+            3
+        }
+    }
+    let mut total = 1 + 64 + 3 + compact(accounts) + 32 * accounts + 32 + compact(ixs.len());
+    let mut i = 0;
+    while i < ixs.len() {
+        let (k, d) = ixs[i];
+        total += 1 + compact(k) + k + compact(d) + d;
+        i += 1;
+    }
+    total
+}
 
 const _: () = assert!(MAX_CLIENTS.is_multiple_of(8) && MAX_CLIENTS <= u16::MAX as usize);
 const _: () = assert!(MAX_WITNESSES <= 32);

@@ -6,7 +6,7 @@
 use crate::bloom::Bloom;
 use crate::config::Config;
 use crate::error::{CoreError, CoreResult};
-use crate::{MAX_CLIENTS, MAX_WITNESSES, ROUND_RING, STATE_VERSION};
+use crate::{MAX_BANNED, MAX_CLIENTS, MAX_WITNESSES, ROUND_RING, STATE_VERSION};
 use bytemuck::{Pod, Zeroable};
 
 /// Run phase.
@@ -460,6 +460,12 @@ pub struct State {
     pub clients: [Client; MAX_CLIENTS],
     /// Ring of recent rounds, indexed by `height % ROUND_RING`.
     pub rounds: [Round; ROUND_RING],
+    /// Ejections so far; the next ban goes to `banned[banned_next % MAX_BANNED]`.
+    pub banned_next: u32,
+    /// Zero.
+    pub pad_banned: u32,
+    /// Wallets of the most recent ejected clients; they cannot join again.
+    pub banned: [[u8; 32]; MAX_BANNED],
 }
 
 /// Size of the state in bytes.
@@ -518,6 +524,12 @@ impl State {
             return Err(CoreError::InvalidState);
         }
         Ok(())
+    }
+
+    /// Whether a wallet was ejected (within the last `MAX_BANNED` ejections).
+    pub fn is_banned(&self, wallet: &[u8; 32]) -> bool {
+        let n = (self.banned_next as usize).min(MAX_BANNED);
+        self.banned[..n].iter().any(|b| b == wallet)
     }
 
     /// Slot of a wallet.

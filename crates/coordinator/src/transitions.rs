@@ -13,7 +13,7 @@ use crate::state::{
     bit_get, bit_set, Client, ClientState, ModelRef, Phase, RoundKind, State, WitnessStats,
     WitnessSubmission,
 };
-use crate::{MAX_CLIENTS, MAX_WITNESSES, ROUND_RING, STATE_VERSION};
+use crate::{MAX_BANNED, MAX_CLIENTS, MAX_WITNESSES, ROUND_RING, STATE_VERSION};
 use bytemuck::Zeroable;
 
 /// What a tick did.
@@ -94,6 +94,9 @@ impl State {
         }
         if wallet == &[0; 32] || node_key == &[0; 32] {
             return Err(CoreError::InvalidKey);
+        }
+        if self.is_banned(wallet) {
+            return Err(CoreError::Banned);
         }
         if self.clients.iter().any(|c| {
             c.state != ClientState::Empty as u8 && (&c.wallet == wallet || &c.node_key == node_key)
@@ -528,6 +531,9 @@ impl State {
         if eject {
             bit_set(&mut r.ejected, t);
             self.clients[t].state = ClientState::Ejected as u8;
+            let ban = self.banned_next as usize % MAX_BANNED;
+            self.banned[ban] = self.clients[t].wallet;
+            self.banned_next = self.banned_next.saturating_add(1);
         }
         self.touch(now);
         Ok(eject)

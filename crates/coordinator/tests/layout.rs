@@ -27,8 +27,10 @@ fn sizes_and_offsets_are_the_documented_ones() {
     assert_eq!(offset_of!(State, warmup_ready), 496);
     assert_eq!(offset_of!(State, clients), 528);
     assert_eq!(offset_of!(State, rounds), 18_960);
-    assert_eq!(STATE_SIZE, 18_960 + 4 * 10_752);
-    assert_eq!(STATE_SIZE, 61_968);
+    assert_eq!(offset_of!(State, banned_next), 61_968);
+    assert_eq!(offset_of!(State, banned), 61_976);
+    assert_eq!(STATE_SIZE, 61_976 + 64 * 32);
+    assert_eq!(STATE_SIZE, 64_024);
 }
 
 /// A state exercising every section: clients in several states, two rounds with submissions.

@@ -800,10 +800,9 @@ fn verifiers_eject_a_cheater_and_its_results_are_excluded() {
         Err(CoreError::DuplicateReport)
     );
     assert_eq!(s.clients[target].client_state(), Some(ClientState::Ejected));
-    assert_eq!(
-        s.withdraw(&s.clients[target].wallet.clone(), now),
-        Err(CoreError::ClientEjected)
-    );
+    let cheater = s.clients[target].wallet;
+    assert_eq!(s.withdraw(&cheater, now), Err(CoreError::ClientEjected));
+    assert!(s.is_banned(&cheater));
     // Round 1 closes with honest witnesses that did receive the cheater's result.
     all_witness(&mut s, now);
     tick_until_change(&mut s, now, 100);
@@ -813,8 +812,15 @@ fn verifiers_eject_a_cheater_and_its_results_are_excluded() {
     let kept = apply_set(&s, 0, &mut cands).expect("apply");
     assert_eq!(kept, n - 1);
     assert!(cands[..kept].iter().all(|c| c.trainer as usize != target));
-    // The ejected client takes no part in later rounds, and its slot is freed at epoch end.
+    // The ejected client takes no part in later rounds, and its slot is freed at epoch end,
+    // but it cannot come back.
     assert!(!state::bit_get(&s.round(2).expect("r2").members, target));
+    s.pause(now + 20).expect("pause");
+    assert_eq!(s.clients[target].client_state(), Some(ClientState::Empty));
+    assert_eq!(
+        s.join(&cheater, &node_key(77), now + 20),
+        Err(CoreError::Banned)
+    );
 }
 
 #[test]

@@ -148,3 +148,19 @@ fn salted_witness_filters_have_independent_false_positives() {
     );
     assert_eq!(majority_fp_salted, 0);
 }
+
+/// A witness instruction (two filters + stats + proof + Anchor discriminator), with generous
+/// accounts (signer, run PDA, coordinator account, program, SlotHashes sysvar, compute-budget
+/// program and two spare) and both compute-budget instructions, fits one 1232-byte transaction.
+#[test]
+fn witness_instruction_fits_one_transaction() {
+    let witness = (6, WITNESS_IX_DATA_BYTES);
+    let cu_limit = (0, 5);
+    let cu_price = (0, 9);
+    let size = legacy_tx_bytes(8, &[cu_limit, cu_price, witness]);
+    println!("witness ix data {WITNESS_IX_DATA_BYTES} B, transaction {size} B of 1232");
+    assert!(size <= 1232, "{size}");
+    // The formula counts what a real transaction holds: a transfer (3 keys, 12 data bytes) is
+    // the well-known 215 bytes.
+    assert_eq!(legacy_tx_bytes(3, &[(2, 12)]), 215);
+}
