@@ -77,7 +77,7 @@ url="http://127.0.0.1:$RPC_PORT"
 health='{"jsonrpc":"2.0","id":1,"method":"getHealth"}'
 deadline=$(($(date +%s) + START_TIMEOUT))
 until curl -s -m 2 -X POST -H 'Content-Type: application/json' -d "$health" "$url" 2>/dev/null |
-  grep -q '"result":"ok"'; do
+  grep -Eq '"result": *"ok"'; do
   if ! kill -0 "$validator_pid" 2>/dev/null; then
     tail -n 20 "$LEDGER/console.log" "$LEDGER/validator.log" 2>/dev/null >&2 || true
     temp_ledger=0 # keep the logs
