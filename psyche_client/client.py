@@ -241,16 +241,18 @@ class RunClient:
             await self._cooldown(state, slot)
         return False
 
-    async def _send(self, what: str, request: Any) -> bool:
-        """Send one message; a refusal or a dropped connection is logged, not fatal."""
+    async def _send(self, what: str, request: Any) -> bool | None:
+        """Send one message: True if accepted, False if refused, None if it may not have
+        arrived (connection dropped), in which case the caller may try again."""
         try:
             await request
             return True
         except CoordinatorRejected as e:
             log.info("%s refused: %s", what, e)
+            return False
         except (ConnectionLost, TimeoutError) as e:
             log.info("%s not delivered: %s", what, e)
-        return False
+            return None
 
     # ---- warmup: get the model ------------------------------------------------------------
 
@@ -262,7 +264,8 @@ class RunClient:
         assert self.trainer is not None
         self._share_model()
         self._applied[state.epoch] = -1
-        await self._send("warmup_witness", self.backend.warmup_witness())
+        if await self._send("warmup_witness", self.backend.warmup_witness()) is None:
+            self._done.discard(("warmup", state.epoch, 0))
 
     async def _load_model(self, state: _core.Coordinator) -> None:
         ref = state.model
@@ -410,6 +413,8 @@ class RunClient:
                 0,
             ),
         )
+        if ok is None:
+            self._done.discard(("witness", state.epoch, h))
         self._event(
             "witnessed", epoch=state.epoch, height=h, results=got, expected=len(expected), ok=ok
         )
@@ -504,7 +509,8 @@ class RunClient:
         healthy = [c.slot for c in state.clients() if c.state == "Healthy"]
         if healthy and slot == min(healthy) and not state.checkpointed:
             ref = {"kind": "LocalPath", "location": str(directory.resolve()), "revision": ""}
-            await self._send("checkpoint", self.backend.checkpoint(ref))
+            if await self._send("checkpoint", self.backend.checkpoint(ref)) is None:
+                self._done.discard(("cooldown", state.epoch, 0))
         self._event("checkpoint", epoch=state.epoch, path=str(directory))
 
     def _save_checkpoint(self, epoch: int) -> Path:

@@ -44,7 +44,12 @@ def _cli(*args: str) -> list[str]:
 
 
 def start_server(
-    work: Path, run: str, model: Path, config: dict[str, int], log_path: Path
+    work: Path,
+    run: str,
+    model: Path,
+    config: dict[str, int],
+    log_path: Path,
+    extra: list[str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start `psyche-client serve` and wait until it has bound its port."""
     port_file = work / "server.port"
@@ -57,6 +62,7 @@ def start_server(
         f"--model={model}",
         f"--port-file={port_file}",
         *sets,
+        *(extra or []),
     )
     proc = subprocess.Popen(cmd, stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
     deadline = time.time() + 60

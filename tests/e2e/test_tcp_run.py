@@ -1,0 +1,104 @@
+"""End to end on the TCP backend: real server and client processes training a tiny model.
+
+Each test runs a whole (short) run: a coordinator process, client processes that talk libp2p to
+each other on loopback, torch training on CPU. Assertions read the events the clients write and
+the state the server persists.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import LocalRun, by_step
+
+pytestmark = pytest.mark.timeout(420)
+
+
+@pytest.fixture
+def local_run(tmp_path: Path) -> Iterator[LocalRun]:
+    run = LocalRun(tmp_path / "run")
+    yield run
+    run.stop()
+
+
+def _assert_in_sync(run: LocalRun, names: list[str], from_step: int = 0) -> dict[int, set[str]]:
+    steps = by_step({n: run.applied_hashes(n) for n in names})
+    diverged = {s: h for s, h in steps.items() if s >= from_step and len(h) != 1}
+    assert not diverged, f"clients diverged at steps {sorted(diverged)}"
+    return steps
+
+
+def test_three_clients_two_epochs_stay_identical(local_run: LocalRun) -> None:
+    names = ["client0", "client1", "client2"]
+    local_run.start_server()
+    for n in names:
+        local_run.start_client(n)
+    local_run.wait_clients(names, timeout=300)
+
+    total = local_run.config["total_steps"]
+    steps = _assert_in_sync(local_run, names)
+    assert sorted(steps) == list(range(total)), "every step was applied by every client"
+    for n in names:
+        hashes = local_run.applied_hashes(n)
+        assert len(hashes) == total
+        applied = [e for e in local_run.events(n) if e["event"] == "applied"]
+        assert all(int(e["results"]) >= 1 for e in applied), "a round applied no result"  # type: ignore[arg-type]
+        finals = {e["hash"] for e in local_run.events(n) if e["event"] == "finished"}
+        assert finals == {hashes[total - 1]}
+    losses = local_run.losses("client0")
+    first, last = sorted(losses)[:3], sorted(losses)[-3:]
+    assert sum(losses[s] for s in last) < sum(losses[s] for s in first) * 0.8, losses
+    state = local_run.state()
+    assert state.phase == "Finished" and state.step == total and state.epochs_completed == 2
+
+
+def test_server_restart_mid_epoch(local_run: LocalRun) -> None:
+    names = ["client0", "client1", "client2"]
+    local_run.start_server()
+    for n in names:
+        local_run.start_client(n)
+    local_run.wait_until(
+        lambda: len(local_run.applied_hashes("client0")) >= 5, 240, "five applied steps"
+    )
+    local_run.restart_server()
+    local_run.wait_clients(names, timeout=300)
+    total = local_run.config["total_steps"]
+    steps = _assert_in_sync(local_run, names)
+    assert sorted(steps) == list(range(total))
+    assert local_run.state().phase == "Finished"
+
+
+def test_killed_client_is_dropped_and_run_continues(local_run: LocalRun) -> None:
+    local_run.config.update(min_clients=2)
+    names = ["client0", "client1", "client2"]
+    local_run.start_server()
+    for n in names:
+        local_run.start_client(n)
+    local_run.wait_until(
+        lambda: len(local_run.applied_hashes("client2")) >= 3, 240, "three applied steps"
+    )
+    victim_slot = next(
+        int(e["slot"])
+        for e in local_run.events("client2")
+        if e["event"] == "epoch"  # type: ignore[arg-type]
+    )
+    local_run.kill_client("client2", signal.SIGKILL)
+    survivors = ["client0", "client1"]
+    local_run.wait_clients(survivors, timeout=300)
+    total = local_run.config["total_steps"]
+    steps = _assert_in_sync(local_run, survivors)
+    assert sorted(steps) == list(range(total))
+    checks = [
+        e
+        for n in survivors
+        for e in local_run.events(n)
+        if e["event"] == "health_check" and e["target"] == victim_slot and e["ok"]
+    ]
+    assert checks, "a survivor had the dead client dropped"
+    state = local_run.state()
+    assert state.phase == "Finished"
+    assert victim_slot not in {c.slot for c in state.clients()}
