@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-TOKEN_DTYPES = {"u16": np.dtype("<u2"), "u32": np.dtype("<u4")}
+TOKEN_DTYPES: dict[str, np.dtype] = {"u16": np.dtype("<u2"), "u32": np.dtype("<u4")}
 
 
 class DataError(RuntimeError):

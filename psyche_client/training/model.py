@@ -199,7 +199,7 @@ class LlamaForCausalLM(nn.Module):
         t = tokens.shape[1]
         if t > self.config.max_position_embeddings:
             raise ValueError(f"sequence of {t} exceeds max_position_embeddings")
-        cos, sin = self.rope_cos[:t], self.rope_sin[:t]
+        cos, sin = self.get_buffer("rope_cos")[:t], self.get_buffer("rope_sin")[:t]
         x = self.model.embed_tokens(tokens)
         for layer in self.model.layers:
             x = layer(x, cos, sin)
