@@ -102,13 +102,19 @@ class Trainer:
             raise ValueError("a train step needs at least one sample index")
         t0 = time.perf_counter()
         mine = _shard(list(indices))
-        batch = self.data.get_batch(mine)
         self.model.train()
-        grads, loss = compute_gradients(self.model, batch, self.micro_batch)
+        grads: dict[str, torch.Tensor] = {}
+        loss, tokens = float("nan"), 0
+        if mine:  # a rank can get no sample when the batch is smaller than the world size
+            batch = self.data.get_batch(mine)
+            grads, loss = compute_gradients(self.model, batch, self.micro_batch)
+            tokens = int(batch.shape[0] * (batch.shape[1] - 1))
+        # Every parameter gets a gradient tensor, so all ranks reduce the same list in order.
+        grads = {n: grads.get(n, torch.zeros_like(p)) for n, p in self.demo.params.items()}
         _all_reduce_mean(grads, len(mine) / len(indices))
         result = self.demo.compress(grads)
         seconds = time.perf_counter() - t0
-        return StepOutput(result, loss, int(batch.shape[0] * (batch.shape[1] - 1)), seconds)
+        return StepOutput(result, loss, tokens, seconds)
 
     def apply(self, results: Sequence[DeMoResult], lr: float | None = None) -> None:
         """Applies the agreed results (in the coordinator's order) to the model."""
