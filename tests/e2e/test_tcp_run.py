@@ -102,3 +102,21 @@ def test_killed_client_is_dropped_and_run_continues(local_run: LocalRun) -> None
     state = local_run.state()
     assert state.phase == "Finished"
     assert victim_slot not in {c.slot for c in state.clients()}
+
+
+def test_late_joiner_gets_model_from_peers(local_run: LocalRun) -> None:
+    local_run.config.update(min_clients=2, total_steps=36)
+    local_run.start_server()
+    for n in ["client0", "client1"]:
+        local_run.start_client(n)
+    local_run.wait_until(lambda: len(local_run.losses("client0")) >= 2, 240, "training to start")
+    local_run.start_client("late")
+    names = ["client0", "client1", "late"]
+    local_run.wait_clients(names, timeout=360)
+    sources = [e["source"] for e in local_run.events("late") if e["event"] == "model"]
+    assert sources == ["peers"], sources
+    late = local_run.applied_hashes("late")
+    assert late and min(late) >= 12, "the late joiner trained from the next epoch on"
+    steps = _assert_in_sync(local_run, names)
+    assert all(len(steps[s]) == 1 for s in late)
+    assert local_run.losses("late"), "the late joiner trained"
