@@ -120,7 +120,7 @@ def test_constants() -> None:
     assert core.BLOOM_BYTES * 8 == core.BLOOM_BITS
     assert core.MAX_CLIENTS == 256
     assert core.STATE_SIZE % 8 == 0
-    assert core.WITNESS_IX_DATA_BYTES == 8 + 2 + 16 + 2 * core.BLOOM_BYTES
+    assert core.WITNESS_IX_DATA_BYTES == 8 + 2 + 2 + 16 + 2 * core.BLOOM_BYTES
 
 
 def test_committed_vectors_match_mmh3_and_core() -> None:

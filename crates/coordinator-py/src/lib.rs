@@ -7,8 +7,8 @@ use psyche_core::derive::{self, Committee};
 use psyche_core::state::bit_get;
 use psyche_core::{
     apply_set, Bloom, Candidate, ClientState, Config, CoreError, ModelKind, ModelRef, Phase,
-    RoundKind, State, TickOutcome, Unhealthy, WitnessStats, BLOOM_BITS, BLOOM_BYTES, BLOOM_HASHES,
-    MAX_CLIENTS, MAX_WITNESSES, ROUND_RING, STATE_SIZE, STATE_VERSION,
+    RoundKind, State, TickOutcome, Unhealthy, WitnessInput, WitnessStats, BLOOM_BITS, BLOOM_BYTES,
+    BLOOM_HASHES, MAX_CLIENTS, MAX_WITNESSES, ROUND_RING, STATE_SIZE, STATE_VERSION,
 };
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
@@ -587,15 +587,19 @@ impl PyCoordinator {
         let w = key32(wallet, "wallet")?;
         let a = bloom_arg(results)?;
         let b = bloom_arg(trainers)?;
-        let stats = WitnessStats {
-            loss_milli,
-            tokens_per_sec,
-            download_kib,
+        let input = WitnessInput {
+            position,
             reserved: 0,
+            stats: WitnessStats {
+                loss_milli,
+                tokens_per_sec,
+                download_kib,
+                reserved: 0,
+            },
+            results: a,
+            trainers: b,
         };
-        self.state
-            .witness(&w, position, &a, &b, &stats, now)
-            .map_err(core_err)
+        self.state.witness(&w, &input, now).map_err(core_err)
     }
     /// Drop `target` for data round `height`; returns "MissingResult" or "MissedWitness".
     fn health_check(

@@ -126,15 +126,20 @@ impl Config {
     /// Global batch size at `step`: linear ramp from `batch_size_start` to `batch_size_end` over
     /// `batch_ramp_steps` steps, integer arithmetic (rounded toward the start value).
     pub fn batch_size_at(&self, step: u64) -> u32 {
-        let start = self.batch_size_start as i64;
-        let end = self.batch_size_end as i64;
+        let start = self.batch_size_start as u64;
+        let end = self.batch_size_end as u64;
         let ramp = self.batch_ramp_steps as u64;
         if ramp == 0 || step >= ramp {
             return self.batch_size_end;
         }
-        // |end - start| < 2^24 and step < 2^32: the product fits an i64.
-        let v = start + (end - start) * step as i64 / ramp as i64;
-        v.clamp(1, MAX_BATCH_SIZE as i64) as u32
+        // Unsigned only (SBF v0 has no signed division); |end - start| < 2^32 and step < ramp <
+        // 2^32, so the products fit a u64.
+        let v = if end >= start {
+            start + (end - start) * step / ramp
+        } else {
+            start - (start - end) * step / ramp
+        };
+        v.clamp(1, MAX_BATCH_SIZE as u64) as u32
     }
 
     /// Witness quorum for a committee of `witnesses`: ceil(witnesses * pct / 100), at least 1.

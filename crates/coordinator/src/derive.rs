@@ -42,6 +42,7 @@ pub fn verifier_count(cfg: &Config, n: u16) -> u16 {
 impl Committee {
     /// Fisher–Yates shuffle of the round's members (in slot order) driven by
     /// `Prng(seed, COMMITTEE)`: for i = n-1 down to 1, swap i with `below(i + 1)`.
+    #[inline(never)]
     pub fn compute(round: &Round) -> Committee {
         let mut c = Committee {
             n: 0,
@@ -142,18 +143,27 @@ pub fn quorum(cfg: &Config, round: &Round) -> u16 {
     Config::quorum_for(cfg.witness_quorum_pct, round.witness_count)
 }
 
+/// A round together with its committee (keeps argument lists short for SBF's 5-register ABI).
+pub struct Seated<'a> {
+    /// The round.
+    pub round: &'a Round,
+    /// Its committee.
+    pub committee: &'a Committee,
+}
+
 /// The target (a slot that trained in `prev`) of the verifier at `pos` of `cur`.
 /// `j = pos - T_cur`; target position in `prev` is `(offset + j / verifiers_per_target) mod T_prev`
 /// with `offset = Prng(cur.seed, VERIFY).below(T_prev)`. Void (None) when the target would be
 /// the verifier itself or had no data.
+#[inline(never)]
 pub fn verification_target(
     cfg: &Config,
-    prev: &Round,
-    prev_c: &Committee,
-    cur: &Round,
-    cur_c: &Committee,
+    prev: &Seated<'_>,
+    cur: &Seated<'_>,
     pos: u16,
 ) -> Option<usize> {
+    let (prev_c, cur_c) = (prev.committee, cur.committee);
+    let (prev, cur) = (prev.round, cur.round);
     if cur_c.roles_at(pos) & ROLE_VERIFIER == 0 || prev.kind != RoundKind::Data as u8 {
         return None;
     }
@@ -211,6 +221,7 @@ impl Candidate {
 /// votes, then the smallest commitment. The accepted candidates are moved to the front of `cands`
 /// in batch order; the count is returned. The rest of the slice holds the rejected ones with
 /// their vote counts.
+#[inline(never)]
 pub fn apply_set(state: &State, height: u32, cands: &mut [Candidate]) -> CoreResult<usize> {
     let r = state.round(height)?;
     if r.kind != RoundKind::Data as u8 {
@@ -276,6 +287,7 @@ pub enum Unhealthy {
 
 /// The health verdict on `target` for data round `height` (judged by round `height + 1`, which
 /// must be final and have reached quorum). `Ok(None)` means healthy.
+#[inline(never)]
 pub fn health_verdict(state: &State, height: u32, target: usize) -> CoreResult<Option<Unhealthy>> {
     let r = state.round(height)?;
     let w = state.round_final(height.checked_add(1).ok_or(CoreError::IndexOutOfRange)?)?;

@@ -30,7 +30,7 @@ pub use error::{CoreError, CoreResult};
 pub use murmur::murmur3_x64_128;
 pub use state::{
     Client, ClientState, ModelKind, ModelRef, Phase, Progress, Round, RoundKind, State,
-    WitnessStats, WitnessSubmission, STATE_SIZE,
+    WitnessInput, WitnessStats, WitnessSubmission, STATE_SIZE,
 };
 pub use transitions::TickOutcome;
 
@@ -45,9 +45,9 @@ pub const ROUND_RING: usize = 4;
 /// Ejected wallets remembered (a ring); they cannot join the run again.
 pub const MAX_BANNED: usize = 64;
 
-/// Instruction data of a `witness` instruction: Anchor discriminator (8) + committee position
-/// (2) + stats (16) + two filters.
-pub const WITNESS_IX_DATA_BYTES: usize = 8 + 2 + 16 + 2 * BLOOM_BYTES;
+/// Instruction data of a `witness` instruction: Anchor discriminator (8) + `WitnessInput`
+/// (position, reserved, stats, two filters).
+pub const WITNESS_IX_DATA_BYTES: usize = 8 + core::mem::size_of::<WitnessInput>();
 
 /// Size of a legacy Solana transaction with one signature, `accounts` distinct account keys and
 /// instructions whose (account-index count, data length) are given: 1 + 64 signatures, 3 header,

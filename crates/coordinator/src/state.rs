@@ -297,6 +297,23 @@ pub struct WitnessStats {
     pub reserved: u32,
 }
 
+/// The body of a `witness` instruction (plain bytes, readable in place from instruction data).
+/// 660 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
+pub struct WitnessInput {
+    /// Committee position of the witness in the current round (the proof).
+    pub position: u16,
+    /// Zero.
+    pub reserved: u16,
+    /// Stats.
+    pub stats: WitnessStats,
+    /// Salted filter of received result commitments.
+    pub results: Bloom,
+    /// Salted filter of the wallets of trainers whose result was received.
+    pub trainers: Bloom,
+}
+
 /// One witness submission. 660 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]

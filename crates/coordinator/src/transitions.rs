@@ -1,17 +1,15 @@
 //! State transitions. Each validates fully before it mutates, so an `Err` leaves the state
 //! untouched; each successful change bumps `nonce` and sets `updated_at`.
 
-use crate::bloom::Bloom;
 use crate::config::Config;
 use crate::derive::{
     assignment, health_verdict, quorum, verification_target, verifier_count, witness_count,
-    Committee, Unhealthy, ROLE_VERIFIER,
+    Committee, Seated, Unhealthy, ROLE_VERIFIER,
 };
 use crate::error::{CoreError, CoreResult};
 use crate::rng::round_seed;
 use crate::state::{
-    bit_get, bit_set, Client, ClientState, ModelRef, Phase, RoundKind, State, WitnessStats,
-    WitnessSubmission,
+    bit_get, bit_set, Client, ClientState, ModelRef, Phase, RoundKind, State, WitnessInput,
 };
 use crate::{MAX_BANNED, MAX_CLIENTS, MAX_WITNESSES, ROUND_RING, STATE_VERSION};
 use bytemuck::Zeroable;
@@ -34,6 +32,7 @@ fn elapsed(now: i64, since: i64, secs: u32) -> bool {
 impl State {
     /// Initialize a (zeroed or garbage) account in place: validates config and model, and starts
     /// `Paused` so the operator can review before `resume`.
+    #[inline(never)]
     pub fn init(
         &mut self,
         run_id: &[u8; 32],
@@ -86,6 +85,7 @@ impl State {
 
     /// Register a client. During `WaitingForMembers` and `Paused` it becomes a member at once;
     /// during an epoch it is `Pending` until the next epoch opens. Returns the slot.
+    #[inline(never)]
     pub fn join(&mut self, wallet: &[u8; 32], node_key: &[u8; 32], now: i64) -> CoreResult<usize> {
         self.check()?;
         let phase = self.phase()?;
@@ -134,6 +134,7 @@ impl State {
 
     /// Leave the run. Outside an epoch (or while pending) the slot is freed at once; during an
     /// epoch the client is marked `Withdrawn` and its slot is freed when the epoch ends.
+    #[inline(never)]
     pub fn withdraw(&mut self, wallet: &[u8; 32], now: i64) -> CoreResult<()> {
         self.check()?;
         let phase = self.phase()?;
@@ -163,6 +164,7 @@ impl State {
 
     /// Advance on timeouts (at most one phase change per call). `randomness` seeds a new round
     /// when one starts (slot hashes on chain, OS randomness on the server).
+    #[inline(never)]
     pub fn tick(&mut self, now: i64, randomness: &[u8; 32]) -> CoreResult<TickOutcome> {
         self.check()?;
         let cfg = self.config;
@@ -369,6 +371,7 @@ impl State {
     // ------------------------------------------------------------------ witnesses
 
     /// A member reports it has loaded the model and is ready (Warmup only).
+    #[inline(never)]
     pub fn warmup_witness(&mut self, wallet: &[u8; 32], now: i64) -> CoreResult<()> {
         self.check()?;
         if self.phase()? != Phase::Warmup {
@@ -386,15 +389,9 @@ impl State {
     /// A witness of the current round submits its filters about the previous round's results.
     /// `position` is the committee proof: the slot must sit at that position of the round's
     /// shuffle and the position must be a witness position.
-    pub fn witness(
-        &mut self,
-        wallet: &[u8; 32],
-        position: u16,
-        results: &Bloom,
-        trainers: &Bloom,
-        stats: &WitnessStats,
-        now: i64,
-    ) -> CoreResult<()> {
+    #[inline(never)]
+    pub fn witness(&mut self, wallet: &[u8; 32], input: &WitnessInput, now: i64) -> CoreResult<()> {
+        let position = input.position;
         self.check()?;
         if !matches!(self.phase()?, Phase::RoundTrain | Phase::RoundWitness) {
             return Err(CoreError::WrongPhase);
@@ -421,13 +418,12 @@ impl State {
         }
         let q = quorum(&self.config, r);
         let r = self.round_mut(h)?;
-        r.submissions[len] = WitnessSubmission {
-            client: slot as u16,
-            position,
-            stats: *stats,
-            results: *results,
-            trainers: *trainers,
-        };
+        let sub = &mut r.submissions[len];
+        sub.client = slot as u16;
+        sub.position = position;
+        sub.stats = input.stats;
+        sub.results = input.results;
+        sub.trainers = input.trainers;
         r.submissions_len += 1;
         r.witnessed |= 1u32 << position;
         if r.quorum_at == 0 && r.submissions_len >= q {
@@ -439,6 +435,7 @@ impl State {
 
     /// A healthy member asks the coordinator to drop `target` for data round `height`, judged by
     /// round `height + 1`'s witnesses (see `derive::health_verdict`). Returns the reason.
+    #[inline(never)]
     pub fn health_check(
         &mut self,
         wallet: &[u8; 32],
@@ -466,6 +463,7 @@ impl State {
 
     /// The verification target of the verifier at `slot` in round `height` (it recomputes that
     /// client's result of round `height - 1`).
+    #[inline(never)]
     pub fn verification_target_of(&self, height: u32, slot: usize) -> CoreResult<Option<usize>> {
         let cur = self.round(height)?;
         let prev = match height.checked_sub(1).map(|h| self.round(h)) {
@@ -478,13 +476,24 @@ impl State {
             None => return Ok(None),
         };
         let pc = Committee::compute(prev);
-        Ok(verification_target(&self.config, prev, &pc, cur, &cc, pos))
+        let (pv, cv) = (
+            Seated {
+                round: prev,
+                committee: &pc,
+            },
+            Seated {
+                round: cur,
+                committee: &cc,
+            },
+        );
+        Ok(verification_target(&self.config, &pv, &cv, pos))
     }
 
     /// A verifier of the current round reports that its assigned target's previous-round result
     /// does not match its recomputation. When `eject_reports` distinct assigned verifiers have
     /// reported, the target is ejected (and its results of this and the previous round are
     /// excluded from the apply set). Returns whether the target was ejected now.
+    #[inline(never)]
     pub fn report(&mut self, wallet: &[u8; 32], target: u16, now: i64) -> CoreResult<bool> {
         self.check()?;
         if !matches!(self.phase()?, Phase::RoundTrain | Phase::RoundWitness) {
@@ -507,7 +516,17 @@ impl State {
             .ok_or(CoreError::NotAssigned)
             .and_then(|p| self.round(p).map_err(|_| CoreError::NotAssigned))?;
         let pc = Committee::compute(prev);
-        if verification_target(&self.config, prev, &pc, cur, &cc, pos) != Some(t) {
+        let (pv, cv) = (
+            Seated {
+                round: prev,
+                committee: &pc,
+            },
+            Seated {
+                round: cur,
+                committee: &cc,
+            },
+        );
+        if verification_target(&self.config, &pv, &cv, pos) != Some(t) {
             return Err(CoreError::NotAssigned);
         }
         if bit_get(&cur.reported, slot) {
@@ -519,7 +538,7 @@ impl State {
             let Some(vs) = cc.slot_at(p) else { continue };
             if vs != slot
                 && bit_get(&cur.reported, vs)
-                && verification_target(&self.config, prev, &pc, cur, &cc, p) == Some(t)
+                && verification_target(&self.config, &pv, &cv, p) == Some(t)
             {
                 count += 1;
             }
@@ -540,6 +559,7 @@ impl State {
     }
 
     /// A healthy member records the epoch's checkpoint (Cooldown only, once per epoch).
+    #[inline(never)]
     pub fn checkpoint(&mut self, wallet: &[u8; 32], model: &ModelRef, now: i64) -> CoreResult<()> {
         self.check()?;
         if self.phase()? != Phase::Cooldown {
@@ -560,6 +580,7 @@ impl State {
 
     /// Halt the run (authority only, checked by the host). A running epoch is aborted: data not
     /// yet applied is rewound, leavers' slots are freed.
+    #[inline(never)]
     pub fn pause(&mut self, now: i64) -> CoreResult<()> {
         self.check()?;
         match self.phase()? {
@@ -575,6 +596,7 @@ impl State {
     }
 
     /// Resume a paused run: `WaitingForMembers`, or `Finished` if no steps are left.
+    #[inline(never)]
     pub fn resume(&mut self, now: i64) -> CoreResult<()> {
         self.check()?;
         if self.phase()? != Phase::Paused {
@@ -591,6 +613,7 @@ impl State {
     }
 
     /// Replace the config (Paused only).
+    #[inline(never)]
     pub fn update_config(&mut self, config: &Config, now: i64) -> CoreResult<()> {
         self.check()?;
         if self.phase()? != Phase::Paused {
@@ -603,6 +626,7 @@ impl State {
     }
 
     /// Replace the model reference (Paused only).
+    #[inline(never)]
     pub fn update_model(&mut self, model: &ModelRef, now: i64) -> CoreResult<()> {
         self.check()?;
         if self.phase()? != Phase::Paused {
@@ -615,6 +639,7 @@ impl State {
     }
 
     /// The data `[start, end)` the client at `slot` trains in round `height`, if any.
+    #[inline(never)]
     pub fn assignment_of(&self, height: u32, slot: usize) -> CoreResult<Option<(u64, u64)>> {
         let r = self.round(height)?;
         let c = Committee::compute(r);

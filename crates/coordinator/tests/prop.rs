@@ -81,14 +81,11 @@ fn apply(s: &mut State, op: &Op, now: &mut i64) -> Result<(), CoreError> {
                 a.bits[..32].copy_from_slice(&rand32(*now as u64));
                 (a, Bloom::new())
             };
-            s.witness(&w, pos, &a, &b, &WitnessStats::default(), *now)
+            s.witness(&w, &wi(pos, &a, &b), *now)
         }
         Op::WitnessAt(i, p) => s.witness(
             &wallet(i as u32),
-            p as u16,
-            &Bloom::new(),
-            &Bloom::new(),
-            &WitnessStats::default(),
+            &wi(p as u16, &Bloom::new(), &Bloom::new()),
             *now,
         ),
         Op::Health(i, t, h) => s
@@ -148,7 +145,7 @@ fn apply(s: &mut State, op: &Op, now: &mut i64) -> Result<(), CoreError> {
                 } else {
                     honest_filters(s, p)
                 };
-                let _ = s.witness(&w, p, &ra, &rb, &WitnessStats::default(), *now);
+                let _ = s.witness(&w, &wi(p, &ra, &rb), *now);
             }
             Ok(())
         }

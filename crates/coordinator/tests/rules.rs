@@ -3,8 +3,8 @@
 mod common;
 use common::*;
 use psyche_core::derive::{
-    assignment, verification_target, verifier_count, Committee, ROLE_TRAINER, ROLE_VERIFIER,
-    ROLE_WITNESS,
+    assignment, verification_target, verifier_count, Committee, Seated, ROLE_TRAINER,
+    ROLE_VERIFIER, ROLE_WITNESS,
 };
 use psyche_core::*;
 
@@ -495,32 +495,31 @@ fn witness_proofs_are_checked() {
     let w1 = c.slot_at(1).expect("w1");
     let other = c.slot_at(3).expect("other");
     let (a, b) = (Bloom::new(), Bloom::new());
-    let st = WitnessStats::default();
     let wal = |slot: usize| s.clients[slot].wallet;
     let (ww0, ww1, wo) = (wal(w0), wal(w1), wal(other));
     assert_eq!(
-        s.witness(&ww0, 1, &a, &b, &st, now),
+        s.witness(&ww0, &wi(1, &a, &b), now),
         Err(CoreError::BadProof)
     );
     assert_eq!(
-        s.witness(&wo, 3, &a, &b, &st, now),
+        s.witness(&wo, &wi(3, &a, &b), now),
         Err(CoreError::NotWitness)
     );
     assert_eq!(
-        s.witness(&wo, 9, &a, &b, &st, now),
+        s.witness(&wo, &wi(9, &a, &b), now),
         Err(CoreError::IndexOutOfRange)
     );
     assert_eq!(
-        s.witness(&wallet(99), 0, &a, &b, &st, now),
+        s.witness(&wallet(99), &wi(0, &a, &b), now),
         Err(CoreError::UnknownClient)
     );
-    s.witness(&ww0, 0, &a, &b, &st, now).expect("ok");
+    s.witness(&ww0, &wi(0, &a, &b), now).expect("ok");
     assert_eq!(
-        s.witness(&ww0, 0, &a, &b, &st, now),
+        s.witness(&ww0, &wi(0, &a, &b), now),
         Err(CoreError::DuplicateWitness)
     );
     assert_eq!(s.round(0).expect("r").quorum_at, 0);
-    s.witness(&ww1, 1, &a, &b, &st, now).expect("ok");
+    s.witness(&ww1, &wi(1, &a, &b), now).expect("ok");
     assert_eq!(s.round(0).expect("r").quorum_at, now);
     assert_eq!(s.round(0).expect("r").submissions_len, 2);
 }
@@ -601,8 +600,7 @@ fn apply_set_tie_break_is_by_commitment_hash() {
         results.add_salted(&alt.commitment, salt);
         let slot = c.slot_at(p).expect("slot");
         let w = s.clients[slot].wallet;
-        s.witness(&w, p, &results, &trainers, &WitnessStats::default(), now)
-            .expect("w");
+        s.witness(&w, &wi(p, &results, &trainers), now).expect("w");
     }
     finish_round(&mut s, now);
     let mut a = base.clone();
@@ -634,8 +632,7 @@ fn apply_set_needs_a_quorum_and_a_majority() {
     // One honest submission: below quorum (2 of 3).
     let (results, trainers) = honest_filters(&s, 0);
     let w0 = s.clients[c.slot_at(0).expect("s")].wallet;
-    s.witness(&w0, 0, &results, &trainers, &WitnessStats::default(), now)
-        .expect("w");
+    s.witness(&w0, &wi(0, &results, &trainers), now).expect("w");
     let later = tick_until_change(&mut s, now, 100);
     let later = tick_until_change(&mut s, later, 100);
     assert_eq!(s.progress.height, 2);
@@ -649,17 +646,10 @@ fn apply_set_needs_a_quorum_and_a_majority() {
     let (results, trainers) = honest_filters(&s, 0);
     let a = s.clients[c2.slot_at(0).expect("s")].wallet;
     let b = s.clients[c2.slot_at(1).expect("s")].wallet;
-    s.witness(&a, 0, &results, &trainers, &WitnessStats::default(), later)
+    s.witness(&a, &wi(0, &results, &trainers), later)
         .expect("w");
-    s.witness(
-        &b,
-        1,
-        &Bloom::new(),
-        &Bloom::new(),
-        &WitnessStats::default(),
-        later,
-    )
-    .expect("w");
+    s.witness(&b, &wi(1, &Bloom::new(), &Bloom::new()), later)
+        .expect("w");
     tick_until_change(&mut s, later, 100);
     tick_until_change(&mut s, later, 100);
     let mut cands = candidates(&s, 1);
@@ -694,8 +684,7 @@ fn health_check_drops_a_trainer_whose_result_nobody_received() {
             }
         }
         let w = s.clients[c1.slot_at(p).expect("s")].wallet;
-        s.witness(&w, p, &results, &trainers, &WitnessStats::default(), now)
-            .expect("w");
+        s.witness(&w, &wi(p, &results, &trainers), now).expect("w");
     }
     let reporter = if victim == 0 { wallet(1) } else { wallet(0) };
     let healthy = r0.slot_at(0).expect("s");
@@ -747,8 +736,7 @@ fn health_check_drops_a_witness_that_missed_its_duty() {
     for p in 0..3 {
         let (results, trainers) = honest_filters(&s, p);
         let w = s.clients[c1.slot_at(p).expect("s")].wallet;
-        s.witness(&w, p, &results, &trainers, &WitnessStats::default(), now)
-            .expect("w");
+        s.witness(&w, &wi(p, &results, &trainers), now).expect("w");
     }
     let lazy = c1.slot_at(3).expect("lazy");
     now = tick_until_change(&mut s, now, 100);
@@ -781,7 +769,17 @@ fn verifiers_eject_a_cheater_and_its_results_are_excluded() {
     assert_eq!(cc.verifiers, 4);
     // Find a verifier with a target.
     let (vpos, target) = (cc.trainers()..cc.n)
-        .find_map(|p| verification_target(&s.config, &prev, &pc, &cur, &cc, p).map(|t| (p, t)))
+        .find_map(|p| {
+            let pv = Seated {
+                round: &prev,
+                committee: &pc,
+            };
+            let cv = Seated {
+                round: &cur,
+                committee: &cc,
+            };
+            verification_target(&s.config, &pv, &cv, p).map(|t| (p, t))
+        })
         .expect("some verifier has a target");
     let vslot = cc.slot_at(vpos).expect("v");
     let vw = s.clients[vslot].wallet;
@@ -842,7 +840,15 @@ fn ejection_needs_the_configured_number_of_reports() {
     let pc = Committee::compute(&prev);
     let mut by_target: Vec<(usize, Vec<usize>)> = Vec::new();
     for p in cc.trainers()..cc.n {
-        if let Some(t) = verification_target(&s.config, &prev, &pc, &cur, &cc, p) {
+        let pv = Seated {
+            round: &prev,
+            committee: &pc,
+        };
+        let cv = Seated {
+            round: &cur,
+            committee: &cc,
+        };
+        if let Some(t) = verification_target(&s.config, &pv, &cv, p) {
             let v = cc.slot_at(p).expect("v");
             match by_target.iter_mut().find(|(x, _)| *x == t) {
                 Some((_, vs)) => vs.push(v),
@@ -930,9 +936,8 @@ fn too_few_members_abort_the_epoch_without_losing_data() {
 #[test]
 fn wrong_phase_errors() {
     let mut s = run_with(&fast_config(), 2);
-    let st = WitnessStats::default();
     assert_eq!(
-        s.witness(&wallet(0), 0, &Bloom::new(), &Bloom::new(), &st, T0),
+        s.witness(&wallet(0), &wi(0, &Bloom::new(), &Bloom::new()), T0),
         Err(CoreError::WrongPhase)
     );
     assert_eq!(s.report(&wallet(0), 1, T0), Err(CoreError::WrongPhase));

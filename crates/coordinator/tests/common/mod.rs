@@ -42,6 +42,17 @@ pub fn commitment(epoch: u32, height: u32, slot: usize) -> [u8; 32] {
     o
 }
 
+/// A witness instruction body.
+pub fn wi(position: u16, results: &Bloom, trainers: &Bloom) -> WitnessInput {
+    WitnessInput {
+        position,
+        reserved: 0,
+        stats: WitnessStats::default(),
+        results: *results,
+        trainers: *trainers,
+    }
+}
+
 pub fn fast_config() -> Config {
     Config {
         total_steps: 12,
@@ -149,7 +160,7 @@ pub fn all_witness(s: &mut State, now: i64) {
             let slot = c.slot_at(p).expect("slot");
             if s.clients[slot].is_healthy() {
                 let w = s.clients[slot].wallet;
-                s.witness(&w, p, &results, &trainers, &WitnessStats::default(), now)
+                s.witness(&w, &wi(p, &results, &trainers), now)
                     .expect("witness");
             }
         }
