@@ -304,6 +304,13 @@ class P2PNode:
         return True, msg.p2p_addr
 
     def _check(self, msg: Announcement) -> str | None:
+        try:
+            return self._check_unguarded(msg)
+        except Exception as exc:  # noqa: BLE001 - a failing user callback rejects, never crashes
+            log.warning("announcement check raised: %r", exc)
+            return "validator error"
+
+    def _check_unguarded(self, msg: Announcement) -> str | None:
         if msg.run_id != self.run_id:
             return "other run"
         if msg.sender == self.node_id:

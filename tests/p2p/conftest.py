@@ -53,10 +53,15 @@ class PeerProc:
         self._ready: queue.Queue[dict[str, Any]] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        self.p2p_addr = ""
+        self.fast_addr = ""
+
+    def wait_ready(self) -> PeerProc:
         self._ready.get(timeout=60)
         info = self.call("info")
-        self.p2p_addr: str = info["p2p_addr"]
-        self.fast_addr: str = info["fast_addr"]
+        self.p2p_addr = info["p2p_addr"]
+        self.fast_addr = info["fast_addr"]
+        return self
 
     def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -97,17 +102,23 @@ class PeerProc:
         self.proc.kill()
         self.proc.wait(10)
 
-    def close(self) -> None:
+    def request_quit(self) -> None:
         if self.proc.poll() is None:
             try:
                 self.proc.send_signal(signal.SIGCONT)
                 assert self.proc.stdin is not None
                 self.proc.stdin.write(json.dumps({"op": "quit", "id": -1}) + "\n")
                 self.proc.stdin.flush()
-                self.proc.wait(15)
-            except (OSError, subprocess.TimeoutExpired, BrokenPipeError):
-                self.proc.kill()
-                self.proc.wait(10)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.request_quit()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
 
 
 class Swarm:
@@ -121,15 +132,23 @@ class Swarm:
     def spawn(self, index: int, *extra: str) -> PeerProc:
         peer = PeerProc(self.keys[index], self.members, *extra)
         self.peers.append(peer)
-        return peer
+        return peer.wait_ready()
+
+    def spawn_many(self, extras: list[tuple[str, ...]]) -> list[PeerProc]:
+        """Start peers 0..len(extras)-1 concurrently (imports dominate start-up time)."""
+        started = [PeerProc(self.keys[i], self.members, *e) for i, e in enumerate(extras)]
+        self.peers.extend(started)
+        return [p.wait_ready() for p in started]
 
     def spawn_outsider(self, *extra: str) -> PeerProc:
         key = NodeKey.generate()
         peer = PeerProc(key, self.members + [key.node_id], *extra)
         self.peers.append(peer)
-        return peer
+        return peer.wait_ready()
 
     def close(self) -> None:
+        for p in self.peers:
+            p.request_quit()  # all stop at once
         for p in self.peers:
             p.close()
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 import threading
 
 import pytest
 
-from psyche_client.p2p import Announcement, NodeKey, P2PNode
+from psyche_client.p2p import Announcement, NodeKey, P2PError, P2PNode
 from psyche_client.p2p.manifest import Manifest, ManifestError
 from psyche_client.p2p.messages import MAX_MESSAGE_BYTES, MessageError, decode
 
@@ -78,14 +79,34 @@ def test_manifest_signature() -> None:
 def test_start_stop_leaves_no_threads_and_stop_never_raises() -> None:
     before = set(threading.enumerate())
 
+    ports: list[int] = []
+
     async def main() -> None:
         key = NodeKey.generate()
         node = P2PNode(key, "run", is_member=lambda _n: True)
         await node.stop()  # never started: a no-op
         node = P2PNode(key, "run", is_member=lambda _n: True)
         await node.start()
+        await node.publish(0, 0, b"x" * 1000)
+        ports.extend([int(node.fast_addr.rsplit(":", 1)[1]), int(node.p2p_addr.split("/")[4])])
         await node.stop()
         await node.stop()  # twice is fine
+        with pytest.raises(P2PError):
+            await node.publish(0, 1, b"y")
 
     asyncio.run(main())
     assert set(threading.enumerate()) <= before
+    for port in ports:  # nothing listens any more
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+def test_failing_validator_rejects_instead_of_raising() -> None:
+    me, member = NodeKey.generate(), NodeKey.generate()
+
+    def broken(_a: Announcement) -> str | None:
+        raise RuntimeError("core not ready")
+
+    node = P2PNode(me, "run", is_member=lambda _n: True, validate_announcement=broken)
+    assert node.on_gossip(_ann(member)) == (False, "")
+    assert node.stats.rejected == {"validator error": 1}
