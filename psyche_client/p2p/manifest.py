@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .identity import NodeId, NodeKey, verify_signature
@@ -40,7 +41,7 @@ class Manifest:
 
     @classmethod
     def build(
-        cls, key: NodeKey, run_id: str, config: Buffer, tensors: dict[str, Buffer]
+        cls, key: NodeKey, run_id: str, config: Buffer, tensors: Mapping[str, Buffer]
     ) -> Manifest:
         entries = tuple(
             TensorEntry(name, hashlib.sha256(data).digest(), len(data))

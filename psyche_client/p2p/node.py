@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import logging
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -492,7 +492,7 @@ class P2PNode:
 
     # ---- model sharing --------------------------------------------------------------------
 
-    def share_model(self, config: Buffer, tensors: dict[str, Buffer]) -> Manifest:
+    def share_model(self, config: Buffer, tensors: Mapping[str, Buffer]) -> Manifest:
         """Serve a model (config bytes + raw tensor bytes by name) under a manifest signed by
         this node, for late joiners. Replaces any model shared before."""
         manifest = Manifest.build(self.key, self.run_id, config, tensors)

@@ -93,10 +93,10 @@ class Peer:
             # bytes (or tampered ones) and announce HAVE, as a real holder would.
             await self.drain()
             a = self.seen[(cmd["sender"], cmd["step"], cmd["batch"])]
-            data = bytearray(payload(cmd["seed"], a.payload_size))
+            copy = bytearray(payload(cmd["seed"], a.payload_size))
             if cmd.get("tamper"):
-                data[len(data) // 2] ^= 0xFF
-            node.serve(a.commitment, bytes(data), a.step)
+                copy[len(copy) // 2] ^= 0xFF
+            node.serve(a.commitment, bytes(copy), a.step)
             have = a.as_have(self.key, node.p2p_addr, node.fast_addr)
             await node._gossip(have.encode())
             return {}
