@@ -1,10 +1,13 @@
 """One rank of the two-process data-parallel test (gloo on CPU), run as a subprocess.
 
-Writes its step result and post-apply parameter hash to the output directory.
+Sets the environment `accelerate launch` would set, lets `init_placement` (accelerate)
+initialise torch.distributed, trains one step and writes its result and post-apply parameter
+hash to the output directory.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,9 +19,19 @@ def main() -> None:
     rank, world, port, out = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
     corpus = sys.argv[5:]
     torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=port,
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(world),
+        OMP_NUM_THREADS="1",
     )
+    from psyche_client.training.placement import init_placement
+
+    placement = init_placement(cpu=True)
+    assert dist.is_initialized() and dist.get_backend() == "gloo"
+    assert (placement.rank, placement.world_size) == (rank, world)
     from psyche_client.data.local import LocalTokenProvider
     from psyche_client.training.demo import DeMoConfig
     from psyche_client.training.hashing import param_hash
