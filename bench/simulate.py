@@ -418,7 +418,8 @@ def main() -> int:
         f"ejections={sim.ejections} applied={sim.applied} not_applied={sim.rejected} "
         f"forged_dishonest_majority={sim.dishonest_majority_forgeries} "
         f"forged_minority_plus_fp={sim.fp_assisted_forgeries} "
-        f"max_members={sim.max_members} steps={coord.step} data_index={coord.data_index} "
+        f"max_members={sim.max_members} steps={coord.steps_done}/{coord.step} "
+        f"data_index={coord.data_index} "
         f"state_bytes={core.STATE_SIZE}"
     )
     print(

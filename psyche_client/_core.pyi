@@ -265,7 +265,11 @@ class Coordinator:
     @property
     def height(self) -> int: ...
     @property
-    def step(self) -> int: ...
+    def step(self) -> int:
+        """Data rounds started (monotonic; the step in result commitments)."""
+    @property
+    def steps_done(self) -> int:
+        """Training steps completed (data rounds of epochs that reached cooldown)."""
     @property
     def data_index(self) -> int: ...
     @property

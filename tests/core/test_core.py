@@ -258,6 +258,7 @@ def test_full_epoch_through_the_bindings() -> None:
     tick_until_change(c, now)
     assert c.phase == "WaitingForMembers"
     assert c.epoch == 1 and c.epochs_completed == 1
+    assert c.steps_done == c.step == 4
     assert c.model.revision == "epoch-0"
 
 

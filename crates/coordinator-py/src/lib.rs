@@ -465,6 +465,11 @@ impl PyCoordinator {
     fn step(&self) -> u64 {
         self.state.progress.step
     }
+    /// Training steps completed (data rounds of epochs that reached cooldown).
+    #[getter]
+    fn steps_done(&self) -> u64 {
+        self.state.progress.steps_done
+    }
     #[getter]
     fn data_index(&self) -> u64 {
         self.state.progress.data_index

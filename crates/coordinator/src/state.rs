@@ -423,14 +423,17 @@ impl Round {
     }
 }
 
-/// Progress counters. 32 bytes.
+/// Progress counters. 40 bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable, PartialEq, Eq)]
 pub struct Progress {
     /// Next data sample (everything before it was assigned in an applied-or-pending round).
     pub data_index: u64,
-    /// Data rounds started in the whole run (monotonic).
+    /// Data rounds started in the whole run (monotonic; the `step` in result commitments).
     pub step: u64,
+    /// Training steps completed: data rounds of epochs that reached cooldown. The run finishes
+    /// when this reaches `total_steps`; aborted epochs do not count.
+    pub steps_done: u64,
     /// Current epoch (increments when an epoch ends, normally or aborted).
     pub epoch: u32,
     /// Current round height within the epoch.

@@ -256,7 +256,10 @@ impl State {
         self.min_reached_at = 0;
         self.checkpointed = 0;
         self.progress.height = 0;
-        let left = self.config.total_steps.saturating_sub(self.progress.step);
+        let left = self
+            .config
+            .total_steps
+            .saturating_sub(self.progress.steps_done);
         self.progress.epoch_rounds = (self.config.rounds_per_epoch as u64).min(left) as u32;
         self.set_phase(Phase::Warmup, now);
     }
@@ -280,7 +283,7 @@ impl State {
         let n = healthy as u16;
         let cfg = self.config;
         let batch = if data {
-            cfg.batch_size_at(self.progress.step)
+            cfg.batch_size_at(self.progress.steps_done.saturating_add(height as u64))
         } else {
             0
         };
@@ -324,6 +327,11 @@ impl State {
         if h < self.progress.epoch_rounds {
             self.start_round(h + 1, now, randomness);
         } else {
+            // The drain round is over: every data round of the epoch is decided.
+            self.progress.steps_done = self
+                .progress
+                .steps_done
+                .saturating_add(self.progress.epoch_rounds as u64);
             self.set_phase(Phase::Cooldown, now);
         }
     }
@@ -360,7 +368,7 @@ impl State {
         self.checkpointed = 0;
         let next = if to_paused {
             Phase::Paused
-        } else if self.progress.step >= self.config.total_steps {
+        } else if self.progress.steps_done >= self.config.total_steps {
             Phase::Finished
         } else {
             Phase::WaitingForMembers
@@ -602,7 +610,7 @@ impl State {
         if self.phase()? != Phase::Paused {
             return Err(CoreError::NotPaused);
         }
-        let next = if self.progress.step >= self.config.total_steps {
+        let next = if self.progress.steps_done >= self.config.total_steps {
             Phase::Finished
         } else {
             Phase::WaitingForMembers

@@ -15,22 +15,22 @@ fn sizes_and_offsets_are_the_documented_ones() {
     assert_eq!(size_of::<Bloom>(), BLOOM_BYTES);
     assert_eq!(size_of::<WitnessSubmission>(), 660);
     assert_eq!(size_of::<Round>(), 10_752);
-    assert_eq!(size_of::<Progress>(), 32);
+    assert_eq!(size_of::<Progress>(), 40);
     assert_eq!(align_of::<State>(), 8);
     assert_eq!(offset_of!(State, version), 0);
     assert_eq!(offset_of!(State, phase), 4);
     assert_eq!(offset_of!(State, nonce), 8);
     assert_eq!(offset_of!(State, run_id), 16);
     assert_eq!(offset_of!(State, progress), 80);
-    assert_eq!(offset_of!(State, config), 112);
-    assert_eq!(offset_of!(State, model), 176);
-    assert_eq!(offset_of!(State, warmup_ready), 496);
-    assert_eq!(offset_of!(State, clients), 528);
-    assert_eq!(offset_of!(State, rounds), 18_960);
-    assert_eq!(offset_of!(State, banned_next), 61_968);
-    assert_eq!(offset_of!(State, banned), 61_976);
-    assert_eq!(STATE_SIZE, 61_976 + 64 * 32);
-    assert_eq!(STATE_SIZE, 64_024);
+    assert_eq!(offset_of!(State, config), 120);
+    assert_eq!(offset_of!(State, model), 184);
+    assert_eq!(offset_of!(State, warmup_ready), 504);
+    assert_eq!(offset_of!(State, clients), 536);
+    assert_eq!(offset_of!(State, rounds), 18_968);
+    assert_eq!(offset_of!(State, banned_next), 61_976);
+    assert_eq!(offset_of!(State, banned), 61_984);
+    assert_eq!(STATE_SIZE, 61_984 + 64 * 32);
+    assert_eq!(STATE_SIZE, 64_032);
 }
 
 /// A state exercising every section: clients in several states, two rounds with submissions.

@@ -931,6 +931,19 @@ fn too_few_members_abort_the_epoch_without_losing_data() {
     }
     assert_eq!(s.progress.data_index, r0_index);
     assert_eq!(s.clients[1].client_state(), Some(ClientState::Empty));
+    // The aborted epoch's rounds do not count toward total_steps; step ids stay unique.
+    assert_eq!(s.progress.steps_done, 0);
+    assert_eq!(s.progress.step, 2);
+    s.join(&wallet(1), &node_key(1), t).expect("rejoin");
+    let mut now = start_epoch(&mut s, t);
+    assert_eq!(s.progress.epoch_rounds, cfg.rounds_per_epoch);
+    let r0 = s.round(0).expect("r0");
+    assert_eq!((r0.step, r0.data_index), (2, r0_index));
+    assert_eq!(r0.batch_size, cfg.batch_size_at(0));
+    while phase(&s) != Phase::Cooldown {
+        now = honest_round(&mut s, now);
+    }
+    assert_eq!(s.progress.steps_done, cfg.rounds_per_epoch as u64);
 }
 
 #[test]
