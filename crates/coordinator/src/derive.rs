@@ -6,7 +6,7 @@ use crate::error::{CoreError, CoreResult};
 use crate::murmur::murmur3_x64_128;
 use crate::rng::{domain, Prng};
 use crate::state::{bit_get, Round, RoundKind, State};
-use crate::MAX_CLIENTS;
+use crate::{MAX_CLIENTS, MAX_WITNESSES};
 
 /// Role bit: trains an assigned batch.
 pub const ROLE_TRAINER: u8 = 1;
@@ -65,7 +65,7 @@ impl Committee {
             c.slots.swap(i, j);
         }
         c.n = n as u16;
-        c.witnesses = round.witness_count.min(c.n);
+        c.witnesses = round.witness_count.min(c.n).min(MAX_WITNESSES as u16);
         c.verifiers = round.verifier_count.min(c.n.saturating_sub(1));
         c
     }

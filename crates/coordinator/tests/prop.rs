@@ -234,3 +234,58 @@ proptest! {
         }
     }
 }
+
+/// Offsets of the header fields of the state and of every round: corrupting them is the most
+/// likely way to reach an arithmetic or indexing edge.
+fn hot_offsets() -> Vec<usize> {
+    let mut v: Vec<usize> = (0..600).collect();
+    let rounds = core::mem::offset_of!(State, rounds);
+    for r in 0..ROUND_RING {
+        let base = rounds + r * core::mem::size_of::<Round>();
+        v.extend(base..base + 200);
+    }
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// Any corruption of a live state: every transition and derivation returns (Ok or a typed
+    /// error) without panicking.
+    #[test]
+    fn corrupted_states_never_panic(edits in proptest::collection::vec((any::<u16>(), any::<u8>()), 1..12)) {
+        let cfg = Config { verification_pct: 30, ..fast_config() };
+        let mut s = run_with(&cfg, 6);
+        let mut now = start_epoch(&mut s, T0);
+        now = honest_round(&mut s, now);
+        now = honest_round(&mut s, now);
+        let hot = hot_offsets();
+        for (i, b) in &edits {
+            let idx = hot[*i as usize % hot.len()];
+            bytemuck::bytes_of_mut(&mut *s)[idx] = *b;
+        }
+        for h in 0..4u32 {
+            let _ = s.round(h).map(Committee::compute);
+            let _ = s.assignment_of(h, 0);
+            let _ = s.verification_target_of(h, 1);
+            let _ = health_verdict(&s, h, 2);
+            let _ = apply_set(&s, h, &mut [Candidate::new(0, 0, [1; 32]), Candidate::new(16, 1, [2; 32])]);
+            let _ = s.health_check(&wallet(0), 3, h, now);
+        }
+        for slot in 0..6u32 {
+            let w = wallet(slot);
+            let _ = s.witness(&w, &wi(slot as u16, &Bloom::new(), &Bloom::new()), now);
+            let _ = s.report(&w, (slot as u16 + 1) % 6, now);
+            let _ = s.warmup_witness(&w, now);
+            let _ = s.checkpoint(&w, &model(), now);
+        }
+        for t in 0..60 {
+            let _ = s.tick(now + t * 7, &rand32(t as u64));
+        }
+        let _ = s.join(&wallet(9), &node_key(9), now);
+        let _ = s.withdraw(&wallet(1), now);
+        let _ = s.pause(now);
+        let _ = s.update_config(&cfg, now);
+        let _ = s.resume(now);
+    }
+}
