@@ -1,5 +1,7 @@
-//! Links every core transition into an SBPF object, to catch toolchain limits at link time.
-//! Not a real program: `input` is taken as the state followed by arguments.
+//! Links every core transition into an SBPF v0 program, to catch toolchain limits at link time
+//! and to measure compute units in LiteSVM (`cu.py`). Not the real program: no signer or owner
+//! checks. Account 0 is the state (`STATE_SIZE` bytes); instruction data is
+//! `op u8, pad [7], now i64, wallet [32], key [32], u16 a, u16 b, u32 height, body...`.
 #![no_std]
 use psyche_core::*;
 
@@ -7,6 +9,8 @@ use psyche_core::*;
 fn panic(_: &core::panic::PanicInfo) -> ! {
     loop {}
 }
+
+const HEADER: usize = 88;
 
 fn key(input: &[u8], at: usize) -> [u8; 32] {
     let mut k = [0u8; 32];
@@ -16,51 +20,84 @@ fn key(input: &[u8], at: usize) -> [u8; 32] {
     k
 }
 
-/// # Safety
-/// `input` points to a state followed by an argument buffer of 2048 bytes.
-#[no_mangle]
-pub unsafe extern "C" fn entrypoint(input: *mut u8) -> u64 {
-    let state = &mut *(input as *mut State);
-    let args = core::slice::from_raw_parts(input.add(STATE_SIZE), 2048);
-    let sel = args[0];
-    let now = i64::from_le_bytes([args[1], args[2], args[3], args[4], args[5], args[6], args[7], args[8]]);
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    b.get(at..at + 2).map(|x| u16::from_le_bytes([x[0], x[1]])).unwrap_or(0)
+}
+
+fn body<T: bytemuck::Pod>(args: &[u8]) -> Option<T> {
+    let b = args.get(HEADER..HEADER + core::mem::size_of::<T>())?;
+    Some(bytemuck::pod_read_unaligned(b))
+}
+
+fn run(state: &mut State, args: &[u8]) -> CoreResult<u64> {
+    if args.len() < HEADER {
+        return Err(CoreError::IndexOutOfRange);
+    }
+    let op = args[0];
+    let mut t = [0u8; 8];
+    t.copy_from_slice(&args[8..16]);
+    let now = i64::from_le_bytes(t);
     let w = key(args, 16);
     let k = key(args, 48);
-    let r = match sel {
+    let a = u16_at(args, 80);
+    let height = u16_at(args, 84) as u32;
+    match op {
         0 => state.tick(now, &k).map(|o| o as u64),
         1 => state.join(&w, &k, now).map(|s| s as u64),
         2 => state.withdraw(&w, now).map(|_| 0),
         3 => state.warmup_witness(&w, now).map(|_| 0),
         4 => {
-            let input = bytemuck::pod_read_unaligned::<WitnessInput>(&args[100..100 + 660]);
+            let input: WitnessInput = body(args).ok_or(CoreError::IndexOutOfRange)?;
             state.witness(&w, &input, now).map(|_| 0)
         }
-        5 => state.health_check(&w, args[9] as u16, args[10] as u32, now).map(|u| u as u64),
-        6 => state.report(&w, args[9] as u16, now).map(|e| e as u64),
+        5 => state.health_check(&w, a, height, now).map(|u| u as u64),
+        6 => state.report(&w, a, now).map(|e| e as u64),
         7 => {
-            let m = bytemuck::pod_read_unaligned::<ModelRef>(&args[100..100 + 320]);
+            let m: ModelRef = body(args).ok_or(CoreError::IndexOutOfRange)?;
             state.checkpoint(&w, &m, now).map(|_| 0)
         }
         8 => state.pause(now).map(|_| 0),
         9 => state.resume(now).map(|_| 0),
         10 => {
-            let c = bytemuck::pod_read_unaligned::<Config>(&args[100..164]);
+            let c: Config = body(args).ok_or(CoreError::IndexOutOfRange)?;
             state.update_config(&c, now).map(|_| 0)
         }
         11 => {
-            let run = key(args, 80);
-            let c = Config::default();
-            let m = bytemuck::pod_read_unaligned::<ModelRef>(&args[100..100 + 320]);
-            state.init(&run, &c, &m, now).map(|_| 0)
+            let m: ModelRef = body(args).ok_or(CoreError::IndexOutOfRange)?;
+            state.init(&k, &Config::default(), &m, now).map(|_| 0)
         }
         12 => {
-            let m = bytemuck::pod_read_unaligned::<ModelRef>(&args[100..100 + 320]);
+            let m: ModelRef = body(args).ok_or(CoreError::IndexOutOfRange)?;
             state.update_model(&m, now).map(|_| 0)
         }
         _ => Err(CoreError::InvalidState),
-    };
-    match r {
-        Ok(v) => v,
-        Err(e) => 0x1_0000_0000 | e.code() as u64,
+    }
+}
+
+/// The SBF loader's aligned input: account count, one account (flags, key, owner, lamports,
+/// data length, data, 10 KiB realloc space, padding, rent epoch), instruction data.
+///
+/// # Safety
+/// Called by the runtime with its serialized input.
+#[no_mangle]
+pub unsafe extern "C" fn entrypoint(input: *mut u8) -> u64 {
+    let read_u64 = |p: *const u8| u64::from_le_bytes(*(p as *const [u8; 8]));
+    if read_u64(input) != 1 {
+        return 1;
+    }
+    let data_len = read_u64(input.add(8 + 80)) as usize;
+    let data = input.add(8 + 88);
+    let mut off = 8 + 88 + data_len + 10 * 1024;
+    off = (off + 7) & !7;
+    off += 8; // rent epoch
+    let ix_len = read_u64(input.add(off)) as usize;
+    let ix = core::slice::from_raw_parts(input.add(off + 8), ix_len);
+    if data_len != STATE_SIZE {
+        return 2;
+    }
+    let state = &mut *(data as *mut State);
+    match run(state, ix) {
+        Ok(_) => 0,
+        Err(e) => 0x100 + e.code() as u64,
     }
 }
