@@ -272,7 +272,7 @@ pub fn apply_set(state: &State, height: u32, cands: &mut [Candidate]) -> CoreRes
             kept += 1;
         }
     }
-    // Restore order among the tail is not needed; but the rejected duplicates sit after `kept`.
+    // Entries from `kept` on are the rejected candidates (outvoted duplicates included).
     Ok(kept)
 }
 

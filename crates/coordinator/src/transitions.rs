@@ -173,8 +173,9 @@ impl State {
             Phase::Paused | Phase::Finished => TickOutcome::Idle,
             Phase::WaitingForMembers => {
                 let healthy = self.healthy_count();
+                let was = self.min_reached_at;
                 if healthy >= cfg.min_clients as usize {
-                    if self.min_reached_at == 0 {
+                    if was == 0 {
                         self.min_reached_at = now.max(1);
                     }
                     if healthy >= cfg.max_clients as usize
@@ -182,12 +183,12 @@ impl State {
                     {
                         self.start_warmup(now);
                         TickOutcome::Transitioned
-                    } else if self.min_reached_at == now.max(1) {
+                    } else if was == 0 {
                         TickOutcome::Updated
                     } else {
                         TickOutcome::Idle
                     }
-                } else if self.min_reached_at != 0 {
+                } else if was != 0 {
                     self.min_reached_at = 0;
                     TickOutcome::Updated
                 } else {
@@ -620,7 +621,7 @@ impl State {
         Ok(())
     }
 
-    /// Replace the config (Paused only).
+    /// Replace the config (Paused only; an identical config changes nothing, not even the nonce).
     #[inline(never)]
     pub fn update_config(&mut self, config: &Config, now: i64) -> CoreResult<()> {
         self.check()?;
@@ -628,12 +629,14 @@ impl State {
             return Err(CoreError::NotHalted);
         }
         config.validate()?;
-        self.config = *config;
-        self.touch(now);
+        if self.config != *config {
+            self.config = *config;
+            self.touch(now);
+        }
         Ok(())
     }
 
-    /// Replace the model reference (Paused only).
+    /// Replace the model reference (Paused only; identical: no change).
     #[inline(never)]
     pub fn update_model(&mut self, model: &ModelRef, now: i64) -> CoreResult<()> {
         self.check()?;
@@ -641,8 +644,10 @@ impl State {
             return Err(CoreError::NotHalted);
         }
         model.validate()?;
-        self.model = *model;
-        self.touch(now);
+        if self.model != *model {
+            self.model = *model;
+            self.touch(now);
+        }
         Ok(())
     }
 

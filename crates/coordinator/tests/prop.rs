@@ -225,6 +225,16 @@ proptest! {
             }
             if s.as_bytes() != &before[..] {
                 prop_assert!(s.nonce > nonce0, "change without a nonce bump");
+                // ... and a nonce bump always comes with a real change.
+                let mut a = before.clone();
+                let mut b = s.as_bytes().to_vec();
+                let n = core::mem::offset_of!(State, nonce);
+                let u = core::mem::offset_of!(State, updated_at);
+                for v in [&mut a, &mut b] {
+                    v[n..n + 8].fill(0);
+                    v[u..u + 8].fill(0);
+                }
+                prop_assert!(a != b, "nonce bumped without a change: {:?}", op);
             }
             prop_assert!(s.progress.step >= step0, "step went backwards");
             if s.phase == Phase::Cooldown as u8 {
