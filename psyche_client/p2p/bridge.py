@@ -46,6 +46,7 @@ class TrioThread:
         self._stop_event: trio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._crash: BaseException | None = None
+        self._pending: set[asyncio.Future[Any]] = set()
 
     @property
     def running(self) -> bool:
@@ -82,6 +83,9 @@ class TrioThread:
                     pass
             finally:
                 self._token = None
+                # Whatever trio did not answer will never be answered now.
+                for fut in list(self._pending):
+                    _post(loop, fut, None, BridgeClosed("trio thread ended"))
 
         self._thread = threading.Thread(target=thread_main, name=self._name, daemon=True)
         self._thread.start()
@@ -98,13 +102,28 @@ class TrioThread:
             task_status.started()
             await trio.sleep_forever()
 
-    def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
-        """Start a trio task that lives until stop (fire and forget)."""
+    def spawn(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        *args: Any,
+        on_fail: Callable[[], None] | None = None,
+    ) -> None:
+        """Start a trio task that lives until stop. If trio is already shutting down the task
+        never starts and `on_fail` runs (in the trio thread) instead."""
         token, nursery = self._token, self._nursery
         if token is None or nursery is None:
             raise BridgeClosed(self._name)
+
+        def start() -> None:
+            # An exception escaping a run_sync_soon callback would crash trio itself.
+            try:
+                nursery.start_soon(fn, *args)
+            except RuntimeError:
+                if on_fail is not None:
+                    on_fail()
+
         try:
-            token.run_sync_soon(nursery.start_soon, fn, *args)
+            token.run_sync_soon(start)
         except trio.RunFinishedError as exc:
             raise BridgeClosed(self._name) from exc
 
@@ -137,8 +156,9 @@ class TrioThread:
             if scope is not None:
                 scope.cancel()
 
-        self.spawn(runner)
+        self._pending.add(fut)
         try:
+            self.spawn(runner, on_fail=lambda: _post(loop, fut, None, BridgeClosed("stopping")))
             return await fut
         except asyncio.CancelledError:
             token = self._token
@@ -148,6 +168,8 @@ class TrioThread:
                 except trio.RunFinishedError:
                     pass
             raise
+        finally:
+            self._pending.discard(fut)
 
     async def call_asyncio(self, fn: Callable[..., T], *args: Any) -> T:
         """From trio: run the plain function `fn(*args)` on the asyncio loop, return its result."""

@@ -110,3 +110,23 @@ def test_failing_validator_rejects_instead_of_raising() -> None:
     node = P2PNode(me, "run", is_member=lambda _n: True, validate_announcement=broken)
     assert node.on_gossip(_ann(member)) == (False, "")
     assert node.stats.rejected == {"validator error": 1}
+
+
+def test_stop_ends_pending_fetches() -> None:
+    async def main() -> None:
+        me, other = NodeKey.generate(), NodeKey.generate()
+        node = P2PNode(me, "run", is_member=lambda _n: True)
+        await node.start()
+        node.set_step(1)
+        # Nobody serves this: the fetch keeps waiting for a holder until stop ends it.
+        ann = Announcement(
+            "run", 1, 0, other.node_id, b"c" * 32, 1000, fast_addr="127.0.0.1:1"
+        ).signed(other)
+        task = asyncio.ensure_future(node.fetch(ann, timeout=300))
+        await asyncio.sleep(0.5)
+        assert not task.done()
+        await node.stop()
+        with pytest.raises((asyncio.CancelledError, Exception)):
+            await asyncio.wait_for(task, 10)
+
+    asyncio.run(main())
