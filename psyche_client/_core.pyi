@@ -4,7 +4,7 @@ All consensus-critical logic (roles, data assignment, quorum, apply set, bloom h
 the Rust core; see docs/protocol.md.
 """
 
-from typing import Final
+from typing import Final, final
 
 STATE_VERSION: Final[int]
 STATE_SIZE: Final[int]
@@ -72,6 +72,7 @@ def bloom_indices(key: bytes, salt: int = 0) -> list[int]:
 def error_name(code: int) -> str | None:
     """Name of a numeric core error code."""
 
+@final
 class Bloom:
     def __init__(self, data: bytes | None = None) -> None: ...
     def add(self, key: bytes, salt: int = 0) -> None: ...
@@ -80,6 +81,7 @@ class Bloom:
     def count_ones(self) -> int: ...
     def to_bytes(self) -> bytes: ...
 
+@final
 class Config:
     total_steps: int
     batch_size_start: int
@@ -148,6 +150,7 @@ class Config:
         """Raise the Config* error of the first violated rule."""
     def batch_size_at(self, step: int) -> int: ...
 
+@final
 class ModelRef:
     @staticmethod
     def local_path(path: str) -> ModelRef: ...
@@ -165,6 +168,7 @@ class ModelRef:
     @property
     def revision(self) -> str: ...
 
+@final
 class ClientInfo:
     @property
     def slot(self) -> int: ...
@@ -178,6 +182,7 @@ class ClientInfo:
     @property
     def joined_epoch(self) -> int: ...
 
+@final
 class Submission:
     @property
     def client(self) -> int: ...
@@ -194,6 +199,7 @@ class Submission:
     @property
     def trainers(self) -> Bloom: ...
 
+@final
 class RoundInfo:
     @property
     def epoch(self) -> int: ...
@@ -233,6 +239,7 @@ class RoundInfo:
     @property
     def submissions(self) -> list[Submission]: ...
 
+@final
 class Coordinator:
     def __init__(
         self,
