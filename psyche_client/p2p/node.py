@@ -72,6 +72,8 @@ class NodeStats:
     """Why single attempts failed (most recent 50), e.g. 'fast:TransferError('eof')'."""
     resumed_bytes: int = 0
     """Bytes kept from attempts that then failed and were continued from another source."""
+    busy_replies: int = 0
+    """Times a source answered BUSY (at its upload limit) and the fetch went elsewhere."""
 
     def reject(self, reason: str) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
@@ -457,6 +459,7 @@ class P2PNode:
             self.stats.fetch_transports[t] = self.stats.fetch_transports.get(t, 0) + 1
         self.stats.fetch_failures = (self.stats.fetch_failures + stats.failures)[-50:]
         self.stats.resumed_bytes += stats.resumed_bytes
+        self.stats.busy_replies += stats.busy
 
     @property
     def uploads_served(self) -> int:

@@ -65,6 +65,7 @@ class FetchStats:
     transports: list[str] = field(default_factory=list)
     restarts: int = 0
     resumed_bytes: int = 0
+    busy: int = 0
 
 
 async def fetch_blob(
@@ -126,6 +127,7 @@ async def fetch_blob(
         try:
             await attempt(src, transport, key, view, offset, progress, deadline - now)
         except wire.SourceBusy:
+            stats.busy += 1
             paused_until[src.node] = loop.time() + busy_backoff
         except wire.NotFound:
             paused_until[src.node] = loop.time() + 4 * busy_backoff

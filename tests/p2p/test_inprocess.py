@@ -1,15 +1,16 @@
-"""Gossip message validation, in process: signatures, windows, duplicates, equivocation."""
+"""In-process checks: message validation, lifecycle (stop, threads, sockets), upload limits."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import socket
 import threading
 
 import pytest
 
-from psyche_client.p2p import Announcement, NodeKey, P2PError, P2PNode
+from psyche_client.p2p import Announcement, NodeKey, P2PConfig, P2PError, P2PNode
 from psyche_client.p2p.manifest import Manifest, ManifestError
 from psyche_client.p2p.messages import MAX_MESSAGE_BYTES, MessageError, decode
 
@@ -128,5 +129,31 @@ def test_stop_ends_pending_fetches() -> None:
         await node.stop()
         with pytest.raises((asyncio.CancelledError, Exception)):
             await asyncio.wait_for(task, 10)
+
+    asyncio.run(main())
+
+
+def test_upload_limit_answers_busy_and_every_fetch_still_completes() -> None:
+    async def main() -> None:
+        keys = [NodeKey.generate() for _ in range(4)]
+        members = {k.node_id for k in keys}
+        server_cfg = P2PConfig(uploads_total=1, upload_rate_limit=4 << 20)
+        nodes = [
+            P2PNode(k, "run", is_member=members.__contains__, config=server_cfg if i == 0 else None)
+            for i, k in enumerate(keys)
+        ]
+        try:
+            for n in nodes:
+                await n.start()
+                n.set_step(1)
+            payload = random.Random(1).randbytes(1 << 20)
+            ann = await nodes[0].publish(1, 0, payload)
+            # Three fetchers at once, one upload slot: BUSY, back off, retry (or use a holder).
+            got = await asyncio.gather(*(n.fetch(ann, timeout=60) for n in nodes[1:]))
+            assert all(bytes(g) == payload for g in got)
+            assert sum(n.stats.busy_replies for n in nodes[1:]) >= 1
+        finally:
+            for n in nodes:
+                await n.stop()
 
     asyncio.run(main())
