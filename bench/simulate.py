@@ -48,8 +48,8 @@ class Sim:
     max_members: int = 0
     last_step: int = 0
     last_nonce: int = 0
-    epoch_start_index: int = 0
-    epoch_batches: int = 0
+    applied_spans: list[tuple[int, int]] = field(default_factory=list)
+    requeued_rounds: int = 0
 
     # -------------------------------------------------------------- helpers
 
@@ -114,7 +114,6 @@ class Sim:
                 pos = hi
             if pos != info.data_index + info.batch_size:
                 self.violate("batch not fully assigned")
-            self.epoch_batches += info.batch_size
         elif spans:
             self.violate("drain round assigned data")
         trainers = {s for s, _lo, _hi in spans}
@@ -129,6 +128,19 @@ class Sim:
         data = c.to_bytes()
         if len(data) != core.STATE_SIZE or core.Coordinator.from_bytes(data).to_bytes() != data:
             self.violate("state bytes do not round-trip")
+
+    def check_coverage(self) -> None:
+        """Applied rounds and the requeue tile [0, data_index): no sample lost or repeated."""
+        c = self.coord
+        spans = sorted(self.applied_spans + c.requeue())
+        pos = 0
+        for start, length in spans:
+            if start != pos:
+                self.violate(f"data {'gap' if start > pos else 'overlap'} at {min(start, pos)}")
+                return
+            pos = start + length
+        if pos != c.data_index or c.lost_samples:
+            self.violate(f"coverage ends at {pos}, data_index {c.data_index}")
 
     def check_apply(self, h: int) -> None:
         """At the start of round h+2 every client applies round h's results."""
@@ -147,8 +159,15 @@ class Sim:
         try:
             accepted = c.apply_set(h, cands)
         except core.NotEnoughWitnesses:
+            # No quorum: the round's span must be back on the requeue.
+            info = c.round(h)
+            if not info.requeued:
+                self.violate(f"round {h} without quorum was not requeued")
+            self.requeued_rounds += 1
             self.rejected += len(spans)
             return
+        info = c.round(h)
+        self.applied_spans.append((info.data_index, info.batch_size))
         seen: set[int] = set()
         ejected = set(c.round(h).ejected) | set(c.round(h + 1).ejected)
         for lo, slot, com, _votes in accepted:
@@ -194,8 +213,6 @@ class Sim:
             self.tick()
         if c.phase != "Warmup":
             return
-        self.epoch_start_index = c.data_index
-        self.epoch_batches = 0
         for cl in c.clients():
             if cl.state == "Healthy" and self.alive(cl.wallet):
                 c.warmup_witness(cl.wallet, self.now)
@@ -207,8 +224,10 @@ class Sim:
         while c.phase in ("RoundTrain", "RoundWitness"):
             self.run_round()
         if c.phase == "Cooldown":
-            if c.data_index != self.epoch_start_index + self.epoch_batches:
-                self.violate("data lost or skipped in the epoch")
+            last = c.epoch_rounds - 1
+            if last >= 0:
+                self.check_apply(last)  # applied as Cooldown starts
+            self.check_coverage()
             writer = next(
                 (cl for cl in c.clients() if cl.state == "Healthy" and self.alive(cl.wallet)), None
             )
@@ -218,6 +237,8 @@ class Sim:
             while c.phase == "Cooldown":
                 self.now += 5
                 self.tick()
+        if c.phase in ("WaitingForMembers", "Paused", "Finished"):
+            self.check_coverage()
         # Leavers freed: the dead ones are gone for good.
         members = {cl.wallet for cl in c.clients()}
         self.dead &= members
@@ -416,6 +437,7 @@ def main() -> int:
     print(
         f"joins={sim.joins} drops={sim.drops} withdrawals={sim.withdrawals} "
         f"ejections={sim.ejections} applied={sim.applied} not_applied={sim.rejected} "
+        f"requeued_rounds={sim.requeued_rounds} requeue_now={len(coord.requeue())} "
         f"forged_dishonest_majority={sim.dishonest_majority_forgeries} "
         f"forged_minority_plus_fp={sim.fp_assisted_forgeries} "
         f"max_members={sim.max_members} steps={coord.steps_done}/{coord.step} "

@@ -361,7 +361,11 @@ def test_pause_update_resume() -> None:
     c.resume(now)
     assert c.config.total_steps == 100
     assert c.phase == "WaitingForMembers"
-    assert c.data_index == 0  # round 0 never applied: rewound
+    # Rounds 0 and 1 were never applied: their spans are trained again first.
+    assert c.requeue() == [(0, 16), (16, 16)]
+    assert c.data_index == 32 and c.lost_samples == 0
+    now = start_epoch(c, now)
+    assert c.assignments(0)[0][1] == 0 and c.round(0).batch_size == 16
 
 
 # ---------------------------------------------------------------- bytes

@@ -344,6 +344,7 @@ struct PyRoundInfo {
     batch_size: u32,
     started_at: i64,
     quorum_at: i64,
+    requeued: bool,
     member_count: u16,
     witness_count: u16,
     verifier_count: u16,
@@ -520,6 +521,20 @@ impl PyCoordinator {
             .map(|w| PyBytes::new(py, w))
             .collect()
     }
+    /// Data spans `(start, len)` waiting to be trained again (rounds whose results were not
+    /// applied), in the order the next data rounds take them.
+    fn requeue(&self) -> Vec<(u64, u32)> {
+        self.state
+            .requeued_spans()
+            .iter()
+            .map(|s| (s.start, s.len))
+            .collect()
+    }
+    /// Samples that could not be requeued (the requeue was full); expected 0.
+    #[getter]
+    fn lost_samples(&self) -> u64 {
+        self.state.lost_samples
+    }
     /// Slots that sent a warmup witness this epoch.
     fn warmup_ready(&self) -> Vec<usize> {
         bitmap_slots(&self.state.warmup_ready)
@@ -683,6 +698,7 @@ impl PyCoordinator {
             batch_size: r.batch_size,
             started_at: r.started_at,
             quorum_at: r.quorum_at,
+            requeued: r.requeued != 0,
             member_count: r.member_count,
             witness_count: r.witness_count,
             verifier_count: r.verifier_count,
@@ -842,6 +858,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("MAX_WITNESSES", MAX_WITNESSES)?;
     m.add("ROUND_RING", ROUND_RING)?;
     m.add("MAX_BANNED", psyche_core::MAX_BANNED)?;
+    m.add("REQUEUE_CAP", psyche_core::REQUEUE_CAP)?;
     m.add("WITNESS_IX_DATA_BYTES", psyche_core::WITNESS_IX_DATA_BYTES)?;
     m.add("BLOOM_BITS", BLOOM_BITS)?;
     m.add("BLOOM_BYTES", BLOOM_BYTES)?;

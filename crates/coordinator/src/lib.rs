@@ -29,7 +29,7 @@ pub use derive::{apply_set, health_verdict, witness_salt, Candidate, Committee, 
 pub use error::{CoreError, CoreResult};
 pub use murmur::murmur3_x64_128;
 pub use state::{
-    Client, ClientState, ModelKind, ModelRef, Phase, Progress, Round, RoundKind, State,
+    Client, ClientState, ModelKind, ModelRef, Phase, Progress, Round, RoundKind, Span, State,
     WitnessInput, WitnessStats, WitnessSubmission, STATE_SIZE,
 };
 pub use transitions::TickOutcome;
@@ -44,6 +44,8 @@ pub const MAX_WITNESSES: usize = 16;
 pub const ROUND_RING: usize = 4;
 /// Ejected wallets remembered (a ring); they cannot join the run again.
 pub const MAX_BANNED: usize = 64;
+/// Unapplied data spans remembered for retraining.
+pub const REQUEUE_CAP: usize = 8;
 
 /// Instruction data of a `witness` instruction: Anchor discriminator (8) + `WitnessInput`
 /// (position, reserved, stats, two filters).

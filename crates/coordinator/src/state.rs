@@ -6,7 +6,7 @@
 use crate::bloom::Bloom;
 use crate::config::Config;
 use crate::error::{CoreError, CoreResult};
-use crate::{MAX_BANNED, MAX_CLIENTS, MAX_WITNESSES, ROUND_RING, STATE_VERSION};
+use crate::{MAX_BANNED, MAX_CLIENTS, MAX_WITNESSES, REQUEUE_CAP, ROUND_RING, STATE_VERSION};
 use bytemuck::{Pod, Zeroable};
 
 /// Run phase.
@@ -389,8 +389,10 @@ pub struct Round {
     pub submissions_len: u16,
     /// `RoundKind` as u8.
     pub kind: u8,
+    /// 1 once this data round's span was put back on the requeue (its results are not applied).
+    pub requeued: u8,
     /// Zero.
-    pub pad: [u8; 3],
+    pub pad: [u8; 2],
     /// Bitmap over committee positions (< MAX_WITNESSES) that submitted.
     pub witnessed: u32,
     /// Zero.
@@ -486,6 +488,27 @@ pub struct State {
     pub pad_banned: u32,
     /// Wallets of the most recent ejected clients; they cannot join again.
     pub banned: [[u8; 32]; MAX_BANNED],
+    /// Entries used in `requeue`.
+    pub requeue_len: u32,
+    /// Zero.
+    pub pad_requeue: u32,
+    /// Samples that could not be requeued because the requeue was full (expected to stay 0).
+    pub lost_samples: u64,
+    /// Data spans of rounds whose results were not applied (no witness quorum, or an aborted
+    /// epoch), trained again by the next data rounds before any fresh data (FIFO).
+    pub requeue: [Span; REQUEUE_CAP],
+}
+
+/// A span of samples `[start, start + len)`. 16 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable, PartialEq, Eq)]
+pub struct Span {
+    /// First sample.
+    pub start: u64,
+    /// Number of samples.
+    pub len: u32,
+    /// Zero.
+    pub pad: u32,
 }
 
 /// Size of the state in bytes.
@@ -544,6 +567,11 @@ impl State {
             return Err(CoreError::InvalidState);
         }
         Ok(())
+    }
+
+    /// The pending requeue entries.
+    pub fn requeued_spans(&self) -> &[Span] {
+        &self.requeue[..(self.requeue_len as usize).min(REQUEUE_CAP)]
     }
 
     /// Whether a wallet was ejected (within the last `MAX_BANNED` ejections).

@@ -9,9 +9,9 @@ use crate::derive::{
 use crate::error::{CoreError, CoreResult};
 use crate::rng::round_seed;
 use crate::state::{
-    bit_get, bit_set, Client, ClientState, ModelRef, Phase, RoundKind, State, WitnessInput,
+    bit_get, bit_set, Client, ClientState, ModelRef, Phase, RoundKind, Span, State, WitnessInput,
 };
-use crate::{MAX_BANNED, MAX_CLIENTS, MAX_WITNESSES, ROUND_RING, STATE_VERSION};
+use crate::{MAX_BANNED, MAX_CLIENTS, MAX_WITNESSES, REQUEUE_CAP, ROUND_RING, STATE_VERSION};
 use bytemuck::Zeroable;
 
 /// What a tick did.
@@ -283,13 +283,20 @@ impl State {
         );
         let n = healthy as u16;
         let cfg = self.config;
-        let batch = if data {
-            cfg.batch_size_at(self.progress.steps_done.saturating_add(height as u64))
+        // Results of round h-2 are applied now (decided by round h-1's witnesses).
+        if height >= 2 && self.decided(height - 2) {
+            self.progress.steps_done = self.progress.steps_done.saturating_add(1);
+        }
+        // Data: requeued spans first (FIFO), then fresh samples at the ramp's batch size.
+        let (data_index, batch, fresh) = if !data {
+            (self.progress.data_index, 0, false)
+        } else if let Some(span) = self.pop_requeue() {
+            (span.start, span.len, false)
         } else {
-            0
+            let b = cfg.batch_size_at(self.progress.steps_done);
+            (self.progress.data_index, b, true)
         };
         let epoch = self.progress.epoch;
-        let data_index = self.progress.data_index;
         let step = self.progress.step;
         let mut members = [0u8; MAX_CLIENTS / 8];
         for s in 0..MAX_CLIENTS {
@@ -315,41 +322,102 @@ impl State {
             RoundKind::Drain as u8
         };
         r.members = members;
-        if data {
+        if fresh {
             self.progress.data_index = data_index.saturating_add(batch as u64);
+        }
+        if data {
             self.progress.step = step.saturating_add(1);
         }
         self.progress.height = height;
         self.set_phase(Phase::RoundTrain, now);
     }
 
+    /// Round `h` is over (final). Without a witness quorum the previous round's results cannot
+    /// be applied: its span goes back on the requeue.
     fn end_round(&mut self, now: i64, randomness: &[u8; 32]) {
         let h = self.progress.height;
+        if h >= 1 && !self.reached_quorum(h) {
+            self.requeue_round(h - 1);
+        }
         if h < self.progress.epoch_rounds {
             self.start_round(h + 1, now, randomness);
         } else {
-            // The drain round is over: every data round of the epoch is decided.
-            self.progress.steps_done = self
-                .progress
-                .steps_done
-                .saturating_add(self.progress.epoch_rounds as u64);
+            // The drain round is over: the last data round is applied as Cooldown starts.
+            if h >= 1 && self.decided(h - 1) {
+                self.progress.steps_done = self.progress.steps_done.saturating_add(1);
+            }
             self.set_phase(Phase::Cooldown, now);
         }
     }
 
-    /// Close the epoch. `Abort` (pause or too few members) rewinds the data index to the first
-    /// round whose results were not yet applied, so no sample is lost. Slots of leavers are
-    /// freed, pending joiners become members.
+    /// Round `h` of this epoch exists and reached its witness quorum.
+    fn reached_quorum(&self, h: u32) -> bool {
+        let r = &self.rounds[h as usize % ROUND_RING];
+        r.epoch == self.progress.epoch
+            && r.height == h
+            && r.kind != RoundKind::Empty as u8
+            && r.submissions_len >= quorum(&self.config, r)
+    }
+
+    /// Data round `h`'s results are applied: it is a data round, not requeued, and round h+1
+    /// reached quorum.
+    fn decided(&self, h: u32) -> bool {
+        let r = &self.rounds[h as usize % ROUND_RING];
+        r.epoch == self.progress.epoch
+            && r.height == h
+            && r.kind == RoundKind::Data as u8
+            && r.requeued == 0
+            && self.reached_quorum(h + 1)
+    }
+
+    /// Put data round `h`'s span back for retraining (once).
+    fn requeue_round(&mut self, h: u32) {
+        let epoch = self.progress.epoch;
+        let r = &mut self.rounds[h as usize % ROUND_RING];
+        if r.epoch != epoch || r.height != h || r.kind != RoundKind::Data as u8 || r.requeued != 0 {
+            return;
+        }
+        r.requeued = 1;
+        let span = Span {
+            start: r.data_index,
+            len: r.batch_size,
+            pad: 0,
+        };
+        if span.len == 0 {
+            return;
+        }
+        let n = self.requeue_len as usize;
+        if n < REQUEUE_CAP {
+            self.requeue[n] = span;
+            self.requeue_len += 1;
+        } else {
+            self.lost_samples = self.lost_samples.saturating_add(span.len as u64);
+        }
+    }
+
+    fn pop_requeue(&mut self) -> Option<Span> {
+        let n = (self.requeue_len as usize).min(REQUEUE_CAP);
+        if n == 0 {
+            return None;
+        }
+        let first = self.requeue[0];
+        self.requeue.copy_within(1..n, 0);
+        self.requeue[n - 1] = Span::default();
+        self.requeue_len = (n - 1) as u32;
+        Some(first)
+    }
+
+    /// Close the epoch. An abort (pause, or too few members) during round h applies nothing
+    /// more: the spans of rounds h-1 and h go back on the requeue, so no sample is lost. Slots
+    /// of leavers are freed, pending joiners become members.
     fn end_epoch(&mut self, now: i64, to_paused: bool) {
         let phase = Phase::from_u8(self.phase);
         if matches!(phase, Some(Phase::RoundTrain | Phase::RoundWitness)) {
-            // Results of rounds h-1 and h are not applied yet (h-2 was applied at h's start).
             let h = self.progress.height;
-            let first_unapplied = h.saturating_sub(1);
-            let idx = self.rounds[first_unapplied as usize % ROUND_RING].data_index;
-            if self.rounds[first_unapplied as usize % ROUND_RING].epoch == self.progress.epoch {
-                self.progress.data_index = idx;
+            if h >= 1 {
+                self.requeue_round(h - 1);
             }
+            self.requeue_round(h);
         }
         for c in self.clients.iter_mut() {
             match ClientState::from_u8(c.state) {

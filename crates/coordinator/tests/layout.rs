@@ -29,8 +29,12 @@ fn sizes_and_offsets_are_the_documented_ones() {
     assert_eq!(offset_of!(State, rounds), 18_968);
     assert_eq!(offset_of!(State, banned_next), 61_976);
     assert_eq!(offset_of!(State, banned), 61_984);
-    assert_eq!(STATE_SIZE, 61_984 + 64 * 32);
-    assert_eq!(STATE_SIZE, 64_032);
+    assert_eq!(offset_of!(State, requeue_len), 64_032);
+    assert_eq!(offset_of!(State, lost_samples), 64_040);
+    assert_eq!(offset_of!(State, requeue), 64_048);
+    assert_eq!(size_of::<Span>(), 16);
+    assert_eq!(STATE_SIZE, 64_048 + 8 * 16);
+    assert_eq!(STATE_SIZE, 64_176);
 }
 
 /// A state exercising every section: clients in several states, two rounds with submissions.

@@ -237,10 +237,8 @@ proptest! {
                 prop_assert!(a != b, "nonce bumped without a change: {:?}", op);
             }
             prop_assert!(s.progress.step >= step0, "step went backwards");
-            if s.phase == Phase::Cooldown as u8 {
-                floor = s.progress.data_index;
-            }
             check_invariants(&s, floor)?;
+            floor = s.progress.data_index;
         }
     }
 }

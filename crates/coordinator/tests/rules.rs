@@ -428,7 +428,8 @@ fn rounds_advance_data_and_step_and_the_epoch_drains() {
         assert_eq!(r.kind, RoundKind::Data as u8);
         assert_eq!(r.data_index, expected_index);
         assert_eq!(r.step, h as u64);
-        assert_eq!(r.batch_size, cfg.batch_size_at(h as u64));
+        // The ramp follows applied steps: at round h's start rounds 0..h-2 are applied.
+        assert_eq!(r.batch_size, cfg.batch_size_at(h.saturating_sub(1) as u64));
         expected_index += r.batch_size as u64;
         now = honest_round(&mut s, now);
     }
@@ -871,7 +872,7 @@ fn ejection_needs_the_configured_number_of_reports() {
 // ------------------------------------------------------------------ operator
 
 #[test]
-fn pause_mid_epoch_rewinds_unapplied_data_and_resume_waits_again() {
+fn pause_mid_epoch_requeues_unapplied_data_and_resume_waits_again() {
     let cfg = fast_config();
     let mut s = run_with(&cfg, 3);
     let mut now = start_epoch(&mut s, T0);
@@ -879,14 +880,30 @@ fn pause_mid_epoch_rewinds_unapplied_data_and_resume_waits_again() {
     now = honest_round(&mut s, now);
     // In round 2: round 0 applied at round 2's start; rounds 1 and 2 are not.
     assert_eq!(s.progress.height, 2);
-    let r1_index = s.round(1).expect("r1").data_index;
-    let step = s.progress.step;
+    let r1 = *s.round(1).expect("r1");
+    let r2 = *s.round(2).expect("r2");
+    let (step, fresh) = (s.progress.step, s.progress.data_index);
+    assert_eq!(s.progress.steps_done, 1);
     assert_eq!(s.update_config(&cfg, now), Err(CoreError::NotHalted));
     s.pause(now).expect("pause");
     assert_eq!(s.pause(now), Err(CoreError::AlreadyPaused));
     assert_eq!(phase(&s), Phase::Paused);
-    assert_eq!(s.progress.data_index, r1_index);
+    // Rounds 1 and 2 were never applied: both spans wait on the requeue, in order.
+    let spans: Vec<(u64, u32)> = s
+        .requeued_spans()
+        .iter()
+        .map(|x| (x.start, x.len))
+        .collect();
+    assert_eq!(
+        spans,
+        vec![
+            (r1.data_index, r1.batch_size),
+            (r2.data_index, r2.batch_size)
+        ]
+    );
+    assert_eq!(s.progress.data_index, fresh);
     assert_eq!(s.progress.step, step);
+    assert_eq!(s.progress.steps_done, 1);
     let bigger = Config {
         total_steps: 50,
         ..cfg
@@ -909,8 +926,66 @@ fn pause_mid_epoch_rewinds_unapplied_data_and_resume_waits_again() {
     assert_eq!(s.config.total_steps, 50);
     assert_eq!(s.count_state(ClientState::Healthy), 3);
     let now = start_epoch(&mut s, now);
-    assert_eq!(s.round(0).expect("r0").data_index, r1_index);
+    let r0 = s.round(0).expect("r0");
+    assert_eq!(
+        (r0.data_index, r0.batch_size),
+        (r1.data_index, r1.batch_size)
+    );
+    let now = honest_round(&mut s, now);
+    let next = s.round(1).expect("r1");
+    assert_eq!(
+        (next.data_index, next.batch_size),
+        (r2.data_index, r2.batch_size)
+    );
+    assert_eq!(s.requeue_len, 0);
+    // Then fresh data continues where it stopped.
+    let now = honest_round(&mut s, now);
+    assert_eq!(s.round(2).expect("r2").data_index, fresh);
+    assert_eq!(s.lost_samples, 0);
     let _ = now;
+}
+
+#[test]
+fn a_round_without_witness_quorum_is_trained_again() {
+    let cfg = Config {
+        rounds_per_epoch: 6,
+        total_steps: 6,
+        ..fast_config()
+    };
+    let mut s = run_with(&cfg, 4);
+    let mut now = start_epoch(&mut s, T0);
+    now = honest_round(&mut s, now); // round 0
+                                     // Round 1: nobody witnesses, so round 0's results cannot be applied.
+    let r0 = *s.round(0).expect("r0");
+    now = finish_round(&mut s, now);
+    assert_eq!(s.progress.height, 2);
+    assert_eq!(s.round(0).expect("r0").requeued, 1);
+    let mut c = vec![Candidate::new(r0.data_index, 0, [0; 32])];
+    assert_eq!(apply_set(&s, 0, &mut c), Err(CoreError::NotEnoughWitnesses));
+    // Round 2 retrains round 0's span instead of fresh data; nothing is counted for round 0.
+    let r2 = *s.round(2).expect("r2");
+    assert_eq!(
+        (r2.data_index, r2.batch_size),
+        (r0.data_index, r0.batch_size)
+    );
+    assert_eq!(s.progress.steps_done, 0);
+    while phase(&s) != Phase::Cooldown {
+        now = honest_round(&mut s, now);
+    }
+    // Six data rounds ran, five were applied (round 0 was not, its span was retrained).
+    assert_eq!(s.progress.steps_done, 5);
+    assert_eq!(s.requeue_len, 0);
+    // The run goes on until six steps are applied.
+    now = tick_until_change(&mut s, now, 100);
+    assert_eq!(phase(&s), Phase::WaitingForMembers);
+    now = start_epoch(&mut s, now);
+    assert_eq!(s.progress.epoch_rounds, 1);
+    while phase(&s) != Phase::Cooldown {
+        now = honest_round(&mut s, now);
+    }
+    tick_until_change(&mut s, now, 100);
+    assert_eq!(phase(&s), Phase::Finished);
+    assert_eq!(s.progress.steps_done, 6);
 }
 
 #[test]
@@ -929,7 +1004,9 @@ fn too_few_members_abort_the_epoch_without_losing_data() {
         s.tick(t, &rand32(t as u64)).expect("tick");
         assert!(t < now + 1000);
     }
-    assert_eq!(s.progress.data_index, r0_index);
+    // Round 0 (decided but never applied: the epoch aborted first) and round 1 are requeued.
+    assert_eq!(s.requeued_spans().first().map(|x| x.start), Some(r0_index));
+    assert_eq!(s.requeue_len, 2);
     assert_eq!(s.clients[1].client_state(), Some(ClientState::Empty));
     // The aborted epoch's rounds do not count toward total_steps; step ids stay unique.
     assert_eq!(s.progress.steps_done, 0);
@@ -944,6 +1021,7 @@ fn too_few_members_abort_the_epoch_without_losing_data() {
         now = honest_round(&mut s, now);
     }
     assert_eq!(s.progress.steps_done, cfg.rounds_per_epoch as u64);
+    assert_eq!(s.requeue_len, 0);
 }
 
 #[test]
