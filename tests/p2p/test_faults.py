@@ -81,6 +81,12 @@ def test_source_lost_mid_transfer_completes_from_other_holder(
     assert not r["fetched"] and "FetchFailed" in r["error"]
     assert holder.call("stats")["uploads"] >= 1
 
+    # The survivors still gossip and transfer with each other.
+    holder.call("publish", step=1, batch=5, size=1 << 20, seed=23)
+    assert fetcher.call("wait_announcements", step=1, count=3, timeout=30)["found"] == 3
+    r = fetcher.call("fetch", sender=holder.node_id, step=1, batch=5, timeout=30)
+    assert r["fetched"] and r["sha256"] == expected(23, 1 << 20)
+
 
 def test_non_member_is_refused(swarm_factory: Any) -> None:
     swarm = swarm_factory(2)
