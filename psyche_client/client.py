@@ -52,6 +52,13 @@ from psyche_client.training.result import (
     decode_result,
 )
 from psyche_client.training.trainer import Trainer
+from psyche_client.training.verify import verify_result
+from psyche_client.verification import (
+    MOMENTUM_FLAG,
+    decode_momentum,
+    encode_momentum,
+    garbage_like,
+)
 
 log = logging.getLogger("psyche.client")
 
@@ -72,6 +79,12 @@ class ClientOptions:
     poll_s: float = 0.25
     p2p: P2PConfig = field(default_factory=P2PConfig)
     on_status: Callable[[ClientStatus], None] | None = None
+    fault: str | None = None
+    """Fault injection for tests: "garbage" sends well-formed random results (a liar)."""
+
+
+class ClientEjected(RuntimeError):
+    """Verifiers reported this client's results and the coordinator ejected it."""
 
 
 @dataclass
@@ -124,6 +137,9 @@ class RunClient:
         self._last_loss: float | None = None
         self._tokens_per_s = 0.0
         self._epochs_seen: set[int] = set()
+        self._snapshots: dict[int, dict[str, torch.Tensor]] = {}  # step -> params at its start
+        self._momentum_anns: dict[tuple[bytes, int], Announcement] = {}
+        self._scratch: LlamaForCausalLM | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -226,8 +242,13 @@ class RunClient:
             return False
         me = state.client(slot)
         await self._connect_peers(state)
+        if me.state == "Ejected":
+            raise ClientEjected(
+                f"the coordinator ejected this client in epoch {epoch}: verifiers found its "
+                "results do not match a recomputation (see docs/troubleshooting.md)"
+            )
         if me.state != "Healthy":
-            if me.state in ("Dropped", "Ejected", "Withdrawn"):
+            if self._once(f"state-{me.state}", epoch, 0):
                 log.warning("this client is %s for epoch %d", me.state, epoch)
             return False
         if epoch not in self._epochs_seen:
@@ -329,9 +350,22 @@ class RunClient:
             self.node.set_step(rnd.step)
         await self._apply_ready(state)
         await self._health_checks(state)
+        if self.trainer is not None and self._applied.get(epoch, -1) >= h - 2:
+            if self._once("snapshot", epoch, h):
+                self._snapshot(rnd.step)
         if rnd.kind == "Data" and self._once("train", epoch, h):
             await self._train(state, slot, h)
         await self._witness(state, slot, h)
+        await self._verify(state, slot, h)
+
+    def _snapshot(self, step: int) -> None:
+        """Keep the parameters this round trains from, for verifying its results next round."""
+        assert self.trainer is not None
+        self._snapshots[step] = {
+            n: p.detach().clone() for n, p in self.trainer.model.named_parameters()
+        }
+        for old in [s for s in self._snapshots if s < step - 2]:
+            del self._snapshots[old]
 
     async def _train(self, state: _core.Coordinator, slot: int, h: int) -> None:
         span = state.assignment(h, slot)
@@ -344,11 +378,15 @@ class RunClient:
         rnd = state.round(h)
         size = len(self.trainer.data)
         indices = [i % size for i in range(span[0], span[1])]
+        momentum = encode_momentum(self.trainer.demo.momentum)
         out = await asyncio.to_thread(self.trainer.train_step, indices)
+        if self.options.fault == "garbage":
+            out.result = garbage_like(out.result, seed=rnd.step)
         payload = out.result.to_bytes()
         self._last_loss, self._tokens_per_s = out.loss, out.tokens_per_s
         self.status.bytes_out += len(payload)
         ann = await self.node.publish(rnd.step, span[0], payload)
+        await self.node.publish(rnd.step, MOMENTUM_FLAG | span[0], momentum)
         self._store(rnd.step, self.key.public, span[0], ann.commitment, out.result, len(payload))
         self._event(
             "trained",
@@ -444,7 +482,9 @@ class RunClient:
             except _core.RoundNotFinal:
                 return
             results = []
+            trainers = []
             for batch_start, trainer_slot, digest, _votes in accepted:
+                trainers.append(trainer_slot)
                 sender = state.client(trainer_slot).node_key
                 rec = have.get((sender, batch_start, digest))
                 if rec is None:
@@ -461,6 +501,7 @@ class RunClient:
                 step=rnd.step,
                 results=len(results),
                 candidates=len(candidates),
+                trainers=trainers,
                 hash=digest_hex,
                 loss=self._last_loss,
             )
@@ -494,6 +535,105 @@ class RunClient:
             if verdict is not None:
                 sent = await self._send("health_check", self.backend.health_check(target, r))
                 self._event("health_check", height=r, target=target, reason=verdict, ok=sent)
+
+    # ---- verification ---------------------------------------------------------------------
+
+    async def _verify(self, state: _core.Coordinator, slot: int, h: int) -> None:
+        """As a verifier of round h, recompute the assigned target's round h-1 result."""
+        if h < 1 or not state.roles(h, slot) & _core.ROLE_VERIFIER:
+            return
+        if ("verify", state.epoch, h) in self._done or self.trainer is None:
+            return
+        target = state.verification_target(h, slot)
+        span = state.assignment(h - 1, target) if target is not None else None
+        if target is None or span is None:
+            self._done.add(("verify", state.epoch, h))
+            return
+        prev_step = state.round(h - 1).step
+        target_key = state.client(target).node_key
+        claimed = next(
+            (
+                r
+                for r in self._results.get(prev_step, {}).values()
+                if r.sender == target_key and r.batch_start == span[0]
+            ),
+            None,
+        )
+        momentum_ann = self._momentum_anns.get((target_key, prev_step))
+        deadline = state.round(h).started_at + max(1, state.config.max_round_train_secs // 2)
+        if (claimed is None or momentum_ann is None) and time.time() < deadline:
+            return
+        self._done.add(("verify", state.epoch, h))
+        if claimed is None:
+            return  # no result to judge: the witnesses and health checks handle absence
+        self._spawn(
+            self._verify_one(state.epoch, h, target, prev_step, span, claimed, momentum_ann)
+        )
+
+    async def _verify_one(
+        self,
+        epoch: int,
+        h: int,
+        target: int,
+        step: int,
+        span: tuple[int, int],
+        claimed: _Received,
+        momentum_ann: Announcement | None,
+    ) -> None:
+        assert self.trainer is not None and self.node is not None and self.spec is not None
+        params = self._snapshots.get(step)
+        if params is None:
+            log.info("no parameter snapshot for step %d; cannot verify", step)
+            return
+        if momentum_ann is None:
+            score, passed, detail = 0.0, False, "momentum withheld"
+        else:
+            try:
+                raw = bytes(await self.node.fetch(momentum_ann))
+                shapes = {n: tuple(t.shape) for n, t in self.trainer.demo.momentum.items()}
+                momentum = decode_momentum(raw, shapes)
+            except Exception as e:  # noqa: BLE001 - an unfetchable disclosure counts as withheld
+                momentum = None
+                score, passed, detail = 0.0, False, f"momentum unavailable ({e!r})"
+            if momentum is not None:
+                size = len(self.trainer.data)
+                indices = [i % size for i in range(span[0], span[1])]
+                report = await asyncio.to_thread(
+                    self._recompute, params, indices, momentum, claimed.result
+                )
+                score, passed, detail = report.score, report.passed, report.detail
+        self._event(
+            "verified", epoch=epoch, height=h, target=target, step=step, score=score, ok=passed
+        )
+        if not passed:
+            log.warning(
+                "result of slot %d at step %d failed verification: %s", target, step, detail
+            )
+            sent = await self._send("report", self.backend.report(target))
+            self._event("reported", epoch=epoch, height=h, target=target, ok=sent)
+
+    def _recompute(
+        self,
+        params: dict[str, torch.Tensor],
+        indices: list[int],
+        momentum: dict[str, torch.Tensor],
+        claimed: DeMoResult,
+    ) -> Any:
+        assert self.trainer is not None and self.spec is not None
+        if self._scratch is None:
+            self._scratch = LlamaForCausalLM(self.trainer.model.config)
+        with torch.no_grad():
+            for name, p in self._scratch.named_parameters():
+                p.copy_(params[name])
+        batch = self.trainer.data.get_batch(indices)
+        return verify_result(
+            self._scratch,
+            batch,
+            momentum,
+            claimed,
+            self.spec.demo,
+            micro_batch=self.spec.micro_batch,
+        )
 
     # ---- cooldown and the end -------------------------------------------------------------
 
@@ -582,6 +722,11 @@ class RunClient:
         while True:
             ann = await self.node.announcements.get()
             if ann.kind != KIND_ANNOUNCE or ann.sender == self.key.public:
+                continue
+            if ann.batch_id & MOMENTUM_FLAG:
+                self._momentum_anns[(ann.sender, ann.step)] = ann
+                for old in [k for k in self._momentum_anns if k[1] < ann.step - 4]:
+                    del self._momentum_anns[old]
                 continue
             if ann.commitment in self._fetching:
                 continue

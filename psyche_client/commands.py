@@ -136,6 +136,7 @@ def join(
     max_epochs: Annotated[int | None, typer.Option(help="Leave after this many epochs.")] = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
     quiet: Annotated[bool, typer.Option(help="No live status line.")] = False,
+    fault: Annotated[str | None, typer.Option(hidden=True, help="Fault injection (tests).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Join a run and train with the others until it finishes (Ctrl-C leaves cleanly)."""
@@ -161,6 +162,7 @@ def join(
         events_path=events,
         max_epochs=max_epochs,
         on_status=status.update,
+        fault=fault,
     )
     client = RunClient(TcpBackend(run, node_key), node_key, options)
 

@@ -76,7 +76,9 @@ def start_server(
     return proc, port_file.read_text().strip()
 
 
-def start_client(work: Path, name: str, address: str, data: Path) -> subprocess.Popen[bytes]:
+def start_client(
+    work: Path, name: str, address: str, data: Path, extra: list[str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start `psyche-client join` for one client, logging to `<name>.log`."""
     cmd = _cli(
         "join",
@@ -86,6 +88,7 @@ def start_client(work: Path, name: str, address: str, data: Path) -> subprocess.
         f"--checkpoint-dir={work / name}",
         f"--events={work / (name + '.events.jsonl')}",
         "--quiet",
+        *(extra or []),
     )
     log = (work / f"{name}.log").open("ab")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)

@@ -47,8 +47,8 @@ class LocalRun:
             self.work, self.run, self.model, {}, self.work / "server.log", extra=[f"--port={port}"]
         )
 
-    def start_client(self, name: str) -> None:
-        self.clients[name] = start_client(self.work, name, self.address, self.data)
+    def start_client(self, name: str, extra: list[str] | None = None) -> None:
+        self.clients[name] = start_client(self.work, name, self.address, self.data, extra)
 
     def kill_client(self, name: str, sig: int = signal.SIGKILL) -> None:
         os.kill(self.clients[name].pid, sig)
@@ -62,11 +62,18 @@ class LocalRun:
         assert raw is not None
         return _core.Coordinator.from_bytes(raw)
 
-    def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    def wait_until(
+        self,
+        predicate: Callable[[], bool],
+        timeout: float,
+        what: str,
+        watch: list[str] | None = None,
+    ) -> None:
+        """Poll `predicate`; fail early if a watched client (default: all) exits abnormally."""
         deadline = time.time() + timeout
         while not predicate():
-            for name, proc in self.clients.items():
-                code = proc.poll()
+            for name in watch if watch is not None else list(self.clients):
+                code = self.clients[name].poll()
                 if code not in (None, 0, -signal.SIGKILL):
                     raise AssertionError(f"{name} exited with {code}:\n{self.log_tail(name)}")
             if time.time() > deadline:
@@ -75,7 +82,10 @@ class LocalRun:
 
     def wait_clients(self, names: list[str], timeout: float) -> None:
         self.wait_until(
-            lambda: all(self.clients[n].poll() is not None for n in names), timeout, "clients"
+            lambda: all(self.clients[n].poll() is not None for n in names),
+            timeout,
+            "clients",
+            watch=names,
         )
         for n in names:
             assert self.clients[n].returncode == 0, f"{n} failed:\n{self.log_tail(n)}"

@@ -120,3 +120,49 @@ def test_late_joiner_gets_model_from_peers(local_run: LocalRun) -> None:
     steps = _assert_in_sync(local_run, names)
     assert all(len(steps[s]) == 1 for s in late)
     assert local_run.losses("late"), "the late joiner trained"
+
+
+def test_lying_client_is_caught_and_ejected(local_run: LocalRun) -> None:
+    """A client sends well-formed garbage with valid commitments; verifiers recompute, report,
+    the core ejects it, and no result of it is applied from the round it was caught."""
+    local_run.config.update(
+        min_clients=3, verification_pct=50, witness_grace_secs=3, total_steps=24
+    )
+    honest = ["client0", "client1", "client2"]
+    local_run.start_server()
+    for n in honest:
+        local_run.start_client(n)
+    local_run.start_client("liar", ["--fault=garbage"])
+    local_run.wait_clients(honest, timeout=360)
+    liar_slot = next(
+        int(e["slot"])
+        for e in local_run.events("liar")
+        if e["event"] == "epoch"  # type: ignore[arg-type]
+    )
+    reports = [
+        e
+        for n in honest
+        for e in local_run.events(n)
+        if e["event"] == "reported" and e["target"] == liar_slot and e["ok"]
+    ]
+    assert reports, "an honest verifier reported the liar"
+    caught = min(int(e["height"]) for e in reports)  # type: ignore[arg-type]
+    caught_epoch = min(int(e["epoch"]) for e in reports)  # type: ignore[arg-type]
+    for n in honest:
+        for e in local_run.events(n):
+            if e["event"] != "applied" or int(e["epoch"]) < caught_epoch:  # type: ignore[arg-type]
+                continue
+            if int(e["epoch"]) == caught_epoch and int(e["height"]) < caught - 1:  # type: ignore[arg-type]
+                continue
+            assert liar_slot not in e["trainers"], f"liar's result applied after capture: {e}"  # type: ignore[operator]
+    honest_verdicts = [
+        e
+        for n in honest
+        for e in local_run.events(n)
+        if e["event"] == "verified" and e["target"] != liar_slot
+    ]
+    assert all(e["ok"] for e in honest_verdicts), "no honest result failed verification"
+    _assert_in_sync(local_run, honest)
+    assert local_run.clients["liar"].wait(30) == 2, "the ejected liar exits with a clear error"
+    assert "ejected this client" in local_run.log_tail("liar")
+    assert liar_slot not in {c.slot for c in local_run.state().clients() if c.state == "Healthy"}
