@@ -70,6 +70,7 @@ def run_adamw(args: argparse.Namespace, data: LocalTokenProvider, lr: float, hel
             p.grad = grads.get(name)
         opt.step()
         opt.zero_grad(set_to_none=True)
+        _log(args, "adamw", step, model, data, held)
     return held_out_loss(model, data, held), model.num_parameters()
 
 
@@ -96,8 +97,21 @@ def run_demo(args: argparse.Namespace, data: LocalTokenProvider, lr: float, held
             sent += len(res.to_bytes())
             results.append(res)
         clients[0].apply(results, lr=lr_at(step, args.steps, lr))
+        _log(args, "demo", step, model, data, held)
     per_client_step = sent / (args.steps * args.clients)
     return held_out_loss(model, data, held), per_client_step
+
+
+def _log(
+    args: argparse.Namespace,
+    label: str,
+    step: int,
+    model: LlamaForCausalLM,
+    data: LocalTokenProvider,
+    held: list[int],
+) -> None:
+    if args.log_every and (step + 1) % args.log_every == 0:
+        print(f"{label} step={step + 1} held_out_loss={held_out_loss(model, data, held):.4f}")
 
 
 def model_config(args: argparse.Namespace) -> LlamaConfig:
@@ -109,6 +123,7 @@ def model_config(args: argparse.Namespace) -> LlamaConfig:
         num_attention_heads=args.heads,
         num_key_value_heads=args.heads,
         max_position_embeddings=args.seq,
+        tie_word_embeddings=not args.untied,
     )
 
 
@@ -132,6 +147,7 @@ def main() -> None:
     ap.add_argument("--ffn", type=int, default=352)
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--untied", action="store_true", help="separate LM head and embedding")
     ap.add_argument("--chunk", type=int, default=16)
     ap.add_argument("--topk", type=int, default=4)
     ap.add_argument("--values", choices=["sign", "bf16", "fp32"], default="sign")
@@ -141,6 +157,7 @@ def main() -> None:
     ap.add_argument("--demo-lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--log-every", type=int, default=0, help="print held-out loss every N steps")
     ap.add_argument("--only", choices=["adamw", "demo"], help="run one side (for parallel sweeps)")
     args = ap.parse_args()
     if args.quick:

@@ -22,8 +22,9 @@ value < 2³²); fixed-width integers are little-endian::
       indices    n × w bytes, w = 1, 2 or 4: the smallest unsigned width holding chunk numel − 1;
                  per chunk strictly increasing (canonical order, no duplicates)
       values     fp32: 4n bytes; bf16: 2n bytes; 1-bit: ceil(n/8) bytes, bit i (LSB first) set
-                 means value i is negative, padding bits zero; then n_zero × u32 positions of
-                 values that are exactly 0 (strictly increasing, their sign bit clear)
+                 means value i is negative, padding bits zero; then the positions of the n_zero
+                 values that are exactly 0 (their sign bit clear), strictly increasing, as
+                 n_zero varint gaps: the first position, then each position − previous − 1
     where n = num_chunks × k. Nothing may follow the last record.
 
 Why the zero list: one bit cannot say "zero", but a coefficient whose momentum is exactly 0
@@ -139,8 +140,9 @@ def _np_values(comp: ParamComponent, mode: ValueMode) -> tuple[bytes, bytes, int
         return v.to(torch.bfloat16).view(torch.int16).numpy().astype("<i2").tobytes(), b"", 0
     vi = v.to(torch.int8).numpy()
     bits = np.packbits(vi < 0, bitorder="little").tobytes()
-    zeros = np.flatnonzero(vi == 0).astype("<u4")
-    return bits, zeros.tobytes(), int(zeros.size)
+    zeros = np.flatnonzero(vi == 0)
+    gaps = np.diff(zeros, prepend=-1) - 1  # ≥ 0; zeros are often runs, so mostly 1-byte gaps
+    return bits, b"".join(_varint(int(g)) for g in gaps), int(zeros.size)
 
 
 def _varint(n: int) -> bytes:
@@ -331,9 +333,11 @@ def _decode_values(r: _Reader, name: str, mode: ValueMode, n: int, n_zero: int) 
     neg = bits[:n].astype(bool)
     signs = np.where(neg, -1, 1).astype(np.int8)
     if n_zero:
-        zeros = np.frombuffer(r.take(4 * n_zero, "zero positions"), "<u4").astype(np.int64)
-        if zeros[-1] >= n or (n_zero > 1 and not (np.diff(zeros) > 0).all()):
-            raise ResultFormatError(f"{name}: zero positions out of range or not increasing")
+        # Each varint consumes at least one byte, so this loop is bounded by the payload size.
+        gaps = np.array([r.varint("zero position") for _ in range(n_zero)], dtype=np.int64)
+        zeros = np.cumsum(gaps + 1) - 1
+        if zeros[-1] >= n:
+            raise ResultFormatError(f"{name}: zero positions out of range")
         if neg[zeros].any():
             raise ResultFormatError(f"{name}: a zero value has its sign bit set")
         signs[zeros] = 0

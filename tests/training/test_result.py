@@ -119,8 +119,9 @@ def test_hand_built_payload_decodes() -> None:
         (_header() + _record(k=0, idx=()), "k=0"),
         (_header() + _record(k=17), "k=17"),
         (_header() + _record(tail=b"\x04"), "padding"),
-        (_header() + _record(n_zero=1, tail=b"\x01" + struct.pack("<I", 0)), "sign bit"),
-        (_header() + _record(n_zero=1, tail=b"\x00" + struct.pack("<I", 2)), "zero positions"),
+        (_header() + _record(n_zero=1, tail=b"\x01" + _v(0)), "sign bit"),
+        (_header() + _record(n_zero=1, tail=b"\x00" + _v(2)), "out of range"),
+        (_header() + _record(n_zero=2, tail=b"\x00" + _v(1) + _v(0)), "out of range"),
         (_header() + _record(n_zero=3), "zeros among"),
         (_header() + _record(shape=(0,)), "zero dimension"),
         (_header() + _record(name=b"\xff"), "UTF-8"),
@@ -194,3 +195,21 @@ def test_commitment_is_sha256_of_the_documented_encoding() -> None:
     assert commitment(run, 7, 9, payload) != commitment(run, 9, 7, payload)
     with pytest.raises(ValueError):
         commitment(run, -1, 0, payload)
+
+
+def test_scattered_zeros_round_trip_compactly() -> None:
+    from psyche_client.training.result import ParamComponent
+
+    rows, k = 64, 4
+    vals = torch.ones(rows, k, dtype=torch.int8)
+    vals[0, 0] = 0
+    vals[1, 3] = 0
+    vals[40:, :] = 0  # a run of zeros (e.g. rows of an embedding no batch touched)
+    vals[2, 1] = -1
+    idx = torch.arange(k, dtype=torch.uint8).repeat(rows, 1)
+    comp = ParamComponent((rows * 16,), (16,), idx, vals)
+    res = DeMoResult(ValueMode.SIGN, {"w": comp})
+    data = encode_result(res)
+    assert torch.equal(decode_result(data).params["w"].values, vals)
+    n_zero = int((vals == 0).sum())
+    assert len(data) < 40 + rows * k + rows * k // 8 + n_zero * 2  # ~1 byte per zero
