@@ -27,6 +27,7 @@ from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 from solders.transaction import VersionedTransaction
+from solders.transaction_status import TransactionConfirmationStatus
 from xprocess import ProcessStarter
 
 from psyche_client import _core
@@ -96,12 +97,20 @@ def client(rpc_url: str) -> Client:
 
 
 def confirm(client: Client, signature: Signature, what: str, timeout: float = 60.0) -> None:
-    """Waits until `signature` is confirmed and succeeded (the validator builds slots ~400 ms)."""
+    """Waits until `signature` is confirmed and succeeded (the validator builds slots ~400 ms).
+
+    "Processed" is not enough: reads and preflight run at confirmed commitment, and would not
+    yet see the transaction's effects.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = client.get_signature_statuses([signature]).value[0]
-        if status is not None and status.confirmation_status is not None:
-            assert status.err is None, f"{what} failed on chain: {status.err}"
+        if status is not None and status.err is not None:
+            raise AssertionError(f"{what} failed on chain: {status.err}")
+        if status is not None and status.confirmation_status in (
+            TransactionConfirmationStatus.Confirmed,
+            TransactionConfirmationStatus.Finalized,
+        ):
             return
         time.sleep(0.3)
     raise AssertionError(f"{what} not confirmed within {timeout} s")
