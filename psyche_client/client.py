@@ -481,6 +481,11 @@ class RunClient:
                 accepted = state.apply_set(r, candidates)  # type: ignore[arg-type]
             except _core.RoundNotFinal:
                 return
+            except _core.NotEnoughWitnesses:
+                # Its witnesses missed quorum: the core requeued its data; nothing applies.
+                self._applied[epoch] = r
+                self._event("skipped", epoch=epoch, height=r, step=rnd.step)
+                continue
             results = []
             trainers = []
             for batch_start, trainer_slot, digest, _votes in accepted:
