@@ -57,7 +57,8 @@ fi
 echo "build-sbf: building programs/psyche-coordinator for SBF"
 start=$(date +%s)
 cd "$PROGRAM_DIR"
-"$CARGO_BIN" fetch --locked -q || die "cargo fetch for programs/psyche-coordinator failed"
+"$CARGO_BIN" fetch --locked -q ||
+  die "cargo fetch --locked failed for programs/psyche-coordinator; if its Cargo.lock is out of date (e.g. crates/coordinator gained a dependency), run \`cargo update --workspace\` in programs/psyche-coordinator and commit the lock file"
 
 # Syscalls must be "exported": bpf-linker internalizes every symbol not in its export list,
 # declarations included, and LLVM then deletes the arguments of the (now internal) syscall
