@@ -16,6 +16,7 @@ from typing import Any
 from anchorpy import Idl
 from anchorpy.coder.accounts import AccountsCoder
 from anchorpy.coder.instruction import InstructionCoder
+from solders.keypair import Keypair
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "programs" / "psyche-coordinator" / "src"
@@ -81,3 +82,13 @@ def test_run_fields_match_the_program() -> None:
     assert [f["name"] for f in idl_fields] == [camel(name) for name, _ in rust_fields]
     for (name, rust_type), field in zip(rust_fields, idl_fields, strict=True):
         assert field["type"] in RUST_TO_IDL[rust_type.strip()], name
+
+
+def test_program_id_agrees_everywhere(idl: Idl) -> None:
+    """The IDL's address, the program's `ID` and the committed deploy keypair are one key."""
+    keypair_bytes = json.loads((ROOT / "localnet" / "psyche_coordinator-keypair.json").read_text())
+    keypair_pubkey = str(Keypair.from_bytes(bytes(keypair_bytes)).pubkey())
+    declared = re.search(r'Address::from_str_const\("(\w+)"\)', (SRC / "lib.rs").read_text())
+    assert declared, "ID not found in lib.rs"
+    metadata = idl.metadata if isinstance(idl.metadata, dict) else {}
+    assert metadata.get("address") == declared.group(1) == keypair_pubkey
