@@ -66,7 +66,10 @@ class PeerProc:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            msg = json.loads(line)
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue  # stray output from a library; replies are JSON lines
             if msg["id"] == 0:
                 self._ready.put(msg)
                 continue

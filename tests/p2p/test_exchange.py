@@ -55,4 +55,6 @@ def test_peers_exchange_results_for_several_steps(
     # offer the fast path too), so each step at least one crossed a libp2p stream.
     assert sum(s["transports"].get("p2p", 0) for s in stats) >= steps
     assert all(s["transports"].get("fast", 0) >= 1 for s in stats)
-    assert all(not s["rejected"] for s in stats)
+    # Stale copies (an old step's HAVE or a gossip retransmission arriving after set_step) are
+    # refused as "step not current"; nothing else may have been refused.
+    assert all(set(s["rejected"]) <= {"step not current"} for s in stats), stats
