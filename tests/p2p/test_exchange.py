@@ -50,11 +50,11 @@ def test_peers_exchange_results_for_several_steps(
                 assert r["sha256"] == expected(step * 100 + j, size)
 
     stats = [p.call("stats") for p in peers]
-    assert all(s["fetched"] == steps * (n - 1) and s["fetch_failed"] == 0 for s in stats)
+    assert all(s["fetched"] == steps * (n - 1) and s["fetch_failed"] == 0 for s in stats), stats
     # The last peer's results exist only behind libp2p until someone fetched them (then HAVEs
     # offer the fast path too), so each step at least one crossed a libp2p stream.
-    assert sum(s["transports"].get("p2p", 0) for s in stats) >= steps
-    assert all(s["transports"].get("fast", 0) >= 1 for s in stats)
+    assert sum(s["transports"].get("p2p", 0) for s in stats) >= steps, stats
+    assert all(s["transports"].get("fast", 0) >= 1 for s in stats), stats
     # Stale copies (an old step's HAVE or a gossip retransmission arriving after set_step) are
     # refused as "step not current"; nothing else may have been refused.
     assert all(set(s["rejected"]) <= {"step not current"} for s in stats), stats
