@@ -18,9 +18,11 @@ venv:
 rust-check:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -q -- -D warnings
+	cd programs/psyche-coordinator && cargo fmt --check && cargo clippy --all-targets -q -- -D warnings
 
 rust-test:
 	cargo test --workspace -q
+	cd programs/psyche-coordinator && cargo test -q
 
 # The SBF build of the Anchor program: target/deploy/psyche_coordinator.so
 sbf:

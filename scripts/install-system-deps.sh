@@ -2,7 +2,7 @@
 # Installs the Debian 12 packages the build needs (only the missing ones; needs root or sudo).
 set -euo pipefail
 pkgs=(
-  build-essential pkg-config libssl-dev libudev-dev clang libclang-dev protobuf-compiler cmake
+  curl python3 python3-venv build-essential pkg-config libssl-dev libudev-dev clang libclang-dev protobuf-compiler cmake
   # SBF toolchain: Debian's rustc-web (1.96, LLVM 22) with prebuilt core/alloc for bpfel
   rustc-web cargo-web libstd-rust-web-dev-bpf rust-web-src llvm-22-dev lld-22 libpolly-22-dev libzstd-dev
 )
