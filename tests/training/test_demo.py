@@ -167,3 +167,19 @@ def test_demo_training_reduces_loss_single_and_multi_client() -> None:
         first, last = _train(40, clients, DeMoConfig(lr=1e-2, chunk_size=16, topk=8))
         assert last < first - 1.0, (clients, first, last)
     assert math.isfinite(last)
+
+
+def test_keeping_every_coefficient_reduces_to_sign_sgd() -> None:
+    """With k = chunk size nothing is compressed away: one client's DeMo step must equal
+    p − lr·sign(g) exactly (the DCT, top-k, aggregation and inverse DCT cancel out)."""
+    cfg = DeMoConfig(lr=0.01, chunk_size=8, topk=64, value_mode=ValueMode.FP32)
+    g = torch.Generator().manual_seed(3)
+    grads = {"w": torch.randn(16, 24, generator=g), "b": torch.randn(24, generator=g)}
+    params = {n: torch.randn(t.shape, generator=g) for n, t in grads.items()}
+    expected = {n: p - cfg.lr * torch.sign(grads[n]) for n, p in params.items()}
+    mom = {n: torch.zeros(t.shape) for n, t in grads.items()}
+    res = compress_step(mom, grads, cfg)
+    assert all(float(m.abs().max()) < 1e-5 for m in mom.values())  # everything was sent
+    apply_results(params, [res], cfg)
+    for n in params:
+        assert torch.equal(params[n], expected[n]), n
