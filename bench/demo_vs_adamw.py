@@ -123,7 +123,7 @@ def model_config(args: argparse.Namespace) -> LlamaConfig:
         num_attention_heads=args.heads,
         num_key_value_heads=args.heads,
         max_position_embeddings=args.seq,
-        tie_word_embeddings=not args.untied,
+        tie_word_embeddings=args.tied,
     )
 
 
@@ -147,14 +147,19 @@ def main() -> None:
     ap.add_argument("--ffn", type=int, default=352)
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--heads", type=int, default=4)
-    ap.add_argument("--untied", action="store_true", help="separate LM head and embedding")
+    ap.add_argument(
+        "--tied",
+        action="store_true",
+        help="tie LM head to embedding (small byte-level models then plateau near the unigram "
+        "loss for ~100 steps, which makes 300-step comparisons noisy)",
+    )
     ap.add_argument("--chunk", type=int, default=16)
     ap.add_argument("--topk", type=int, default=4)
     ap.add_argument("--values", choices=["sign", "bf16", "fp32"], default="sign")
     ap.add_argument("--beta", type=float, default=0.999)
     ap.add_argument("--weight-decay", type=float, default=0.0)
-    ap.add_argument("--adamw-lr", type=float, default=3e-3)
-    ap.add_argument("--demo-lr", type=float, default=3e-3)
+    ap.add_argument("--adamw-lr", type=float, default=2e-3)
+    ap.add_argument("--demo-lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--log-every", type=int, default=0, help="print held-out loss every N steps")
@@ -173,10 +178,12 @@ def main() -> None:
         t0 = time.perf_counter()
         if args.sweep:
             args.adamw_lr = best_lr(
-                lambda lr: run_adamw(args, data, lr, held)[0], [1e-3, 3e-3, 1e-2], "adamw"
+                lambda lr: run_adamw(args, data, lr, held)[0],
+                [5e-4, 1e-3, 2e-3, 3e-3, 1e-2],
+                "adamw",
             )
             args.demo_lr = best_lr(
-                lambda lr: run_demo(args, data, lr, held)[0], [1e-3, 2e-3, 4e-3, 8e-3], "demo"
+                lambda lr: run_demo(args, data, lr, held)[0], [7e-4, 1e-3, 2e-3, 3e-3, 4e-3], "demo"
             )
         if args.only == "demo":
             adamw_loss, n_params = float("nan"), build_model(model_config(args)).num_parameters()
@@ -192,6 +199,7 @@ def main() -> None:
         f"params={n_params} steps={args.steps} clients={args.clients} "
         f"tokens_per_step={args.clients * args.batch * args.seq} chunk={args.chunk} "
         f"topk={args.topk} values={args.values} beta={args.beta} seed={args.seed} "
+        f"tied={args.tied} batch_per_client={args.batch} seq={args.seq} "
         f"adamw_lr={args.adamw_lr:g} demo_lr={args.demo_lr:g} seconds={seconds:.0f}"
     )
     print(

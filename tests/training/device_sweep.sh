@@ -10,8 +10,8 @@ export SWEEP_OUT=${2:-$work/all.txt}
 jobs=()
 for setting in "base:" "long:--steps 600" "big:--dim 256 --ffn 704"; do
   name=${setting%%:*}; extra=${setting#*:}
-  for lr in 1e-3 2e-3 3e-3 5e-3 1e-2; do jobs+=("$name|--only adamw --adamw-lr $lr $extra"); done
-  for lr in 1e-3 2e-3 3e-3 5e-3 8e-3; do jobs+=("$name|--only demo --demo-lr $lr $extra"); done
+  for lr in 5e-4 1e-3 2e-3 3e-3 1e-2; do jobs+=("$name|--only adamw --adamw-lr $lr $extra"); done
+  for lr in 7e-4 1e-3 2e-3 3e-3 4e-3; do jobs+=("$name|--only demo --demo-lr $lr $extra"); done
 done
 jobs+=("chunk64|--only demo --demo-lr 3e-3 --chunk 64 --topk 64")
 jobs+=("bf16|--only demo --demo-lr 3e-3 --values bf16")
