@@ -5,10 +5,12 @@ The client loop uses `P2PNode`; everything else here is its machinery. See docs/
 """
 
 from .config import P2PConfig
+from .errors import ModelUnavailable, P2PError
 from .identity import NodeId, NodeKey
 from .manifest import Manifest
 from .messages import Announcement
-from .node import ModelSnapshot, NodeStats, P2PError, P2PNode, sha256_commitment
+from .model import ModelSnapshot
+from .node import NodeStats, P2PNode, sha256_commitment
 from .transfer import FetchFailed
 
 __all__ = [
@@ -16,6 +18,7 @@ __all__ = [
     "FetchFailed",
     "Manifest",
     "ModelSnapshot",
+    "ModelUnavailable",
     "NodeId",
     "NodeKey",
     "NodeStats",

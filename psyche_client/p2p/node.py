@@ -20,14 +20,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import wire
+from .book import AnnouncementBook, BookStats
 from .bridge import TrioThread
 from .config import P2PConfig
+from .errors import P2PError
 from .fastpath import FastPathServer, fast_fetch
-from .host import Libp2pHost, raise_for_status
+from .host import Libp2pHost
 from .identity import NodeId, NodeKey
 from .limits import UploadLimiter
-from .manifest import Manifest, ManifestError
-from .messages import KIND_ANNOUNCE, KIND_HAVE, Announcement, MessageError, decode
+from .manifest import Manifest
+from .messages import Announcement
+from .model import ModelSnapshot, fetch_model
 from .store import BlobStore, Buffer
 from .transfer import FAST, FetchStats, Progress, Source, fetch_blob
 from .verify import Hasher, StreamingHashVerifier, Verifier, WholeVerifier
@@ -46,24 +49,8 @@ def sha256_commitment(payload: Buffer) -> bytes:
     return hashlib.sha256(payload).digest()
 
 
-class P2PError(RuntimeError):
-    """Misuse of the node (not started, already stopped)."""
-
-
 @dataclass
-class ModelSnapshot:
-    """A downloaded model; buffers are read-only views (bytes-like, not copied)."""
-
-    config: Buffer
-    tensors: dict[str, Buffer]
-    manifest: Manifest
-
-
-@dataclass
-class NodeStats:
-    accepted: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
-    duplicates: int = 0
+class NodeStats(BookStats):
     queue_dropped: int = 0
     fetched: int = 0
     fetch_failed: int = 0
@@ -74,9 +61,6 @@ class NodeStats:
     """Bytes kept from attempts that then failed and were continued from another source."""
     busy_replies: int = 0
     """Times a source answered BUSY (at its upload limit) and the fetch went elsewhere."""
-
-    def reject(self, reason: str) -> None:
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
 
 class P2PNode:
@@ -112,19 +96,19 @@ class P2PNode:
         self.topic = f"/psyche/{run_id}/results/1"
         self.announcements: asyncio.Queue[Announcement] = asyncio.Queue()
         self.stats = NodeStats()
-        self.current_step: int | None = None
+        self._book = AnnouncementBook(
+            run_id,
+            key.node_id,
+            is_member,
+            lambda ann: self.validate_announcement(ann),
+            self.config,
+            self.stats,
+        )
         self._store = BlobStore()
         self._limiter = UploadLimiter(self.config.uploads_per_peer, self.config.uploads_total)
         self._bridge = TrioThread(f"libp2p-{key.node_id.hex()[:8]}")
         self._lp = Libp2pHost(key, self.topic, self._bridge, self, self._limiter, self.config)
         self._fast: FastPathServer | None = None
-        # (sender, step, batch_id) -> accepted ANNOUNCE
-        self._accepted: dict[tuple[NodeId, int, int], Announcement] = {}
-        # commitment -> holder -> Source
-        self._holders: dict[bytes, dict[NodeId, Source]] = {}
-        # raw signed messages per step, served to peers that pull
-        self._raw: dict[int, dict[tuple[int, NodeId, bytes], bytes]] = {}
-        self._own: list[Announcement] = []
         self._inflight: dict[bytes, asyncio.Task[Buffer]] = {}
         self._manifest: Manifest | None = None
         self._hash_pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -217,21 +201,15 @@ class P2PNode:
 
     # ---- steps and announcements ----------------------------------------------------------
 
+    @property
+    def current_step(self) -> int | None:
+        return self._book.current_step
+
     def set_step(self, step: int) -> None:
         """The coordinator moved to `step`: accept announcements for step and step-1 only, and
-        forget results older than that."""
-        self.current_step = step
-        keep = step - 1
-        self._store.prune_before(keep)
-        self._accepted = {k: v for k, v in self._accepted.items() if v.step >= keep}
-        self._raw = {s: v for s, v in self._raw.items() if s >= keep}
-        self._own = [a for a in self._own if a.step >= keep]
-        live = {a.commitment for a in self._accepted.values()} | {a.commitment for a in self._own}
-        self._holders = {c: h for c, h in self._holders.items() if c in live}
-
-    def _step_ok(self, step: int) -> bool:
-        cur = self.current_step
-        return cur is None or step in (cur, cur - 1)
+        forget (and stop serving) results older than that."""
+        self._book.set_step(step)
+        self._store.prune_before(step - 1)
 
     async def publish(
         self, step: int, batch_id: int, payload: Buffer, commitment: bytes | None = None
@@ -253,8 +231,7 @@ class P2PNode:
             fast_addr=self.fast_addr,
         ).signed(self.key)
         self._store.put(commitment, payload, step)
-        self._own.append(ann)
-        self._remember_raw(ann, ann.encode())
+        self._book.add_own(ann)
         await self._gossip(ann.encode())
         return ann
 
@@ -267,81 +244,19 @@ class P2PNode:
     async def _reannounce_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.reannounce_interval)
-            for ann in list(self._own):
-                if self._step_ok(ann.step):
-                    await self._gossip(ann.encode())
-
-    def _remember_raw(self, msg: Announcement, raw: bytes) -> None:
-        per_step = self._raw.setdefault(msg.step, {})
-        if len(per_step) < self.config.max_pull_messages:
-            per_step[(msg.kind, msg.sender, msg.commitment)] = raw
+            for ann in self._book.own_live():
+                await self._gossip(ann.encode())
 
     def on_gossip(self, data: bytes) -> tuple[bool, str]:
-        """Hook (asyncio side): validate one gossip message. Returns (forward it, address to
+        """Hook (asyncio side): judge one gossip message. Returns (forward it, address to
         remember). Valid new ANNOUNCEs go to `announcements`."""
-        try:
-            msg = decode(data)
-        except MessageError as exc:
-            self.stats.reject(f"decode: {exc}")
-            return False, ""
-        reason = self._check(msg)
-        if reason is not None:
-            if reason != "self":
-                self.stats.reject(reason)
-            return reason == "self", ""
-        self._remember_raw(msg, data)
-        self._add_holder(msg)
-        if msg.kind == KIND_HAVE:
-            return True, msg.p2p_addr
-        key = (msg.sender, msg.step, msg.batch_id)
-        if key in self._accepted:
-            self.stats.duplicates += 1
-            return True, ""
-        self._accepted[key] = msg
-        self.stats.accepted += 1
-        if self.announcements.qsize() >= self.config.max_queue:
-            self.announcements.get_nowait()
-            self.stats.queue_dropped += 1
-        self.announcements.put_nowait(msg)
-        return True, msg.p2p_addr
-
-    def _check(self, msg: Announcement) -> str | None:
-        try:
-            return self._check_unguarded(msg)
-        except Exception as exc:  # noqa: BLE001 - a failing user callback rejects, never crashes
-            log.warning("announcement check raised: %r", exc)
-            return "validator error"
-
-    def _check_unguarded(self, msg: Announcement) -> str | None:
-        if msg.run_id != self.run_id:
-            return "other run"
-        if msg.sender == self.node_id:
-            return "self"
-        if not self.is_member(msg.sender):
-            return "not a member"
-        if not self._step_ok(msg.step):
-            return "step not current"
-        if msg.payload_size > self.config.max_payload_bytes or len(msg.commitment) != 32:
-            return "payload too large"
-        if msg.kind == KIND_HAVE:
-            if (
-                msg.commitment not in self._holders
-                and len(self._holders) >= self.config.max_pull_messages
-            ):
-                return "too many holders tracked"
-            return None
-        if msg.kind == KIND_ANNOUNCE:
-            prev = self._accepted.get((msg.sender, msg.step, msg.batch_id))
-            if prev is not None:
-                return None if prev.commitment == msg.commitment else "equivocation"
-            why = self.validate_announcement(msg)
-            if why is not None:
-                return f"invalid: {why}"
-        return None
-
-    def _add_holder(self, msg: Announcement) -> None:
-        holders = self._holders.setdefault(msg.commitment, {})
-        holders[msg.sender] = Source(msg.sender, msg.fast_addr, msg.p2p_addr)
+        verdict = self._book.accept(data)
+        if verdict.new is not None:
+            if self.announcements.qsize() >= self.config.max_queue:
+                self.announcements.get_nowait()
+                self.stats.queue_dropped += 1
+            self.announcements.put_nowait(verdict.new)
+        return verdict.forward, verdict.addr
 
     # ---- pull fallback --------------------------------------------------------------------
 
@@ -379,7 +294,7 @@ class P2PNode:
         """Hook (asyncio side) for the RPC protocol; `remote` is already a member."""
         if op == wire.OP_PULL and len(body) == 8:
             (step,) = struct.unpack(">Q", body)
-            return wire.STATUS_OK, wire.pack_messages(list(self._raw.get(step, {}).values()))
+            return wire.STATUS_OK, wire.pack_messages(self._book.raw_for_step(step))
         if op == wire.OP_INFO:
             return wire.STATUS_OK, self.fast_addr.encode()
         if op == wire.OP_MANIFEST:
@@ -422,13 +337,11 @@ class P2PNode:
         )
 
     async def _fetch(self, ann: Announcement, timeout: float) -> Buffer:
-        self._add_holder(ann)
+        self._book.add_holder(ann)
         stats = FetchStats()
 
         def sources() -> list[Source]:
-            return [
-                s for n, s in self._holders.get(ann.commitment, {}).items() if n != self.node_id
-            ]
+            return self._book.holders(ann.commitment)
 
         try:
             data = await fetch_blob(
@@ -448,9 +361,9 @@ class P2PNode:
             self._record(stats)
         self.stats.fetched += 1
         self._store.put(ann.commitment, data, ann.step)
-        if self._state == "running" and self._step_ok(ann.step):
+        if self._state == "running" and self._book.step_ok(ann.step):
             have = ann.as_have(self.key, self.p2p_addr, self.fast_addr)
-            self._remember_raw(have, have.encode())
+            self._book.add_own_have(have)
             self._spawn(self._gossip(have.encode()))
         return data
 
@@ -518,57 +431,18 @@ class P2PNode:
         them, rotating on failure and resuming from the offset), each checked against the
         signed manifest. `trust(manifest)` defaults to: signed by a member for this run."""
         self._running()
-        trust = trust or (lambda m: m.run_id == self.run_id and self.is_member(m.signer))
-        manifest, sources = await self._model_sources(peers, trust)
-        pieces = [("", manifest.config_sha256, manifest.config_size)] + [
-            (t.name, t.sha256, t.size) for t in manifest.tensors
-        ]
-        limit = asyncio.Semaphore(parallel)
-        out: dict[str, Buffer] = {}
 
-        async def get(i: int, name: str, digest: bytes, size: int) -> None:
-            # Rotate the preferred peer per piece so the load spreads over all of them.
-            order = sources[i % len(sources) :] + sources[: i % len(sources)]
-            async with limit:
-                stats = FetchStats()
-                try:
-                    out[name] = await fetch_blob(
-                        digest,
-                        size,
-                        lambda: order,
-                        StreamingHashVerifier(hashlib.sha256, digest, self._hash_pool),
-                        self._attempt,
-                        timeout=timeout or self.config.fetch_timeout,
-                        busy_backoff=self.config.busy_backoff,
-                        stats=stats,
-                    )
-                finally:
-                    self._record(stats)
+        async def rpc(node: NodeId, op: int, body: bytes) -> tuple[int, bytes]:
+            return await self._bridge.call(self._lp.rpc, node, op, body)
 
-        await asyncio.gather(*(get(i, *p) for i, p in enumerate(pieces)))
-        config = out.pop("")
-        return ModelSnapshot(config, out, manifest)
-
-    async def _model_sources(
-        self, peers: list[NodeId], trust: Callable[[Manifest], bool]
-    ) -> tuple[Manifest, list[Source]]:
-        manifest: Manifest | None = None
-        sources: list[Source] = []
-        for node in peers:
-            try:
-                status, info = await self._bridge.call(self._lp.rpc, node, wire.OP_INFO, b"")
-                raise_for_status(status)
-                if manifest is None:
-                    status, raw = await self._bridge.call(self._lp.rpc, node, wire.OP_MANIFEST, b"")
-                    raise_for_status(status)
-                    candidate = Manifest.decode(raw)
-                    if not trust(candidate):
-                        raise ManifestError("manifest signer not trusted")
-                    manifest = candidate
-            except Exception as exc:  # noqa: BLE001 - try the other peers
-                log.info("model peer %s unusable: %r", node.hex()[:8], exc)
-                continue
-            sources.append(Source(node, info.decode(), ""))
-        if manifest is None or not sources:
-            raise P2PError("no peer served a trusted model manifest")
-        return manifest, sources
+        return await fetch_model(
+            peers,
+            rpc=rpc,
+            attempt=self._attempt,
+            hash_pool=self._hash_pool,
+            config=self.config,
+            record=self._record,
+            trust=trust or (lambda m: m.run_id == self.run_id and self.is_member(m.signer)),
+            parallel=parallel,
+            timeout=timeout or self.config.fetch_timeout,
+        )
