@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Annotated
@@ -117,15 +118,21 @@ def _model_ref(model: str) -> object:
     path = Path(model)
     if path.is_dir():
         return _core.ModelRef.local_path(str(path.resolve()))
-    if "/" in model and not path.exists():
-        repo, _, revision = model.partition("@")
+    repo, _, revision = model.partition("@")
+    if not path.exists() and re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", repo):
         return _core.ModelRef.hugging_face(repo, revision)
     raise UserError(f"--model {model!r}: not a directory, URL, hub repo id, or 'peers'")
 
 
 def join(
     run: Annotated[str, typer.Argument(help="Coordinator address (host:port) of a TCP run.")],
-    data: Annotated[list[Path], typer.Option(help="Tokenized data file(s) (flat u16).")],
+    data: Annotated[
+        list[str],
+        typer.Option(
+            help="Training data: token file(s) (flat u16), http(s) URL(s) of such files, "
+            "or tcp://host:port of a `psyche-client data serve`."
+        ),
+    ],
     key: Annotated[Path, typer.Option(help="Node keypair file (created if missing).")] = Path(
         "~/.config/psyche/node.json"
     ),
@@ -145,19 +152,16 @@ def join(
 
     from psyche_client.backend.tcp import TcpBackend, parse_address
     from psyche_client.client import ClientOptions, RunClient
-    from psyche_client.data.local import LocalTokenProvider
     from psyche_client.identity import load_or_create_keypair
     from psyche_client.status import StatusLine
 
     parse_address(run)
     node_key = load_or_create_keypair(key)
-    for path in data:
-        if not path.is_file():
-            raise UserError(f"data file {path} does not exist")
+    check_data_sources(data)
     torch.set_num_threads(threads)
     status = StatusLine(enabled=not quiet)
     options = ClientOptions(
-        data=lambda seq_len: LocalTokenProvider(data, seq_len),
+        data=lambda seq_len: open_data(data, seq_len, node_key),
         checkpoint_dir=checkpoint_dir,
         events_path=events,
         max_epochs=max_epochs,
@@ -181,6 +185,105 @@ def join(
         asyncio.run(main())
     finally:
         status.close()
+
+
+def check_data_sources(sources: list[str]) -> None:
+    """Fail early, with the offending source named, before joining a run."""
+    if not sources:
+        raise UserError("give at least one --data source")
+    kinds = {_data_kind(s) for s in sources}
+    if len(kinds) > 1:
+        raise UserError("--data sources must all be files, all URLs, or one tcp:// server")
+    if kinds == {"tcp"} and len(sources) != 1:
+        raise UserError("give exactly one tcp:// data server")
+    for source in sources:
+        if _data_kind(source) == "file" and not Path(source).is_file():
+            raise UserError(f"data file {source} does not exist")
+
+
+def _data_kind(source: str) -> str:
+    if source.startswith("tcp://"):
+        return "tcp"
+    if source.startswith(("http://", "https://")):
+        return "http"
+    return "file"
+
+
+def open_data(sources: list[str], seq_len: int, key: object) -> object:
+    """A data provider for the run's sample length over the given sources."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from psyche_client.backend.tcp import parse_address
+    from psyche_client.data.http import HttpTokenProvider
+    from psyche_client.data.local import LocalTokenProvider
+    from psyche_client.data.provider import DataError
+    from psyche_client.data.tcp import TcpDataProvider
+    from psyche_client.identity import NodeKey
+
+    kind = _data_kind(sources[0])
+    if kind == "file":
+        return LocalTokenProvider(sources, seq_len)
+    if kind == "http":
+        return HttpTokenProvider(sources, seq_len)
+    assert isinstance(key, NodeKey)
+    host, port = parse_address(sources[0])
+    provider = TcpDataProvider(host, port, Ed25519PrivateKey.from_private_bytes(key.seed))
+    if provider.seq_len != seq_len:
+        provider.close()
+        raise DataError(
+            f"data server {sources[0]} serves samples of {provider.seq_len} tokens, "
+            f"the run needs {seq_len}"
+        )
+    return provider
+
+
+def data_serve(
+    data: Annotated[list[Path], typer.Option(help="Token file(s) to serve (flat u16).")],
+    seq_len: Annotated[int, typer.Option(help="Sample length the run trains on.")],
+    coordinator: Annotated[
+        str, typer.Option(help="host:port of the run's TCP coordinator (who may fetch).")
+    ],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    key: Annotated[Path, typer.Option(help="This server's node keypair.")] = Path(
+        "~/.config/psyche/data-server.json"
+    ),
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Serve token files to the clients of the current epoch (and nobody else)."""
+    _logging(verbose)
+    from psyche_client import _core
+    from psyche_client.backend.tcp import TcpCoordinatorClient
+    from psyche_client.data.local import LocalTokenProvider
+    from psyche_client.data.tcp import serve_data
+    from psyche_client.identity import load_or_create_keypair
+
+    for path in data:
+        if not path.is_file():
+            raise UserError(f"data file {path} does not exist")
+    provider = LocalTokenProvider(data, seq_len)
+    watcher = TcpCoordinatorClient(coordinator, load_or_create_keypair(key))
+
+    def authorize(node_key: bytes) -> bool:
+        if watcher.state is None:
+            return False
+        members = _core.Coordinator.from_bytes(watcher.state).clients()
+        return any(c.node_key == node_key and c.state == "Healthy" for c in members)
+
+    async def main() -> None:
+        try:
+            await watcher.start()
+        except ConnectionError as e:
+            raise UserError(f"cannot reach coordinator {coordinator}: {e}") from None
+        server = await serve_data(provider, authorize, host, port)
+        bound = server.sockets[0].getsockname()
+        print(f"serving {len(provider)} samples on tcp://{bound[0]}:{bound[1]}", flush=True)
+        try:
+            await server.serve_forever()
+        finally:
+            await watcher.stop()
+
+    asyncio.run(main())
 
 
 def model_init(
@@ -235,6 +338,7 @@ def register(app: typer.Typer) -> None:
     app.command()(join)
     model_app.command("init")(model_init)
     data_app.command("make-corpus")(data_make_corpus)
+    data_app.command("serve")(data_serve)
     app.add_typer(model_app, name="model")
     app.add_typer(data_app, name="data")
     from psyche_client.demo import demo
