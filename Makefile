@@ -43,5 +43,9 @@ py-lint: venv
 py-test: venv
 	$(PY) -m pytest -q tests
 
+# The main job: a TCP coordinator and three clients training a tiny model on loopback.
+demo: system-deps venv
+	$(VENV)/bin/psyche-client demo
+
 clean:
 	rm -rf target .venv
