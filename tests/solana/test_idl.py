@@ -1,13 +1,16 @@
-"""Drift check: idl/psyche_coordinator.json against the program's source.
+"""Drift check: idl/psyche_coordinator.json against the program's and the core's source.
 
-The IDL is written by hand (the program is pinocchio, not Anchor, so nothing generates it; see
-docs/decisions/0001-sbf-toolchain.md). These tests pin it to the Rust: instruction and account
-discriminators, the error table, and the `Run` field list and types. The LiteSVM and validator
-tests then exercise it end to end (anchorpy builds every transaction from it).
+The IDL is written by `idl/generate.py` (the program is pinocchio, not Anchor, so no Anchor tool
+generates it; see docs/decisions/0001-sbf-toolchain.md). These tests pin it to the Rust:
+the committed file is what the generator writes; instruction and account discriminators; each
+instruction is dispatched by the program; the error table (core errors at 6000 + code, program
+errors from 6300); and the fields of `Run`, `Config`, `ModelRef`, `WitnessStats` and
+`WitnessInput`. The LiteSVM and validator tests then exercise it end to end.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -20,6 +23,7 @@ from solders.keypair import Keypair
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "programs" / "psyche-coordinator" / "src"
+CORE = ROOT / "crates" / "coordinator" / "src"
 IDL_JSON = ROOT / "idl" / "psyche_coordinator.json"
 
 
@@ -36,52 +40,117 @@ def camel(snake: str) -> str:
     return head + "".join(part.capitalize() for part in rest)
 
 
+def rust_struct(text: str, name: str) -> list[tuple[str, str]]:
+    body = re.search(rf"pub struct {name} \{{(.*?)\n\}}", text, re.DOTALL)
+    assert body, f"struct {name} not found"
+    return [(n, t.strip()) for n, t in re.findall(r"pub (\w+): ([^,]+),", body.group(1))]
+
+
+def test_committed_idl_is_what_the_generator_writes() -> None:
+    spec = importlib.util.spec_from_file_location("idl_generate", ROOT / "idl" / "generate.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert IDL_JSON.read_text() == module.render(), "run .venv/bin/python idl/generate.py"
+
+
 def test_instruction_discriminators_match_the_program(idl: Idl) -> None:
     lib = (SRC / "lib.rs").read_text()
     sighashes = InstructionCoder(idl).sighashes
-    assert set(sighashes) == {"init_run", "bump", "set_paused"}
+    assert set(sighashes) == {
+        "init_run",
+        "update",
+        "set_paused",
+        "join_run",
+        "withdraw",
+        "tick",
+        "warmup_witness",
+        "witness",
+        "health_check",
+        "report",
+        "checkpoint",
+        "close_run",
+    }
     for name, sighash in sighashes.items():
         assert sighash == rust_u8_array(lib, name.upper()), name
+        assert f"discriminator::{name.upper()} => instructions::{name}(" in lib, name
 
 
-def test_account_discriminator_matches_the_program(idl: Idl) -> None:
+def test_account_discriminators_match_the_program(idl: Idl) -> None:
     state = (SRC / "state.rs").read_text()
     discriminators = AccountsCoder(idl).acc_name_to_discriminator
-    assert discriminators == {"Run": rust_u8_array(state, "DISCRIMINATOR")}
+    run_disc, coord_disc = re.findall(r"const DISCRIMINATOR: \[u8; 8\] = \[([0-9,\s]+)\];", state)
+    assert discriminators == {
+        "Run": bytes(int(x) for x in run_disc.split(",")),
+        "CoordinatorAccount": bytes(int(x) for x in coord_disc.split(",")),
+    }
 
 
-def test_errors_match_the_program(idl: Idl) -> None:
-    error_rs = (SRC / "error.rs").read_text()
+def test_errors_match_the_program_and_the_core(idl: Idl) -> None:
     program_errors = {
         name: int(code)
-        for name, code in re.findall(r"^\s+(\w+) = (\d+),$", error_rs, re.MULTILINE)
+        for name, code in re.findall(
+            r"^\s+(\w+) = (\d+),$", (SRC / "error.rs").read_text(), re.MULTILINE
+        )
         if int(code) >= 6000
     }
-    assert {e.name: e.code for e in idl.errors or []} == program_errors
+    core_errors = {
+        name: 6000 + int(code)
+        for name, code in re.findall(
+            r"^\s+(\w+) = (\d+),$", (CORE / "error.rs").read_text(), re.MULTILINE
+        )
+    }
+    assert len(core_errors) == 36
+    assert {e.name: e.code for e in idl.errors or []} == core_errors | program_errors
+    assert "const CORE_ERROR_BASE: u32 = 6000;" in (SRC / "error.rs").read_text()
 
 
-# Rust field type -> IDL type, for the types the account uses. A Borsh bool is one byte, 0 or 1,
-# which the program stores as u8; a publicKey is 32 raw bytes.
+# Rust field type -> IDL type. A publicKey is 32 raw bytes; a Bloom is 320.
 RUST_TO_IDL: dict[str, list[Any]] = {
     "[u8; 32]": [{"array": ["u8", 32]}, "publicKey"],
     "[u8; 2]": [{"array": ["u8", 2]}],
+    "[u8; 3]": [{"array": ["u8", 3]}],
+    "[u8; 6]": [{"array": ["u8", 6]}],
+    "[u8; MODEL_LOCATION_BYTES]": [{"array": ["u8", 248]}],
+    "[u8; MODEL_REVISION_BYTES]": [{"array": ["u8", 64]}],
+    "Bloom": [{"array": ["u8", 320]}],
+    "WitnessStats": [{"defined": "WitnessStats"}],
     "u64": ["u64"],
     "u32": ["u32"],
-    "u8": ["u8", "bool"],
+    "u16": ["u16"],
+    "u8": ["u8"],
 }
 
 
-def test_run_fields_match_the_program() -> None:
-    state = (SRC / "state.rs").read_text()
-    body = re.search(r"pub struct Run \{(.*?)\n\}", state, re.DOTALL)
-    assert body, "struct Run not found"
-    rust_fields = re.findall(r"pub (\w+): ([^,]+),", body.group(1))
+def idl_struct(section: str, name: str) -> list[dict[str, Any]]:
     idl_json = json.loads(IDL_JSON.read_text())
-    (run,) = [a for a in idl_json["accounts"] if a["name"] == "Run"]
-    idl_fields = run["type"]["fields"]
+    (entry,) = [a for a in idl_json[section] if a["name"] == name]
+    fields: list[dict[str, Any]] = entry["type"]["fields"]
+    return fields
+
+
+def check_fields(rust_fields: list[tuple[str, str]], idl_fields: list[dict[str, Any]]) -> None:
     assert [f["name"] for f in idl_fields] == [camel(name) for name, _ in rust_fields]
     for (name, rust_type), field in zip(rust_fields, idl_fields, strict=True):
-        assert field["type"] in RUST_TO_IDL[rust_type.strip()], name
+        assert field["type"] in RUST_TO_IDL[rust_type], name
+
+
+def test_account_fields_match_the_program() -> None:
+    state = (SRC / "state.rs").read_text()
+    check_fields(rust_struct(state, "Run"), idl_struct("accounts", "Run"))
+    header = rust_struct(state, "CoordinatorHeader")
+    coord = idl_struct("accounts", "CoordinatorAccount")
+    assert [f["name"] for f in coord] == [n for n, _ in header] + ["state"]
+    assert coord[1]["type"] == {"array": ["u8", 64176]}
+    assert "pub const STATE_OFFSET: usize = 8 + core::mem::size_of::<CoordinatorHeader>();" in state
+
+
+def test_argument_types_match_the_core() -> None:
+    config = (CORE / "config.rs").read_text()
+    state = (CORE / "state.rs").read_text()
+    check_fields(rust_struct(config, "Config"), idl_struct("types", "Config"))
+    for name in ("ModelRef", "WitnessStats", "WitnessInput"):
+        check_fields(rust_struct(state, name), idl_struct("types", name))
 
 
 def test_program_id_agrees_everywhere(idl: Idl) -> None:

@@ -1,193 +1,453 @@
 """The SBF build of the coordinator program, run in-process by LiteSVM (solders).
 
-These are instruction-level tests of the real `.so`: every transaction is signed and executed
-by the SVM, account data is read back and decoded with the IDL, and compute units are printed
-(run pytest with `-s` to see them) so regressions are visible without timing assertions.
+Instruction-level tests of the real `.so`: every transaction is built by the SDK from the IDL,
+signed and executed by the SVM; after every step the coordinator account's state must equal,
+byte for byte, what `psyche_client._core.Coordinator` computes for the same transitions with the
+same clock and randomness (`Svm.check`). Rejections are asserted by the error's name (the IDL's
+for program and core errors, Anchor's for framework errors), and a rejected transaction must
+leave the state unchanged.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
-
-import pytest
+from solders.account import Account
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
-from solders.litesvm import LiteSVM
-from solders.message import Message
 from solders.pubkey import Pubkey
-from solders.transaction import VersionedTransaction
-from solders.transaction_metadata import FailedTransactionMetadata, TransactionMetadata
-from solders.transaction_status import InstructionErrorCustom, TransactionErrorInstructionError
 
 from psyche_client import _core
+from psyche_client.solana.litesvm import EpochDriver, Member, Svm
+from psyche_client.solana.program import COORDINATOR_SPACE, RUN_SPACE, CoordinatorProgram
 
-RUN_ACCOUNT_SPACE = 88  # 8-byte discriminator + 80-byte Run
-
-
-def send(
-    svm: LiteSVM, payer: Keypair, ixs: Sequence[Instruction], signers: Sequence[Keypair] = ()
-) -> TransactionMetadata | FailedTransactionMetadata:
-    """Signs `ixs` with `payer` (fee payer) and `signers`, and executes them."""
-    message = Message.new_with_blockhash(list(ixs), payer.pubkey(), svm.latest_blockhash())
-    tx = VersionedTransaction(message, [payer, *signers])
-    return svm.send_transaction(tx)
-
-
-def ok(result: TransactionMetadata | FailedTransactionMetadata, what: str) -> TransactionMetadata:
-    """Asserts the transaction succeeded, prints its compute units and returns its metadata."""
-    assert isinstance(result, TransactionMetadata), f"{what} failed: {result}"
-    print(f"CU {what}: {result.compute_units_consumed()}")
-    return result
-
-
-def custom_error(result: TransactionMetadata | FailedTransactionMetadata) -> int:
-    """The custom program error code of a failed transaction's first instruction error."""
-    assert isinstance(result, FailedTransactionMetadata), "the transaction should have failed"
-    err = result.err()
-    assert isinstance(err, TransactionErrorInstructionError), f"not an instruction error: {err}"
-    custom = err.err
-    assert isinstance(custom, InstructionErrorCustom), f"not a custom program error: {custom}"
-    return int(custom.code)
+FAST = _core.Config(
+    total_steps=2,
+    batch_size_start=8,
+    batch_size_end=8,
+    batch_ramp_steps=0,
+    rounds_per_epoch=2,
+    waiting_extra_secs=2,
+    warmup_secs=10,
+    max_round_train_secs=10,
+    round_witness_secs=4,
+    witness_grace_secs=1,
+    cooldown_secs=4,
+    min_clients=3,
+    max_clients=8,
+    witnesses_per_round=3,
+    witness_quorum_pct=66,
+    verification_pct=0,
+)
 
 
-@pytest.fixture
-def svm(program_so: Path, coordinator: Any) -> LiteSVM:
-    """A fresh LiteSVM with the program loaded at the IDL's address."""
-    vm = LiteSVM()
-    vm.add_program(coordinator.program_id, program_so.read_bytes())
-    return vm
+def joined(svm: Svm, n: int, config: _core.Config = FAST) -> list[Member]:
+    """A resumed run with `n` joined members."""
+    svm.create_run(config)
+    svm.set_paused(False)
+    members = [Member(svm) for _ in range(n)]
+    for m in members:
+        svm.join(m.keypair, m.node_key)
+    return members
 
 
-@pytest.fixture
-def authority(svm: LiteSVM) -> Keypair:
-    """A funded keypair that creates runs."""
-    kp = Keypair()
-    svm.airdrop(kp.pubkey(), 10_000_000_000)
-    return kp
+def in_round(svm: Svm, n: int = 4, config: _core.Config = FAST) -> tuple[EpochDriver, list[Member]]:
+    """A run in its first RoundTrain."""
+    members = joined(svm, n, config)
+    driver = EpochDriver(svm, members)
+    driver.run_until("RoundTrain")
+    return driver, members
 
 
-def test_init_run_creates_the_pda_with_core_state_version(
-    svm: LiteSVM, coordinator: Any, authority: Keypair
+def closed(svm: Svm, address: Pubkey) -> bool:
+    """The account is gone (LiteSVM reports a closed account as empty and lamport-less)."""
+    account = svm.vm.get_account(address)
+    return account is None or (account.lamports == 0 and len(account.data) == 0)
+
+
+def unchanged(svm: Svm) -> None:
+    """A rejected transaction left the state as the core mirror has it."""
+    svm.check()
+
+
+# ---------------------------------------------------------------------------------- happy paths
+
+
+def test_init_run_creates_the_run_pda_and_the_coordinator(
+    svm: Svm, coordinator: CoordinatorProgram
 ) -> None:
-    """The run is created at its PDA, rent-exempt, program-owned, with the core's layout version."""
-    run_id = os.urandom(32)
-    run = coordinator.run_address(run_id)
-
-    ok(send(svm, authority, [coordinator.init_run(authority.pubkey(), run_id)]), "init_run")
-
-    account = svm.get_account(run)
-    assert account is not None
-    assert account.owner == coordinator.program_id
-    assert len(account.data) == RUN_ACCOUNT_SPACE
-    assert account.lamports == svm.minimum_balance_for_rent_exemption(RUN_ACCOUNT_SPACE)
-    decoded = coordinator.decode_run(bytes(account.data))
-    assert decoded.authority == authority.pubkey()
-    assert bytes(decoded.run_id) == run_id
-    assert decoded.counter == 0
-    assert decoded.state_version == _core.STATE_VERSION
-    assert decoded.paused is False
-    assert decoded.bump == Pubkey.find_program_address([b"run", run_id], coordinator.program_id)[1]
+    svm.create_run(FAST)
+    run_info = svm.vm.get_account(svm.run)
+    assert run_info is not None and run_info.owner == coordinator.program_id
+    assert len(run_info.data) == RUN_SPACE
+    run = coordinator.decode_run(svm.run, bytes(run_info.data))
+    assert run.owner == svm.owner.pubkey()
+    assert run.coordinator == svm.coordinator.pubkey()
+    assert run.join_authority is None
+    assert run.state_version == _core.STATE_VERSION
+    state = svm.check()
+    assert state.phase == "Paused"
+    assert state.config.to_dict() == FAST.to_dict()
+    assert state.model.location == "org/model"
+    assert run.run_id == state.run_id
+    coord = svm.vm.get_account(svm.coordinator.pubkey())
+    assert coord is not None and len(coord.data) == COORDINATOR_SPACE
 
 
-def test_authority_bumps_and_pauses(svm: LiteSVM, coordinator: Any, authority: Keypair) -> None:
-    """The state-changing instructions change exactly the fields they own."""
-    run_id = os.urandom(32)
-    run = coordinator.run_address(run_id)
-    ok(send(svm, authority, [coordinator.init_run(authority.pubkey(), run_id)]), "init_run")
+def test_full_epoch_with_warped_clock(svm: Svm) -> None:
+    """joins → warmup → rounds → witness → cooldown → finished, four clients, checked against
+    the core after every transaction; then the owner closes the run and gets the rent back."""
+    members = joined(svm, 4)
+    driver = EpochDriver(svm, members)
+    driver.run_until("Finished")
+    assert driver.phases == [
+        "WaitingForMembers",
+        "Warmup",
+        "RoundTrain",
+        "RoundWitness",
+        "RoundTrain",
+        "RoundWitness",
+        "RoundTrain",
+        "RoundWitness",
+        "Cooldown",
+        "Finished",
+    ]
+    state = svm.check()
+    assert state.steps_done == 2
+    assert state.epochs_completed == 1
+    assert state.model.revision == "epoch-0"
+    assert all(svm.cu[k] < 200_000 for k in svm.cu), svm.cu
 
-    ok(send(svm, authority, [coordinator.bump(authority.pubkey(), run)]), "bump")
-    svm.expire_blockhash()
-    ok(send(svm, authority, [coordinator.bump(authority.pubkey(), run)]), "bump (2nd)")
-    ok(send(svm, authority, [coordinator.set_paused(authority.pubkey(), run, True)]), "set_paused")
-
-    account = svm.get_account(run)
-    assert account is not None
-    decoded = coordinator.decode_run(bytes(account.data))
-    assert decoded.counter == 2
-    assert decoded.paused is True
-
-    ok(send(svm, authority, [coordinator.set_paused(authority.pubkey(), run, False)]), "unpause")
-    account = svm.get_account(run)
-    assert account is not None
-    assert coordinator.decode_run(bytes(account.data)).paused is False
-
-
-def test_wrong_signer_is_rejected_as_unauthorized(
-    svm: LiteSVM, coordinator: Any, authority: Keypair
-) -> None:
-    """A valid signature from someone else is refused with the IDL's named error and no change."""
-    run_id = os.urandom(32)
-    run = coordinator.run_address(run_id)
-    ok(send(svm, authority, [coordinator.init_run(authority.pubkey(), run_id)]), "init_run")
-
-    intruder = Keypair()
-    svm.airdrop(intruder.pubkey(), 1_000_000_000)
-    for ix in (
-        coordinator.bump(intruder.pubkey(), run),
-        coordinator.set_paused(intruder.pubkey(), run, True),
-    ):
-        result = send(svm, intruder, [ix])
-        code = custom_error(result)
-        assert coordinator.error_name(code) == "Unauthorized"
-
-    account = svm.get_account(run)
-    assert account is not None
-    decoded = coordinator.decode_run(bytes(account.data))
-    assert decoded.counter == 0
-    assert decoded.paused is False
+    before = svm.vm.get_balance(svm.owner.pubkey())
+    run_rent = svm.vm.get_balance(svm.run)
+    coord_rent = svm.vm.get_balance(svm.coordinator.pubkey())
+    svm.ok("close_run", svm.owner, [svm.p.close_run(svm.owner.pubkey(), *svm.accounts)])
+    after = svm.vm.get_balance(svm.owner.pubkey())
+    assert after == before + run_rent + coord_rent - 5000
+    assert closed(svm, svm.run)
+    assert closed(svm, svm.coordinator.pubkey())
 
 
-def test_authority_that_does_not_sign_is_rejected(
-    svm: LiteSVM, coordinator: Any, authority: Keypair
-) -> None:
-    """The authority's key without its signature: Anchor's AccountNotSigner (3010)."""
-    run_id = os.urandom(32)
-    run = coordinator.run_address(run_id)
-    ok(send(svm, authority, [coordinator.init_run(authority.pubkey(), run_id)]), "init_run")
+def test_tick_is_permissionless(svm: Svm) -> None:
+    joined(svm, 3)
+    svm.tick(payer=svm.funded())  # min_clients reached: the waiting timer starts
+    svm.advance(FAST.waiting_extra_secs)
+    svm.tick(payer=svm.funded())
+    assert svm.check().phase == "Warmup"
 
-    payer = Keypair()
-    svm.airdrop(payer.pubkey(), 1_000_000_000)
-    signed = coordinator.bump(authority.pubkey(), run)
-    unsigned = Instruction(
-        signed.program_id,
-        signed.data,
-        [AccountMeta(authority.pubkey(), is_signer=False, is_writable=False), signed.accounts[1]],
+
+def test_withdraw(svm: Svm) -> None:
+    members = joined(svm, 3)
+    svm.member(
+        "withdraw", members[0].keypair, svm.p.withdraw(members[0].keypair.pubkey(), *svm.accounts)
     )
-    assert custom_error(send(svm, payer, [unsigned])) == 3010
+    assert svm.mirror is not None
+    svm.mirror.withdraw(members[0].wallet, svm.now)
+    state = svm.check()
+    assert state.find_client(members[0].wallet) is None
 
 
-def test_run_at_wrong_address_is_rejected(
-    svm: LiteSVM, coordinator: Any, authority: Keypair
-) -> None:
-    """init_run with an account that is not the run id's PDA: Anchor's ConstraintSeeds."""
-    ix = coordinator.init_run(authority.pubkey(), os.urandom(32))
-    elsewhere = coordinator.run_address(os.urandom(32))
+def test_update_only_by_the_owner_while_paused(svm: Svm) -> None:
+    svm.create_run(FAST)
+    new_config = FAST.replace(total_steps=50)
+    new_model = _core.ModelRef.http_url("https://example.com/model.safetensors")
+    intruder = svm.funded()
+    ix = svm.p.update(intruder.pubkey(), *svm.accounts, config=new_config)
+    assert svm.fails(intruder, [ix]) == "Unauthorized"
+
+    svm.ok(
+        "update",
+        svm.owner,
+        [svm.p.update(svm.owner.pubkey(), *svm.accounts, new_config, new_model)],
+    )
+    svm.mirror_tick()
+    assert svm.mirror is not None
+    svm.mirror.update_config(new_config, svm.now)
+    svm.mirror.update_model(new_model, svm.now)
+    state = svm.check()
+    assert state.config.total_steps == 50
+    assert state.model.location == "https://example.com/model.safetensors"
+
+    svm.set_paused(False)
+    ix = svm.p.update(svm.owner.pubkey(), *svm.accounts, config=FAST)
+    assert svm.fails(svm.owner, [ix]) == "NotHalted"
+    bad = svm.p.update(svm.owner.pubkey(), *svm.accounts, config=FAST.replace(min_clients=0))
+    svm.set_paused(True)
+    assert svm.fails(svm.owner, [bad]) == "ConfigMinClients"
+    unchanged(svm)
+
+
+def test_pause_and_resume_errors(svm: Svm) -> None:
+    svm.create_run(FAST)
+    pause = svm.p.set_paused(svm.owner.pubkey(), *svm.accounts, True)
+    assert svm.fails(svm.owner, [pause]) == "AlreadyPaused"
+    svm.set_paused(False)
+    resume = svm.p.set_paused(svm.owner.pubkey(), *svm.accounts, False)
+    assert svm.fails(svm.owner, [resume]) == "NotPaused"
+    unchanged(svm)
+
+
+def test_join_authority_must_cosign(svm: Svm) -> None:
+    gate = svm.funded()
+    svm.create_run(FAST, join_authority=gate.pubkey())
+    svm.set_paused(False)
+    user = Member(svm)
+    ix = svm.p.join_run(user.keypair.pubkey(), *svm.accounts, user.node_key)
+    assert svm.fails(user.keypair, [ix]) == "JoinNotAuthorized"
+    other = svm.funded()
+    ix = svm.p.join_run(user.keypair.pubkey(), *svm.accounts, user.node_key, other.pubkey())
+    assert svm.fails(user.keypair, [ix], [other]) == "JoinNotAuthorized"
+    unchanged(svm)
+    svm.join(user.keypair, user.node_key, authorizer=gate)
+
+    # The owner lifts the gate (while paused): joins become permissionless.
+    svm.set_paused(True)
+    ix = svm.p.update(svm.owner.pubkey(), *svm.accounts, join_authority=Pubkey.default())
+    svm.ok("update", svm.owner, [ix])
+    svm.mirror_tick()
+    second = Member(svm)
+    svm.join(second.keypair, second.node_key)
+    run_info = svm.vm.get_account(svm.run)
+    assert run_info is not None
+    assert svm.p.decode_run(svm.run, bytes(run_info.data)).join_authority is None
+
+
+def test_join_errors_are_the_cores(svm: Svm) -> None:
+    members = joined(svm, 3)
+    again = svm.p.join_run(members[0].keypair.pubkey(), *svm.accounts, bytes([9]) * 32)
+    assert svm.fails(members[0].keypair, [again]) == "DuplicateClient"
+    zero = Member(svm)
+    ix = svm.p.join_run(zero.keypair.pubkey(), *svm.accounts, bytes(32))
+    assert svm.fails(zero.keypair, [ix]) == "InvalidKey"
+    unchanged(svm)
+
+
+def test_report_ejects_and_health_check_drops(svm: Svm) -> None:
+    """A verifier reports its target (ejected); a silent witness is dropped by a health check."""
+    config = FAST.replace(
+        verification_pct=30, total_steps=4, rounds_per_epoch=4, witnesses_per_round=4
+    )
+    driver, members = in_round(svm, 6, config)
+    assert svm.mirror is not None
+    mirror = svm.mirror
+    # Round 0 → 1: everybody honest.
+    while mirror.height < 1:
+        driver.step()
+    h = mirror.height
+    reported = False
+    for m in members:
+        slot = mirror.find_client(m.wallet)
+        assert slot is not None
+        target = mirror.verification_target(h, slot)
+        if target is None or mirror.phase not in ("RoundTrain", "RoundWitness"):
+            continue
+        ix = svm.p.report(m.keypair.pubkey(), *svm.accounts, target)
+        svm.member("report", m.keypair, ix)
+        assert mirror.report(m.wallet, target, svm.now) is True
+        svm.check()
+        assert mirror.client(target).state == "Ejected"
+        # A second report of the same target by the same verifier is refused.
+        assert svm.fails(m.keypair, [ix]) in ("DuplicateReport", "NotHealthy", "NotVerifier")
+        reported = True
+        break
+    assert reported, "no verifier with a target in round 1"
+    unchanged(svm)
+
+    # A member that is not a verifier cannot report.
+    for m in members:
+        slot = mirror.find_client(m.wallet)
+        assert slot is not None
+        if mirror.client(slot).state == "Healthy" and mirror.verification_target(h, slot) is None:
+            ix = svm.p.report(m.keypair.pubkey(), *svm.accounts, 0)
+            assert svm.fails(m.keypair, [ix]) in ("NotVerifier", "NotAssigned")
+            break
+
+    # One witness goes silent: once its round is final the driver's health checks drop it.
+    silent = next(
+        m for m in members if mirror.client(mirror.find_client(m.wallet) or 0).state == "Healthy"
+    )
+    driver.silent.add(silent.wallet)
+    start = mirror.height
+    while mirror.phase in ("RoundTrain", "RoundWitness", "Cooldown") and mirror.height < start + 3:
+        driver.step()
+        slot = mirror.find_client(silent.wallet)
+        if slot is not None and mirror.client(slot).state == "Dropped":
+            break
+    slot = mirror.find_client(silent.wallet)
+    assert slot is not None and mirror.client(slot).state == "Dropped"
+    assert svm.cu["health_check"] > 0
+    svm.check()
+
+
+# ---------------------------------------------------------------------------------- rejections
+
+
+def test_wrong_signer(svm: Svm) -> None:
+    svm.create_run(FAST)
+    intruder = svm.funded()
+    pause = svm.p.set_paused(intruder.pubkey(), *svm.accounts, False)
+    assert svm.fails(intruder, [pause]) == "Unauthorized"
+    # The owner's key without its signature.
+    ix = svm.p.set_paused(svm.owner.pubkey(), *svm.accounts, False)
+    metas = [AccountMeta(m.pubkey, False, m.is_writable) for m in ix.accounts]
+    unsigned = Instruction(ix.program_id, ix.data, metas)
+    assert svm.fails(intruder, [unsigned]) == "AccountNotSigner"
+    close = svm.p.close_run(intruder.pubkey(), *svm.accounts)
+    assert svm.fails(intruder, [close]) == "Unauthorized"
+    unchanged(svm)
+
+
+def test_foreign_accounts(svm: Svm) -> None:
+    """A coordinator or run owned by another program, or a run of another type, is refused."""
+    svm.create_run(FAST)
+    svm.set_paused(False)
+    user = Member(svm)
+    for address in (svm.coordinator.pubkey(), svm.run):
+        real = svm.vm.get_account(address)
+        assert real is not None
+        svm.vm.set_account(
+            address,
+            Account(real.lamports, real.data, Pubkey.new_unique(), False, real.rent_epoch),
+        )
+        ix = svm.p.join_run(user.keypair.pubkey(), *svm.accounts, user.node_key)
+        assert svm.fails(user.keypair, [ix]) == "AccountOwnedByWrongProgram"
+        svm.vm.set_account(address, real)
+    # The coordinator account passed as the run (and the run as coordinator).
+    run, coord = svm.accounts
+    ix = svm.p.join_run(user.keypair.pubkey(), coord, run, user.node_key)
+    assert svm.fails(user.keypair, [ix]) in ("AccountDidNotDeserialize", "AccountSize")
+    unchanged(svm)
+
+
+def test_wrong_size_accounts(svm: Svm, coordinator: CoordinatorProgram) -> None:
+    svm.create_run(FAST)
+    real = svm.vm.get_account(svm.coordinator.pubkey())
+    assert real is not None
+    short = Account(real.lamports, real.data[:-8], real.owner, False, real.rent_epoch)
+    svm.vm.set_account(svm.coordinator.pubkey(), short)
+    assert svm.fails(svm.owner, [svm.p.tick(*svm.accounts)]) == "AccountSize"
+    svm.vm.set_account(svm.coordinator.pubkey(), real)
+
+    # init_run with an account of the wrong size.
+    small = Keypair()
+    lamports = svm.vm.minimum_balance_for_rent_exemption(1000)
+    create = coordinator.create_coordinator_account(svm.owner.pubkey(), small.pubkey(), lamports)
+    create = Instruction(
+        create.program_id,
+        create.data[:12] + (1000).to_bytes(8, "little") + create.data[20:],
+        create.accounts,
+    )
+    run_id = bytes(Keypair().pubkey())
+    init = coordinator.init_run(
+        svm.owner.pubkey(), small.pubkey(), run_id, FAST, _core.ModelRef.peers()
+    )
+    assert svm.fails(svm.owner, [create, init], [small]) == "AccountSize"
+    unchanged(svm)
+
+
+def test_wrong_pda_and_mismatched_pairs(svm: Svm, coordinator: CoordinatorProgram) -> None:
+    svm.create_run(FAST)
+    first_run, first_coord = svm.accounts
+    # init_run at an address that is not the run id's PDA.
+    fresh = Keypair()
+    lamports = svm.vm.minimum_balance_for_rent_exemption(COORDINATOR_SPACE)
+    create = coordinator.create_coordinator_account(svm.owner.pubkey(), fresh.pubkey(), lamports)
+    init = coordinator.init_run(
+        svm.owner.pubkey(), fresh.pubkey(), bytes(Keypair().pubkey()), FAST, _core.ModelRef.peers()
+    )
+    metas = list(init.accounts)
+    metas[1] = AccountMeta(coordinator.run_address(bytes(32)), False, True)
+    bad = Instruction(init.program_id, init.data, metas)
+    assert svm.fails(svm.owner, [create, bad], [fresh]) == "ConstraintSeeds"
+
+    # An initialized coordinator account cannot be re-used for another run.
+    again = coordinator.init_run(
+        svm.owner.pubkey(), first_coord, bytes(Keypair().pubkey()), FAST, _core.ModelRef.peers()
+    )
+    assert svm.fails(svm.owner, [again], [svm.coordinator]) == "AccountNotZeroed"
+
+    # A second run; its run PDA with the first run's coordinator (and vice versa).
+    first_mirror = svm.mirror
+    first_keypair = svm.coordinator
+    svm.create_run(FAST)
+    second_run, second_coord = svm.accounts
+    for run, coord in ((first_run, second_coord), (second_run, first_coord)):
+        assert svm.fails(svm.owner, [coordinator.tick(run, coord)]) == "CoordinatorMismatch"
+    svm.check()
+    svm.mirror, svm.coordinator, svm.run = first_mirror, first_keypair, first_run
+    svm.check()
+
+
+def test_slot_hashes_must_be_the_sysvar(svm: Svm) -> None:
+    svm.create_run(FAST)
+    ix = svm.p.tick(*svm.accounts)
     metas = list(ix.accounts)
-    metas[1] = AccountMeta(elsewhere, is_signer=False, is_writable=True)
-    bad = Instruction(ix.program_id, ix.data, metas)
-    assert custom_error(send(svm, authority, [bad])) == 2006
-    assert svm.get_account(elsewhere) is None
+    metas[2] = AccountMeta(Pubkey.new_unique(), False, False)
+    assert (
+        svm.fails(svm.owner, [Instruction(ix.program_id, ix.data, metas)])
+        == "AccountSysvarMismatch"
+    )
+    unchanged(svm)
 
 
-def test_second_init_of_the_same_run_fails(
-    svm: LiteSVM, coordinator: Any, authority: Keypair
-) -> None:
-    """A run id can be claimed once: re-creating its PDA fails in the system program."""
-    run_id = os.urandom(32)
-    ok(send(svm, authority, [coordinator.init_run(authority.pubkey(), run_id)]), "init_run")
-    svm.expire_blockhash()
-    result = send(svm, authority, [coordinator.init_run(authority.pubkey(), run_id)])
-    assert isinstance(result, FailedTransactionMetadata)
-    # The system program refuses to create an account that is already in use.
-    assert any("already in use" in line for line in result.meta().logs())
+def test_replayed_witness_and_non_witnesses(svm: Svm) -> None:
+    driver, members = in_round(svm, 5)
+    mirror = driver.mirror
+    h = mirror.height
+    committee = mirror.committee(h)
+    witnesses = {slot for slot, roles in committee if roles & 2}
+    by_slot = {mirror.find_client(m.wallet): m for m in members}
+    w_slot = next(iter(witnesses))
+    w = by_slot[w_slot]
+    pos = mirror.position_of(h, w_slot)
+    assert pos is not None
+    blank = bytes(320)
+    ix = svm.p.witness(w.keypair.pubkey(), *svm.accounts, pos, blank, blank)
+    svm.member("witness", w.keypair, ix)
+    mirror.witness(w.wallet, pos, blank, blank, svm.now)
+    svm.check()
+    # The same submission again (a new transaction: fresh blockhash) is a duplicate.
+    assert svm.fails(w.keypair, [ix]) == "DuplicateWitness"
+
+    non = next(m for s, m in by_slot.items() if s not in witnesses)
+    non_slot = mirror.find_client(non.wallet)
+    assert non_slot is not None
+    non_pos = mirror.position_of(h, non_slot)
+    assert non_pos is not None
+    ix = svm.p.witness(non.keypair.pubkey(), *svm.accounts, non_pos, blank, blank)
+    assert svm.fails(non.keypair, [ix]) == "NotWitness"
+    # Claiming another witness's position is a bad proof.
+    ix = svm.p.witness(non.keypair.pubkey(), *svm.accounts, pos, blank, blank)
+    assert svm.fails(non.keypair, [ix]) == "BadProof"
+    # A wallet that never joined.
+    stranger = svm.funded()
+    ix = svm.p.witness(stranger.pubkey(), *svm.accounts, pos, blank, blank)
+    assert svm.fails(stranger, [ix]) == "UnknownClient"
+    unchanged(svm)
 
 
-def test_unknown_instruction_is_rejected(
-    svm: LiteSVM, coordinator: Any, authority: Keypair
-) -> None:
-    """Unknown discriminators fail like Anchor's fallback (101), not silently."""
-    bad = Instruction(coordinator.program_id, bytes(8), [])
-    assert custom_error(send(svm, authority, [bad])) == 101  # InstructionFallbackNotFound
+def test_oversize_and_malformed_payloads(svm: Svm) -> None:
+    driver, members = in_round(svm, 4)
+    m = members[0]
+    ix = svm.p.witness(m.keypair.pubkey(), *svm.accounts, 0, bytes(320), bytes(320))
+    for data in (bytes(ix.data) + b"\0", bytes(ix.data)[:-1], bytes(ix.data)[:5]):
+        bad = Instruction(ix.program_id, data, ix.accounts)
+        expected = "InstructionMissing" if len(data) < 8 else "InstructionDidNotDeserialize"
+        assert svm.fails(m.keypair, [bad]) == expected
+    pause = svm.p.set_paused(svm.owner.pubkey(), *svm.accounts, True)
+    bad_bool = Instruction(pause.program_id, bytes(pause.data)[:-1] + b"\x02", pause.accounts)
+    assert svm.fails(svm.owner, [bad_bool]) == "InstructionDidNotDeserialize"
+    unknown = Instruction(pause.program_id, bytes(8), pause.accounts)
+    assert svm.fails(svm.owner, [unknown]) == "InstructionFallbackNotFound"
+    few = Instruction(ix.program_id, ix.data, ix.accounts[:2])
+    assert svm.fails(m.keypair, [few]) == "AccountNotEnoughKeys"
+    unchanged(svm)
+
+
+def test_close_only_when_halted(svm: Svm) -> None:
+    in_round(svm, 3)
+    close = svm.p.close_run(svm.owner.pubkey(), *svm.accounts)
+    assert svm.fails(svm.owner, [close]) == "RunNotHalted"
+    unchanged(svm)
+    svm.set_paused(True)
+    svm.ok("close_run", svm.owner, [close])
+    assert closed(svm, svm.coordinator.pubkey())
+    assert closed(svm, svm.run)

@@ -39,10 +39,28 @@ pub const ID: Address = Address::from_str_const("FUpMU31XoAdktVVD1HoKfbQer7cpGkp
 pub mod discriminator {
     /// `init_run`
     pub const INIT_RUN: [u8; 8] = [148, 105, 121, 172, 230, 223, 101, 42];
-    /// `bump`
-    pub const BUMP: [u8; 8] = [102, 163, 91, 221, 146, 88, 184, 142];
+    /// `update`
+    pub const UPDATE: [u8; 8] = [219, 200, 88, 176, 158, 63, 253, 127];
     /// `set_paused`
     pub const SET_PAUSED: [u8; 8] = [91, 60, 125, 192, 176, 225, 166, 218];
+    /// `join_run`
+    pub const JOIN_RUN: [u8; 8] = [72, 160, 125, 102, 106, 134, 246, 75];
+    /// `withdraw`
+    pub const WITHDRAW: [u8; 8] = [183, 18, 70, 156, 148, 109, 161, 34];
+    /// `tick`
+    pub const TICK: [u8; 8] = [92, 79, 44, 8, 101, 80, 63, 15];
+    /// `warmup_witness`
+    pub const WARMUP_WITNESS: [u8; 8] = [211, 232, 122, 232, 63, 22, 55, 94];
+    /// `witness`
+    pub const WITNESS: [u8; 8] = [213, 244, 149, 25, 142, 223, 21, 39];
+    /// `health_check`
+    pub const HEALTH_CHECK: [u8; 8] = [115, 90, 99, 168, 138, 18, 157, 131];
+    /// `report`
+    pub const REPORT: [u8; 8] = [96, 121, 245, 84, 178, 45, 48, 91];
+    /// `checkpoint`
+    pub const CHECKPOINT: [u8; 8] = [213, 200, 19, 204, 240, 143, 184, 252];
+    /// `close_run`
+    pub const CLOSE_RUN: [u8; 8] = [31, 61, 130, 76, 74, 147, 171, 204];
 }
 
 /// Routes an instruction by its 8-byte discriminator.
@@ -59,8 +77,17 @@ pub fn process_instruction(
         .ok_or(PsycheError::InstructionMissing)?;
     match *tag {
         discriminator::INIT_RUN => instructions::init_run(accounts, args),
-        discriminator::BUMP => instructions::bump(accounts, args),
+        discriminator::UPDATE => instructions::update(accounts, args),
         discriminator::SET_PAUSED => instructions::set_paused(accounts, args),
+        discriminator::JOIN_RUN => instructions::join_run(accounts, args),
+        discriminator::WITHDRAW => instructions::withdraw(accounts, args),
+        discriminator::TICK => instructions::tick(accounts, args),
+        discriminator::WARMUP_WITNESS => instructions::warmup_witness(accounts, args),
+        discriminator::WITNESS => instructions::witness(accounts, args),
+        discriminator::HEALTH_CHECK => instructions::health_check(accounts, args),
+        discriminator::REPORT => instructions::report(accounts, args),
+        discriminator::CHECKPOINT => instructions::checkpoint(accounts, args),
+        discriminator::CLOSE_RUN => instructions::close_run(accounts, args),
         _ => Err(ProgramError::from(PsycheError::InstructionFallbackNotFound)),
     }
 }
@@ -84,10 +111,44 @@ mod tests {
             discriminator::INIT_RUN,
             anchor_discriminator("global:init_run")
         );
-        assert_eq!(discriminator::BUMP, anchor_discriminator("global:bump"));
+        assert_eq!(discriminator::UPDATE, anchor_discriminator("global:update"));
         assert_eq!(
             discriminator::SET_PAUSED,
             anchor_discriminator("global:set_paused")
+        );
+        assert_eq!(
+            discriminator::JOIN_RUN,
+            anchor_discriminator("global:join_run")
+        );
+        assert_eq!(
+            discriminator::WITHDRAW,
+            anchor_discriminator("global:withdraw")
+        );
+        assert_eq!(discriminator::TICK, anchor_discriminator("global:tick"));
+        assert_eq!(
+            discriminator::WARMUP_WITNESS,
+            anchor_discriminator("global:warmup_witness")
+        );
+        assert_eq!(
+            discriminator::WITNESS,
+            anchor_discriminator("global:witness")
+        );
+        assert_eq!(
+            discriminator::HEALTH_CHECK,
+            anchor_discriminator("global:health_check")
+        );
+        assert_eq!(discriminator::REPORT, anchor_discriminator("global:report"));
+        assert_eq!(
+            discriminator::CHECKPOINT,
+            anchor_discriminator("global:checkpoint")
+        );
+        assert_eq!(
+            discriminator::CLOSE_RUN,
+            anchor_discriminator("global:close_run")
+        );
+        assert_eq!(
+            state::CoordinatorAccount::DISCRIMINATOR,
+            anchor_discriminator("account:CoordinatorAccount")
         );
         assert_eq!(
             state::Run::DISCRIMINATOR,
@@ -108,7 +169,7 @@ mod tests {
         );
         let other = Address::new_from_array([7; 32]);
         assert_eq!(
-            process_instruction(&other, &mut accounts, &discriminator::BUMP),
+            process_instruction(&other, &mut accounts, &discriminator::TICK),
             Err(PsycheError::DeclaredProgramIdMismatch.into())
         );
     }

@@ -1,6 +1,15 @@
 //! On-chain account layouts.
+//!
+//! Two accounts per run:
+//! - `Run`, the run-instance PDA `[RUN_SEED, run_id]`: owner, join authority and the address of
+//!   the run's coordinator account;
+//! - `CoordinatorAccount`, a plain keypair account created by the client with the system
+//!   program's `create_account` in the same transaction as `init_run` (64,216 bytes: more than a
+//!   program may allocate through CPI), holding the run's address and `psyche_core::State`
+//!   byte for byte, edited in place.
 
 use bytemuck::{Pod, Zeroable};
+use psyche_core::{State, STATE_SIZE};
 
 use crate::error::PsycheError;
 
@@ -11,20 +20,20 @@ use crate::error::PsycheError;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct Run {
-    /// Who may change the run.
-    pub authority: [u8; 32],
+    /// Who may update, pause, resume and close the run.
+    pub owner: [u8; 32],
+    /// When not all zeros, every `join_run` must be co-signed by this key.
+    pub join_authority: [u8; 32],
+    /// The run's coordinator account.
+    pub coordinator: [u8; 32],
     /// The run id the PDA is derived from.
     pub run_id: [u8; 32],
-    /// Incremented by `bump`.
-    pub counter: u64,
     /// `psyche_core::STATE_VERSION` when the run was created.
     pub state_version: u32,
-    /// 1 when paused, else 0 (a Borsh `bool`).
-    pub paused: u8,
     /// The PDA's canonical bump.
     pub bump: u8,
     /// Keeps the layout free of implicit padding; always zero.
-    pub reserved: [u8; 2],
+    pub reserved: [u8; 3],
 }
 
 /// Seed prefix of run PDAs: `[RUN_SEED, run_id]`.
@@ -36,35 +45,105 @@ impl Run {
     /// Size of the account's data: discriminator + fields.
     pub const SPACE: usize = 8 + core::mem::size_of::<Run>();
 
-    /// Reads a run from account data, checking the discriminator.
+    /// Reads a run from account data, checking the discriminator and the exact size.
     pub fn load(data: &[u8]) -> Result<&Run, PsycheError> {
-        let body = Self::body(data)?;
-        bytemuck::try_from_bytes(body).map_err(|_| PsycheError::AccountDidNotDeserialize)
-    }
-
-    /// Borrows a run mutably from account data, checking the discriminator.
-    pub fn load_mut(data: &mut [u8]) -> Result<&mut Run, PsycheError> {
-        let (tag, body) = data
-            .split_first_chunk_mut::<8>()
-            .ok_or(PsycheError::AccountDidNotDeserialize)?;
-        if *tag != Self::DISCRIMINATOR {
-            return Err(PsycheError::AccountDiscriminatorMismatch);
+        if data.len() != Self::SPACE {
+            return Err(PsycheError::AccountDidNotDeserialize);
         }
-        let body = body
-            .get_mut(..core::mem::size_of::<Run>())
-            .ok_or(PsycheError::AccountDidNotDeserialize)?;
-        bytemuck::try_from_bytes_mut(body).map_err(|_| PsycheError::AccountDidNotDeserialize)
-    }
-
-    fn body(data: &[u8]) -> Result<&[u8], PsycheError> {
         let (tag, body) = data
             .split_first_chunk::<8>()
             .ok_or(PsycheError::AccountDidNotDeserialize)?;
         if *tag != Self::DISCRIMINATOR {
             return Err(PsycheError::AccountDiscriminatorMismatch);
         }
-        body.get(..core::mem::size_of::<Run>())
-            .ok_or(PsycheError::AccountDidNotDeserialize)
+        bytemuck::try_from_bytes(body).map_err(|_| PsycheError::AccountDidNotDeserialize)
+    }
+
+    /// Writes the discriminator and `run` into fresh account data.
+    pub fn store(data: &mut [u8], run: &Run) -> Result<(), PsycheError> {
+        if data.len() != Self::SPACE {
+            return Err(PsycheError::AccountDidNotDeserialize);
+        }
+        let (tag, body) = data
+            .split_first_chunk_mut::<8>()
+            .ok_or(PsycheError::AccountDidNotDeserialize)?;
+        *tag = Self::DISCRIMINATOR;
+        body.copy_from_slice(bytemuck::bytes_of(run));
+        Ok(())
+    }
+
+    /// Mutable view (discriminator checked).
+    pub fn load_mut(data: &mut [u8]) -> Result<&mut Run, PsycheError> {
+        if data.len() != Self::SPACE {
+            return Err(PsycheError::AccountDidNotDeserialize);
+        }
+        let (tag, body) = data
+            .split_first_chunk_mut::<8>()
+            .ok_or(PsycheError::AccountDidNotDeserialize)?;
+        if *tag != Self::DISCRIMINATOR {
+            return Err(PsycheError::AccountDiscriminatorMismatch);
+        }
+        bytemuck::try_from_bytes_mut(body).map_err(|_| PsycheError::AccountDidNotDeserialize)
+    }
+}
+
+/// Header of the coordinator account, after the discriminator and before the state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct CoordinatorHeader {
+    /// The run (PDA) this coordinator belongs to.
+    pub run: [u8; 32],
+}
+
+/// The coordinator account: discriminator, `CoordinatorHeader`, `psyche_core::State`.
+pub struct CoordinatorAccount;
+
+impl CoordinatorAccount {
+    /// `sha256("account:CoordinatorAccount")[..8]`, as Anchor computes it.
+    pub const DISCRIMINATOR: [u8; 8] = [239, 33, 177, 55, 44, 155, 86, 43];
+    /// Offset of the state in the account's data (8-aligned, as `State` needs).
+    pub const STATE_OFFSET: usize = 8 + core::mem::size_of::<CoordinatorHeader>();
+    /// Size of the account's data.
+    pub const SPACE: usize = Self::STATE_OFFSET + STATE_SIZE;
+
+    /// Splits initialized account data into header and state, checking size and discriminator
+    /// (the state's version is checked by the caller against `STATE_VERSION`).
+    pub fn load_mut(data: &mut [u8]) -> Result<(&mut CoordinatorHeader, &mut State), PsycheError> {
+        if data.len() != Self::SPACE {
+            return Err(PsycheError::AccountSize);
+        }
+        let (tag, rest) = data
+            .split_first_chunk_mut::<8>()
+            .ok_or(PsycheError::AccountSize)?;
+        if *tag != Self::DISCRIMINATOR {
+            return Err(PsycheError::AccountDiscriminatorMismatch);
+        }
+        let (header, state) = rest.split_at_mut(core::mem::size_of::<CoordinatorHeader>());
+        let header: &mut CoordinatorHeader = bytemuck::try_from_bytes_mut(header)
+            .map_err(|_| PsycheError::AccountDidNotDeserialize)?;
+        let state =
+            State::from_bytes_mut(state).map_err(|_| PsycheError::AccountDidNotDeserialize)?;
+        Ok((header, state))
+    }
+
+    /// For `init_run`: requires zeroed data of the right size, writes discriminator and header,
+    /// and returns the (zeroed) state for `State::init`.
+    pub fn init<'a>(data: &'a mut [u8], run: &[u8; 32]) -> Result<&'a mut State, PsycheError> {
+        if data.len() != Self::SPACE {
+            return Err(PsycheError::AccountSize);
+        }
+        // The discriminator and the header must be zero: the account was just created.
+        // (The state itself is re-initialized by `State::init`.)
+        if data.iter().take(Self::STATE_OFFSET).any(|&b| b != 0) {
+            return Err(PsycheError::AccountNotZeroed);
+        }
+        let (tag, rest) = data
+            .split_first_chunk_mut::<8>()
+            .ok_or(PsycheError::AccountSize)?;
+        *tag = Self::DISCRIMINATOR;
+        let (header, state) = rest.split_at_mut(core::mem::size_of::<CoordinatorHeader>());
+        header.copy_from_slice(run);
+        State::from_bytes_mut(state).map_err(|_| PsycheError::AccountDidNotDeserialize)
     }
 }
 
@@ -74,29 +153,50 @@ mod tests {
 
     #[test]
     fn layout_is_fixed() {
-        assert_eq!(core::mem::size_of::<Run>(), 80);
-        assert_eq!(Run::SPACE, 88);
-        assert_eq!(core::mem::offset_of!(Run, counter), 64);
-        assert_eq!(core::mem::offset_of!(Run, state_version), 72);
-        assert_eq!(core::mem::offset_of!(Run, paused), 76);
-        assert_eq!(core::mem::offset_of!(Run, bump), 77);
+        assert_eq!(core::mem::size_of::<Run>(), 136);
+        assert_eq!(Run::SPACE, 144);
+        assert_eq!(core::mem::offset_of!(Run, coordinator), 64);
+        assert_eq!(core::mem::offset_of!(Run, state_version), 128);
+        assert_eq!(CoordinatorAccount::STATE_OFFSET, 40);
+        assert_eq!(CoordinatorAccount::SPACE, 64_216);
     }
 
     #[test]
     fn load_checks_discriminator_and_length() {
-        let mut data = [0u64; 11];
+        let mut data = [0u64; 18];
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut data);
         assert_eq!(
             Run::load(bytes),
             Err(PsycheError::AccountDiscriminatorMismatch)
         );
         bytes[..8].copy_from_slice(&Run::DISCRIMINATOR);
-        bytes[8 + 64] = 5;
-        assert_eq!(Run::load(bytes).map(|r| r.counter), Ok(5));
+        bytes[8 + 128] = 5;
+        assert_eq!(Run::load(bytes).map(|r| r.state_version), Ok(5));
         assert_eq!(
             Run::load(&bytes[..40]),
             Err(PsycheError::AccountDidNotDeserialize)
         );
         assert_eq!(Run::load(&[]), Err(PsycheError::AccountDidNotDeserialize));
+    }
+
+    #[test]
+    fn coordinator_checks_size_discriminator_and_zeroes() {
+        let mut words = std::vec![0u64; CoordinatorAccount::SPACE / 8];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+        assert_eq!(
+            CoordinatorAccount::load_mut(bytes).err(),
+            Some(PsycheError::AccountDiscriminatorMismatch)
+        );
+        assert_eq!(
+            CoordinatorAccount::load_mut(&mut bytes[..100]).err(),
+            Some(PsycheError::AccountSize)
+        );
+        assert!(CoordinatorAccount::init(bytes, &[3; 32]).is_ok());
+        assert_eq!(
+            CoordinatorAccount::init(bytes, &[3; 32]).err(),
+            Some(PsycheError::AccountNotZeroed)
+        );
+        let (header, _) = CoordinatorAccount::load_mut(bytes).unwrap();
+        assert_eq!(header.run, [3; 32]);
     }
 }
