@@ -1,0 +1,219 @@
+"""`CoordinatorBackend` over the Solana coordinator program.
+
+- identity: `wallet` is the Solana keypair's public key (it signs every transaction); the node
+  key (ed25519, libp2p identity, signs results) is registered with it by `join_run`;
+- state: polled with `getAccountInfo` on the run's coordinator account every `poll_s` seconds
+  and decoded by the core bindings; `wait_state` resolves on the first polled state that
+  satisfies the predicate;
+- sends: one transaction per message through `SolanaCoordinatorClient` (retries, confirmation);
+  a program rejection raises `CoordinatorRejected` with the core's error name;
+- ticks: none are needed from clients (every instruction ticks first), but `tick_s` makes this
+  client send a permissionless `tick` when the state has not changed for that long, so phase
+  timeouts fire even when nobody else is sending;
+- peers: there is no on-chain directory. `peer_addresses()` returns the static bootstrap list
+  given at construction (node key → {"p2p_addr", "fast_addr"}), plus this client's own
+  advertisement; `advertise()` records it locally only. Peers discovered through gossip are the
+  p2p layer's business.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+
+from solders.instruction import Instruction
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+
+from psyche_client import _core
+from psyche_client.backend.tcp import CoordinatorRejected
+from psyche_client.solana.program import CoordinatorProgram
+from psyche_client.solana.rpc import ProgramRejected, SolanaCoordinatorClient
+
+
+def model_ref(model: dict[str, str]) -> _core.ModelRef:
+    """A core `ModelRef` from its JSON form {"kind", "location", "revision"}."""
+    kind, location, revision = (
+        model.get("kind"),
+        model.get("location", ""),
+        model.get("revision", ""),
+    )
+    if kind == "LocalPath":
+        return _core.ModelRef.local_path(location)
+    if kind == "HttpUrl":
+        return _core.ModelRef.http_url(location)
+    if kind == "HuggingFace":
+        return _core.ModelRef.hugging_face(location, revision)
+    if kind == "Peers":
+        return _core.ModelRef.peers()
+    raise CoordinatorRejected("InvalidModelRef", f"unknown model kind {kind!r}")
+
+
+class SolanaBackend:
+    """A client's view of one run on the coordinator program."""
+
+    def __init__(
+        self,
+        rpc_url: str,
+        wallet: Keypair,
+        node_key: bytes,
+        run: Pubkey,
+        *,
+        join_authority: Keypair | None = None,
+        bootstrap_peers: dict[bytes, dict[str, str]] | None = None,
+        poll_s: float = 0.5,
+        tick_s: float | None = 2.0,
+        program: CoordinatorProgram | None = None,
+    ) -> None:
+        self.keypair = wallet
+        self.wallet = bytes(wallet.pubkey())
+        self.node_key = node_key
+        self.run = run
+        self.join_authority = join_authority
+        self.client = SolanaCoordinatorClient(rpc_url, wallet, program)
+        self.p = self.client.program
+        self.poll_s = poll_s
+        self.tick_s = tick_s
+        self.coordinator = Pubkey.default()
+        self._peers = dict(bootstrap_peers or {})
+        self._state: _core.Coordinator | None = None
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._last_change = time.monotonic()
+
+    # ------------------------------------------------------------------ lifecycle and state
+
+    async def start(self) -> None:
+        account = await self.client.run_account(self.run)
+        self.coordinator = account.coordinator
+        self._state = await self.client.state(self.coordinator)
+        self._last_change = time.monotonic()
+        self._task = asyncio.create_task(self._poll())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        with contextlib.suppress(Exception):
+            await self.client.close()
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_s)
+            try:
+                state = await self.client.state(self.coordinator)
+            except Exception:  # noqa: BLE001 - transient RPC trouble: poll again
+                continue
+            if self._state is None or state.to_bytes() != self._state.to_bytes():
+                self._state = state
+                self._last_change = time.monotonic()
+                async with self._changed:
+                    self._changed.notify_all()
+            elif self.tick_s is not None and time.monotonic() - self._last_change > self.tick_s:
+                self._last_change = time.monotonic()
+                with contextlib.suppress(Exception):
+                    await self.client.send([self.p.tick(self.run, self.coordinator)], what="tick")
+
+    def state(self) -> _core.Coordinator:
+        assert self._state is not None, "start() first"
+        return self._state
+
+    async def wait_state(
+        self, predicate: Callable[[_core.Coordinator], bool], timeout_s: float | None
+    ) -> _core.Coordinator:
+        async def wait() -> _core.Coordinator:
+            async with self._changed:
+                while self._state is None or not predicate(self._state):
+                    await self._changed.wait()
+                return self._state
+
+        return await asyncio.wait_for(wait(), timeout_s)
+
+    async def refresh(self) -> _core.Coordinator:
+        """Reads the state now (after a send, so the caller sees its own effect)."""
+        state = await self.client.state(self.coordinator)
+        if self._state is None or state.to_bytes() != self._state.to_bytes():
+            self._state = state
+            self._last_change = time.monotonic()
+            async with self._changed:
+                self._changed.notify_all()
+        return state
+
+    # ------------------------------------------------------------------ peers
+
+    def peer_addresses(self) -> dict[bytes, dict[str, str]]:
+        return dict(self._peers)
+
+    async def advertise(self, p2p_addr: str, fast_addr: str) -> None:
+        self._peers[self.node_key] = {"p2p_addr": p2p_addr, "fast_addr": fast_addr}
+
+    # ------------------------------------------------------------------ messages
+
+    async def _send(self, what: str, ix: Instruction, signers: tuple[Keypair, ...] = ()) -> None:
+        try:
+            await self.client.send([ix], signers, what)
+        except ProgramRejected as e:
+            raise CoordinatorRejected(e.name, str(e)) from None
+        await self.refresh()
+
+    async def join(self) -> None:
+        authorizer = self.join_authority
+        ix = self.p.join_run(
+            self.keypair.pubkey(),
+            self.run,
+            self.coordinator,
+            self.node_key,
+            None if authorizer is None else authorizer.pubkey(),
+        )
+        await self._send("join_run", ix, () if authorizer is None else (authorizer,))
+
+    async def withdraw(self) -> None:
+        await self._send("withdraw", self.p.withdraw(self.keypair.pubkey(), *self._accounts))
+
+    async def warmup_witness(self) -> None:
+        ix = self.p.warmup_witness(self.keypair.pubkey(), *self._accounts)
+        await self._send("warmup_witness", ix)
+
+    async def witness(
+        self,
+        position: int,
+        results: bytes,
+        trainers: bytes,
+        loss_milli: int,
+        tokens_per_sec: int,
+        download_kib: int,
+    ) -> None:
+        ix = self.p.witness(
+            self.keypair.pubkey(),
+            *self._accounts,
+            position,
+            results,
+            trainers,
+            loss_milli=loss_milli,
+            tokens_per_sec=tokens_per_sec,
+            download_kib=download_kib,
+        )
+        await self._send("witness", ix)
+
+    async def health_check(self, target: int, height: int) -> None:
+        ix = self.p.health_check(self.keypair.pubkey(), *self._accounts, target, height)
+        await self._send("health_check", ix)
+
+    async def report(self, target: int) -> None:
+        await self._send("report", self.p.report(self.keypair.pubkey(), *self._accounts, target))
+
+    async def checkpoint(self, model: dict[str, str]) -> None:
+        ix = self.p.checkpoint(self.keypair.pubkey(), *self._accounts, model_ref(model))
+        await self._send("checkpoint", ix)
+
+    async def tick(self) -> None:
+        """A permissionless tick (phase timeouts)."""
+        await self._send("tick", self.p.tick(self.run, self.coordinator))
+
+    @property
+    def _accounts(self) -> tuple[Pubkey, Pubkey]:
+        return self.run, self.coordinator

@@ -1,0 +1,120 @@
+"""One full epoch on solana-test-validator: three clients, each a `SolanaBackend` (the client
+loop's backend), an operator using the SDK, short phase times, real clock and SlotHashes.
+
+Clients act like the client loop does, from the polled state only: warmup witness, witness
+submissions with salted filters of the previous round's trainers, the checkpoint in Cooldown.
+The run must reach Finished with both data rounds applied. Rejections caused by racing the
+clock (a phase that changed between the read and the send) are tolerated and counted; the
+outcome is asserted, not the timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from solders.keypair import Keypair
+
+from psyche_client import _core
+from psyche_client.backend.solana import SolanaBackend
+from psyche_client.backend.tcp import CoordinatorRejected
+from psyche_client.solana.rpc import SolanaCoordinatorClient
+
+CONFIG = _core.Config(
+    total_steps=2,
+    batch_size_start=6,
+    batch_size_end=6,
+    batch_ramp_steps=0,
+    rounds_per_epoch=2,
+    waiting_extra_secs=1,
+    warmup_secs=30,
+    max_round_train_secs=30,
+    round_witness_secs=15,
+    witness_grace_secs=1,
+    cooldown_secs=2,
+    min_clients=3,
+    max_clients=3,
+    witnesses_per_round=3,
+    witness_quorum_pct=66,
+    verification_pct=0,
+)
+ROLE_WITNESS = 2
+
+
+async def act(client: SolanaBackend, rejected: list[str]) -> None:
+    """What the client loop would do with the current state (one action at most)."""
+    s = client.state()
+    slot = s.find_client(client.wallet)
+    if slot is None:
+        return
+    try:
+        if s.phase == "Warmup" and slot not in s.warmup_ready():
+            await client.warmup_witness()
+        elif s.phase in ("RoundTrain", "RoundWitness"):
+            h = s.height
+            pos = s.position_of(h, slot)
+            done = {sub.client for sub in s.round(h).submissions}
+            if pos is None or not s.roles(h, slot) & ROLE_WITNESS or slot in done:
+                return
+            salt = s.witness_salt(h, pos)
+            trainers, results = _core.Bloom(), _core.Bloom()
+            if h >= 1:
+                for trainer, _start, _end in s.assignments(h - 1):
+                    trainers.add(s.client(trainer).wallet, salt)
+            await client.witness(pos, results.to_bytes(), trainers.to_bytes(), 2000, 500, 10)
+        elif s.phase == "Cooldown" and not s.checkpointed and slot == 0:
+            await client.checkpoint({"kind": "HuggingFace", "location": "org/m", "revision": "e0"})
+    except CoordinatorRejected as e:
+        rejected.append(e.name)
+
+
+def test_one_epoch_through_the_validator(rpc_url: str) -> None:
+    async def scenario() -> None:
+        operator = SolanaCoordinatorClient(rpc_url, Keypair())
+        await operator.airdrop(operator.payer.pubkey(), 5_000_000_000)
+        run, coordinator = await operator.create_run(
+            os.urandom(32), CONFIG, _core.ModelRef.hugging_face("org/m", "base")
+        )
+        p = operator.program
+        owner = operator.payer.pubkey()
+        await operator.send([p.set_paused(owner, run, coordinator, False)], what="resume")
+
+        clients = []
+        for _ in range(3):
+            wallet = Keypair()
+            await operator.airdrop(wallet.pubkey(), 1_000_000_000)
+            backend = SolanaBackend(
+                rpc_url, wallet, bytes(Keypair().pubkey()), run, poll_s=0.3, tick_s=1.0
+            )
+            await backend.start()
+            await backend.join()
+            clients.append(backend)
+        assert clients[0].state().count("Healthy") == 3
+
+        phases: list[str] = []
+        rejected: list[str] = []
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            state = await clients[0].refresh()
+            if not phases or phases[-1] != state.phase:
+                phases.append(state.phase)
+            if state.phase == "Finished":
+                break
+            await asyncio.gather(*(act(c, rejected) for c in clients))
+            await asyncio.sleep(0.3)
+        final = await operator.state(coordinator)
+        for c in clients:
+            await c.stop()
+        await operator.close()
+
+        assert final.phase == "Finished", f"phases {phases}, rejected {rejected}"
+        assert final.steps_done == 2
+        assert final.epochs_completed == 1
+        assert final.model.revision == "e0"
+        for phase in ("Warmup", "RoundTrain", "Cooldown", "Finished"):
+            assert phase in phases, phases
+        # Only races with the clock may be refused, never a malformed or unauthorized message.
+        assert set(rejected) <= {"WrongPhase", "DuplicateWitness", "NotWitness", "BadProof"}
+
+    asyncio.run(scenario())
