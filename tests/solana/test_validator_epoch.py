@@ -90,7 +90,7 @@ def test_one_epoch_through_the_validator(rpc_url: str) -> None:
             await backend.start()
             await backend.join()
             clients.append(backend)
-        assert clients[0].state().count("Healthy") == 3
+        assert (await clients[0].refresh()).count("Healthy") == 3
 
         phases: list[str] = []
         rejected: list[str] = []
