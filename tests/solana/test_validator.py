@@ -9,13 +9,17 @@ account is created and initialized in one transaction, and that rejections come 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+from pathlib import Path
 
 import pytest
 from solana.rpc.api import Client
 from solders.keypair import Keypair
+from typer.testing import CliRunner
 
 from psyche_client import _core
+from psyche_client.solana.operator import run_app
 from psyche_client.solana.program import COORDINATOR_SPACE
 from psyche_client.solana.rpc import ProgramRejected, SolanaCoordinatorClient
 
@@ -77,3 +81,48 @@ def test_create_run_update_and_reject_over_rpc(rpc_url: str) -> None:
         await intruder.close()
 
     asyncio.run(scenario())
+
+
+def test_operator_commands(rpc_url: str, tmp_path: Path) -> None:
+    """create → status → pause → update → resume → pause → close, as an operator runs them."""
+    runner = CliRunner()
+    key = tmp_path / "owner.json"
+    assert runner.invoke(run_app, ["new-keypair", str(key)]).exit_code == 0
+    common = ["--rpc", rpc_url, "--keypair", str(key), "--run-id", "demo-ops"]
+
+    def ok(*args: str) -> str:
+        result = runner.invoke(run_app, [*args, *common])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    created = json.loads(
+        ok(
+            "create",
+            "--airdrop",
+            "2",
+            "--set",
+            "min_clients=1",
+            "--model-kind",
+            "hf",
+            "--model-location",
+            "org/m",
+            "--model-revision",
+            "r1",
+        )
+    )
+    status = json.loads(ok("status"))
+    assert status["run"] == created["run"]
+    assert status["phase"] == "Paused"
+    assert status["model"] == {"kind": "HuggingFace", "location": "org/m", "revision": "r1"}
+    assert status["config"]["min_clients"] == 1
+    ok("update", "--set", "total_steps=9")
+    assert json.loads(ok("status"))["config"]["total_steps"] == 9
+    ok("resume")
+    assert json.loads(ok("status"))["phase"] == "WaitingForMembers"
+    rejected = runner.invoke(run_app, ["update", "--set", "total_steps=5", *common])
+    assert rejected.exit_code == 1
+    assert "NotHalted" in rejected.output
+    ok("pause")
+    ok("close")
+    gone = runner.invoke(run_app, ["status", *common])
+    assert gone.exit_code == 1

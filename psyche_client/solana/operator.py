@@ -1,0 +1,225 @@
+"""Operator commands for runs on the coordinator program: create, update, pause, resume, status,
+close — against any RPC URL with any keypair file (default: localnet and the Solana CLI's
+default keypair).
+
+`run_app` is a typer app meant to be mounted as `psyche-client run …`; until then it runs as
+`python -m psyche_client.solana.operator …`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+
+from psyche_client import _core
+from psyche_client.identity import load_keypair
+from psyche_client.solana.program import CoordinatorProgram, run_id_bytes
+from psyche_client.solana.rpc import ProgramRejected, SendFailed, SolanaCoordinatorClient
+
+DEFAULT_RPC = "http://127.0.0.1:8899"
+DEFAULT_KEYPAIR = "~/.config/solana/id.json"
+
+run_app = typer.Typer(help="Create and operate runs on the Solana coordinator program.")
+
+T = TypeVar("T")
+
+Rpc = Annotated[str, typer.Option("--rpc", help="RPC URL (localnet, devnet, mainnet, …)")]
+KeyPath = Annotated[str, typer.Option("--keypair", help="owner keypair file (Solana JSON)")]
+RunId = Annotated[str, typer.Option("--run-id", help="run id: up to 32 bytes of UTF-8")]
+Sets = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="config field=value (repeatable), e.g. --set min_clients=4"),
+]
+
+
+def keypair(path: str) -> Keypair:
+    key = load_keypair(path)
+    return Keypair.from_seed(key.seed)
+
+
+def config_from(sets: list[str] | None, base: _core.Config | None = None) -> _core.Config:
+    fields: dict[str, Any] = {}
+    for item in sets or []:
+        name, _, value = item.partition("=")
+        if not value:
+            raise typer.BadParameter(f"--set {item!r}: expected field=value")
+        fields[name.strip()] = int(value)
+    try:
+        config = (base or _core.Config()).replace(**fields)
+        config.validate()
+    except TypeError as e:
+        raise typer.BadParameter(str(e)) from None
+    except _core.CoordinatorError as e:
+        raise typer.BadParameter(f"config: {e.name}") from None
+    return config
+
+
+def model_from(kind: str, location: str, revision: str) -> _core.ModelRef:
+    makers: dict[str, Callable[[], _core.ModelRef]] = {
+        "hf": lambda: _core.ModelRef.hugging_face(location, revision),
+        "http": lambda: _core.ModelRef.http_url(location),
+        "path": lambda: _core.ModelRef.local_path(location),
+        "peers": _core.ModelRef.peers,
+    }
+    if kind not in makers:
+        raise typer.BadParameter(f"--model-kind must be one of {', '.join(makers)}")
+    try:
+        return makers[kind]()
+    except _core.CoordinatorError as e:
+        raise typer.BadParameter(f"model: {e.name}") from None
+
+
+def run_async(fn: Callable[[SolanaCoordinatorClient], Awaitable[T]], rpc: str, key: str) -> T:
+    async def go() -> T:
+        sdk = SolanaCoordinatorClient(rpc, keypair(key))
+        try:
+            return await fn(sdk)
+        finally:
+            await sdk.close()
+
+    try:
+        return asyncio.run(go())
+    except ProgramRejected as e:
+        typer.echo(f"rejected: {e.name}", err=True)
+        raise typer.Exit(1) from None
+    except (SendFailed, LookupError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(1) from None
+
+
+def status_dict(run: Pubkey, state: _core.Coordinator, account: Any) -> dict[str, Any]:
+    return {
+        "run": str(run),
+        "coordinator": str(account.coordinator),
+        "owner": str(account.owner),
+        "join_authority": None if account.join_authority is None else str(account.join_authority),
+        "phase": state.phase,
+        "epoch": state.epoch,
+        "height": state.height,
+        "step": state.step,
+        "steps_done": state.steps_done,
+        "clients": {s: state.count(s) for s in ("Healthy", "Pending", "Dropped", "Ejected")},
+        "config": state.config.to_dict(),
+        "model": {
+            "kind": state.model.kind,
+            "location": state.model.location,
+            "revision": state.model.revision,
+        },
+    }
+
+
+@run_app.command()
+def create(
+    run_id: RunId,
+    rpc: Rpc = DEFAULT_RPC,
+    key: KeyPath = DEFAULT_KEYPAIR,
+    sets: Sets = None,
+    model_kind: Annotated[str, typer.Option(help="hf | http | path | peers")] = "peers",
+    model_location: str = "",
+    model_revision: str = "",
+    join_authority: Annotated[str | None, typer.Option(help="pubkey that co-signs joins")] = None,
+    airdrop: Annotated[float, typer.Option(help="SOL to airdrop first (localnet)")] = 0.0,
+    resume: Annotated[bool, typer.Option(help="open the run for joins right away")] = False,
+) -> None:
+    """Create a run (coordinator account + run PDA, one transaction); it starts paused."""
+    config = config_from(sets)
+    model = model_from(model_kind, model_location, model_revision)
+    gate = None if join_authority is None else Pubkey.from_string(join_authority)
+
+    async def go(sdk: SolanaCoordinatorClient) -> tuple[Pubkey, Pubkey]:
+        if airdrop:
+            await sdk.airdrop(sdk.payer.pubkey(), int(airdrop * 1e9))
+        run, coordinator = await sdk.create_run(run_id_bytes(run_id), config, model, gate)
+        if resume:
+            p = sdk.program
+            await sdk.send([p.set_paused(sdk.payer.pubkey(), run, coordinator, False)])
+        return run, coordinator
+
+    run, coordinator = run_async(go, rpc, key)
+    typer.echo(json.dumps({"run": str(run), "coordinator": str(coordinator)}))
+
+
+def _owner_op(run_id: str, rpc: str, key: str, build: Callable[..., Any]) -> None:
+    async def go(sdk: SolanaCoordinatorClient) -> None:
+        run = sdk.program.run_address(run_id_bytes(run_id))
+        account = await sdk.run_account(run)
+        await sdk.send([build(sdk.program, sdk.payer.pubkey(), run, account.coordinator)])
+
+    run_async(go, rpc, key)
+
+
+@run_app.command()
+def pause(run_id: RunId, rpc: Rpc = DEFAULT_RPC, key: KeyPath = DEFAULT_KEYPAIR) -> None:
+    """Pause the run (a running epoch is aborted; its data is requeued)."""
+    _owner_op(run_id, rpc, key, lambda p, o, r, c: p.set_paused(o, r, c, True))
+
+
+@run_app.command()
+def resume(run_id: RunId, rpc: Rpc = DEFAULT_RPC, key: KeyPath = DEFAULT_KEYPAIR) -> None:
+    """Resume a paused run."""
+    _owner_op(run_id, rpc, key, lambda p, o, r, c: p.set_paused(o, r, c, False))
+
+
+@run_app.command()
+def update(
+    run_id: RunId,
+    rpc: Rpc = DEFAULT_RPC,
+    key: KeyPath = DEFAULT_KEYPAIR,
+    sets: Sets = None,
+    model_kind: Annotated[str | None, typer.Option(help="hf | http | path | peers")] = None,
+    model_location: str = "",
+    model_revision: str = "",
+) -> None:
+    """Change config fields and/or the model (the run must be paused)."""
+
+    async def go(sdk: SolanaCoordinatorClient) -> None:
+        p: CoordinatorProgram = sdk.program
+        run = p.run_address(run_id_bytes(run_id))
+        account = await sdk.run_account(run)
+        state = await sdk.state(account.coordinator)
+        config = config_from(sets, state.config) if sets else None
+        model = (
+            None if model_kind is None else model_from(model_kind, model_location, model_revision)
+        )
+        ix = p.update(sdk.payer.pubkey(), run, account.coordinator, config, model)
+        await sdk.send([ix])
+
+    run_async(go, rpc, key)
+
+
+@run_app.command()
+def status(run_id: RunId, rpc: Rpc = DEFAULT_RPC, key: KeyPath = DEFAULT_KEYPAIR) -> None:
+    """Print the run's state as JSON."""
+
+    async def go(sdk: SolanaCoordinatorClient) -> dict[str, Any]:
+        run = sdk.program.run_address(run_id_bytes(run_id))
+        account = await sdk.run_account(run)
+        return status_dict(run, await sdk.state(account.coordinator), account)
+
+    typer.echo(json.dumps(run_async(go, rpc, key), indent=1))
+
+
+@run_app.command()
+def close(run_id: RunId, rpc: Rpc = DEFAULT_RPC, key: KeyPath = DEFAULT_KEYPAIR) -> None:
+    """Close a paused or finished run; the rent of both accounts returns to the owner."""
+    _owner_op(run_id, rpc, key, lambda p, o, r, c: p.close_run(o, r, c))
+
+
+@run_app.command("new-keypair")
+def new_keypair(path: Path) -> None:
+    """Write a fresh Solana keypair file (for localnet demos)."""
+    kp = Keypair()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(list(bytes(kp))))
+    typer.echo(str(kp.pubkey()))
+
+
+if __name__ == "__main__":
+    run_app()
