@@ -12,6 +12,10 @@
 #   PSYCHE_PROGRAM_SO          program to load      (default: target/deploy/psyche_coordinator.so)
 #   PSYCHE_START_TIMEOUT       seconds to wait for health                     (default 180)
 #   PSYCHE_VALIDATOR_BIN       solana-test-validator to run (default: the cached 3.1.12 build)
+#   PSYCHE_DEMO_RUN            when set, a run with this id is created and resumed once the
+#                              validator is healthy (owner keypair: $LEDGER/demo-owner.json,
+#                              airdropped; config defaults with min_clients=2)
+#   PSYCHE_PYTHON              python with psyche_client installed  (default: .venv/bin/python)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -90,6 +94,16 @@ until curl -s -m 2 -X POST -H 'Content-Type: application/json' -d "$health" "$ur
   fi
   sleep 0.5
 done
+
+if [ -n "${PSYCHE_DEMO_RUN:-}" ]; then
+  python="${PSYCHE_PYTHON:-$ROOT/.venv/bin/python}"
+  owner="$LEDGER/demo-owner.json"
+  "$python" -m psyche_client.solana.operator new-keypair "$owner" >/dev/null
+  created=$("$python" -m psyche_client.solana.operator create --rpc "$url" --keypair "$owner" \
+    --run-id "$PSYCHE_DEMO_RUN" --airdrop 10 --resume --set min_clients=2) ||
+    die "creating the demo run failed"
+  echo "start-validator: demo run '$PSYCHE_DEMO_RUN' $created owner-keypair=$owner"
+fi
 
 echo "start-validator: ready rpc=$url program=$PROGRAM_ID ledger=$LEDGER"
 wait "$validator_pid"
