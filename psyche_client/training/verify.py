@@ -18,8 +18,9 @@ Tolerance (PASS_THRESHOLD = 0.95), justified:
   above 0.99. bf16 training (≈4e-3 relative) is looser: run it with the same threshold but expect
   lower honest scores; measure before tightening.
 * tampering: random indices match k / chunk_numel of slots (1.6% at 16×16, k=4); flipping 10% of
-  the signs scores 0.9; a result computed on a different batch scores far below (tested). So
-  0.95 leaves a wide margin for honest noise and still rejects any material change.
+  the signs scores 0.9; a result computed on a different batch scores ≈ 0.84 (the shared
+  momentum history keeps it from 0); skipping the backward pass scores ≈ 0.5–0.6 (all tested).
+  So 0.95 leaves a wide margin for honest noise and still rejects any material change.
 """
 
 from __future__ import annotations
