@@ -10,6 +10,8 @@ leave the state unchanged.
 
 from __future__ import annotations
 
+import random
+
 from solders.account import Account
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
@@ -451,3 +453,53 @@ def test_close_only_when_halted(svm: Svm) -> None:
     svm.ok("close_run", svm.owner, [close])
     assert closed(svm, svm.coordinator.pubkey())
     assert closed(svm, svm.run)
+
+
+def test_no_panic_on_random_payloads(svm: Svm) -> None:
+    """Random argument bytes (every length up to the largest payload + 8) for every instruction,
+    sent by a stranger with the right accounts, each end in a named error — never a panic, an
+    access violation or a state change."""
+    in_round(svm, 3)
+    rng = random.Random(4)
+    stranger = svm.funded()
+    template = svm.p.witness(stranger.pubkey(), *svm.accounts, 0, bytes(320), bytes(320))
+    names = set()
+    for name in ("witness", "join_run", "withdraw", "health_check", "report", "checkpoint"):
+        tag = svm.p.program.coder.instruction.sighashes[name]
+        for length in (0, 1, 2, 6, 31, 32, 33, 319, 320, 321, 659, 660, 661, 700):
+            if name == "join_run" and length == 32:
+                continue  # a well-formed join by a new wallet is legitimate
+            data = tag + bytes(rng.getrandbits(8) for _ in range(length))
+            accounts = list(template.accounts)
+            if name == "join_run":  # user, authorizer, run, coordinator, slot_hashes
+                accounts.insert(1, AccountMeta(stranger.pubkey(), True, False))
+            names.add(svm.fails(stranger, [Instruction(template.program_id, data, accounts)]))
+    assert names <= {
+        "InstructionDidNotDeserialize",
+        "UnknownClient",
+        "InvalidKey",
+        "InvalidModelRef",
+        "WrongPhase",
+        "Full",
+    }, names
+    unchanged(svm)
+
+
+def test_corrupted_state_is_refused_without_panic(svm: Svm) -> None:
+    """Random bytes in the coordinator's state (header intact) are refused with a named error."""
+    svm.create_run(FAST)
+    real = svm.vm.get_account(svm.coordinator.pubkey())
+    assert real is not None
+    rng = random.Random(7)
+    for version in (1, 2):
+        state = bytearray(rng.getrandbits(8) for _ in range(_core.STATE_SIZE))
+        state[0:4] = version.to_bytes(4, "little")
+        data = bytes(real.data[:40]) + bytes(state)
+        svm.vm.set_account(
+            svm.coordinator.pubkey(),
+            Account(real.lamports, data, real.owner, False, real.rent_epoch),
+        )
+        name = svm.fails(svm.owner, [svm.p.tick(*svm.accounts)])
+        assert name == ("InvalidState" if version == 1 else "VersionMismatch")
+    svm.vm.set_account(svm.coordinator.pubkey(), real)
+    svm.tick()
