@@ -74,9 +74,12 @@ async def _handle(
         except (InvalidSignature, ValueError):
             writer.write(_frame(b"\x01bad signature"))
             return
-        ok = authorize(key)
-        if inspect.isawaitable(ok):
-            ok = await ok
+        try:
+            ok = authorize(key)
+            if inspect.isawaitable(ok):
+                ok = await ok
+        except Exception:  # a failing hook must refuse, never crash the server or let anyone in
+            ok = False
         if not ok:
             writer.write(_frame(b"\x01node key not authorised for this epoch"))
             return
