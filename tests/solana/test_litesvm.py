@@ -13,9 +13,12 @@ from __future__ import annotations
 import random
 
 from solders.account import Account
+from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
+from solders.message import Message
 from solders.pubkey import Pubkey
+from solders.transaction import VersionedTransaction
 
 from psyche_client import _core
 from psyche_client.solana.litesvm import EpochDriver, Member, Svm
@@ -503,3 +506,30 @@ def test_corrupted_state_is_refused_without_panic(svm: Svm) -> None:
         assert name == ("InvalidState" if version == 1 else "VersionMismatch")
     svm.vm.set_account(svm.coordinator.pubkey(), real)
     svm.tick()
+
+
+def test_witness_transaction_fits_one_packet(svm: Svm) -> None:
+    """A witness with both compute-budget instructions stays within 1,232 bytes, and runs."""
+    driver, members = in_round(svm, 4)
+    mirror = driver.mirror
+    h = mirror.height
+    slot, _roles = next((s, r) for s, r in mirror.committee(h) if r & 2)
+    m = next(m for m in members if mirror.find_client(m.wallet) == slot)
+    pos = mirror.position_of(h, slot)
+    assert pos is not None
+    filters = bytes([0xFF]) * 320
+    ixs = [
+        set_compute_unit_limit(60_000),
+        set_compute_unit_price(1),
+        svm.p.witness(m.keypair.pubkey(), *svm.accounts, pos, filters, filters),
+    ]
+    svm.vm.expire_blockhash()
+    message = Message.new_with_blockhash(ixs, m.keypair.pubkey(), svm.vm.latest_blockhash())
+    tx = VersionedTransaction(message, [m.keypair])
+    size = len(bytes(tx))
+    print(f"witness transaction: {size} bytes")
+    assert size <= 1232
+    svm.ok("witness", m.keypair, ixs)
+    svm.mirror_tick()
+    mirror.witness(m.wallet, pos, filters, filters, svm.now)
+    svm.check()

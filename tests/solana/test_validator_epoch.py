@@ -91,6 +91,13 @@ def test_one_epoch_through_the_validator(rpc_url: str) -> None:
             await backend.join()
             clients.append(backend)
         assert (await clients[0].refresh()).count("Healthy") == 3
+        # A program rejection reaches the client loop as the core's error name.
+        try:
+            await clients[0].join()
+        except CoordinatorRejected as e:
+            assert e.name == "DuplicateClient"
+        else:
+            raise AssertionError("a second join was accepted")
 
         phases: list[str] = []
         rejected: list[str] = []
@@ -104,6 +111,9 @@ def test_one_epoch_through_the_validator(rpc_url: str) -> None:
             await asyncio.gather(*(act(c, rejected) for c in clients))
             await asyncio.sleep(0.3)
         final = await operator.state(coordinator)
+        # Another client's poller sees the same final state.
+        seen = await clients[1].wait_state(lambda s: s.phase == "Finished", 30)
+        assert seen.to_bytes() == final.to_bytes()
         for c in clients:
             await c.stop()
         await operator.close()
