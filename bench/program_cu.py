@@ -53,6 +53,14 @@ def main() -> None:
     members = [Member(svm) for _ in range(n)]
     for m in members:
         svm.join(m.keypair, m.node_key)
+    run, coord = svm.accounts
+    for i, m in enumerate(members[:8]):
+        user = m.keypair.pubkey()
+        addr = f"/ip4/10.0.{i}.1/udp/4001/quic-v1/p2p/12D3KooW{'x' * 44}"
+        svm.ok(
+            "advertise", m.keypair, [svm.p.advertise(user, run, coord, addr, f"10.0.{i}.1:5000")]
+        )
+    svm.ok("close_peer", members[0].keypair, [svm.p.close_peer(members[0].keypair.pubkey(), run)])
     driver = EpochDriver(svm, members, dt=3)
     mirror = driver.mirror
 

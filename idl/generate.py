@@ -156,6 +156,27 @@ INSTRUCTIONS = [
         ],
         "args": [],
     },
+    {
+        "name": "advertise",
+        "docs": [
+            "A registered client publishes its p2p endpoints (each at most 128 bytes of UTF-8) "
+            'in its peer PDA ["peer", run, wallet], created on first use (the wallet pays).'
+        ],
+        "accounts": [
+            acc("user", mut=True, signer=True),
+            acc("run"),
+            acc("coordinator"),
+            acc("peer", mut=True),
+            acc("systemProgram"),
+        ],
+        "args": [arg("p2pAddr", "string"), arg("fastAddr", "string")],
+    },
+    {
+        "name": "closePeer",
+        "docs": ["The wallet removes its peer entry; the rent returns to it."],
+        "accounts": [acc("user", mut=True, signer=True), acc("peer", mut=True)],
+        "args": [],
+    },
 ]
 
 
@@ -235,6 +256,21 @@ ACCOUNTS = [
             ("stateVersion", "u32"),
             ("bump", "u8"),
             ("reserved", u8s(3)),
+        ],
+    ),
+    struct(
+        "Peer",
+        [
+            ("run", "publicKey"),
+            ("wallet", "publicKey"),
+            ("nodeKey", u8s(32)),
+            ("updatedAt", "i64"),
+            ("p2pAddrLen", "u16"),
+            ("fastAddrLen", "u16"),
+            ("bump", "u8"),
+            ("reserved", u8s(3)),
+            ("p2pAddr", u8s(128)),
+            ("fastAddr", u8s(128)),
         ],
     ),
     # The state is psyche_core::State byte for byte; decode it with

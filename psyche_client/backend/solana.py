@@ -10,10 +10,11 @@
 - ticks: none are needed from clients (every instruction ticks first), but `tick_s` makes this
   client send a permissionless `tick` when the state has not changed for that long, so phase
   timeouts fire even when nobody else is sending;
-- peers: there is no on-chain directory. `peer_addresses()` returns the static bootstrap list
-  given at construction (node key → {"p2p_addr", "fast_addr"}), plus this client's own
-  advertisement; `advertise()` records it locally only. Peers discovered through gossip are the
-  p2p layer's business.
+- peers: an on-chain directory. `advertise()` writes this client's endpoints to its peer PDA
+  `["peer", run, wallet]` (the program copies the node key from the client's slot, so an entry
+  always names the key the run registered); `peer_addresses()` returns the entries of the run's
+  current clients (refreshed with `getProgramAccounts` every `peers_s` seconds and after
+  `advertise`), merged over the static `bootstrap_peers` given at construction.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class SolanaBackend:
         bootstrap_peers: dict[bytes, dict[str, str]] | None = None,
         poll_s: float = 0.5,
         tick_s: float | None = 2.0,
+        peers_s: float = 5.0,
         program: CoordinatorProgram | None = None,
     ) -> None:
         self.keypair = wallet
@@ -76,8 +78,11 @@ class SolanaBackend:
         self.p = self.client.program
         self.poll_s = poll_s
         self.tick_s = tick_s
+        self.peers_s = peers_s
         self.coordinator = Pubkey.default()
-        self._peers = dict(bootstrap_peers or {})
+        self._bootstrap = dict(bootstrap_peers or {})
+        self._peers: dict[bytes, dict[str, str]] = {}
+        self._peers_at = 0.0
         self._state: _core.Coordinator | None = None
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -104,6 +109,9 @@ class SolanaBackend:
     async def _poll(self) -> None:
         while True:
             await asyncio.sleep(self.poll_s)
+            if time.monotonic() - self._peers_at > self.peers_s:
+                with contextlib.suppress(Exception):
+                    await self.refresh_peers()
             try:
                 state = await self.client.state(self.coordinator)
             except Exception:  # noqa: BLE001 - transient RPC trouble: poll again
@@ -146,10 +154,26 @@ class SolanaBackend:
     # ------------------------------------------------------------------ peers
 
     def peer_addresses(self) -> dict[bytes, dict[str, str]]:
-        return dict(self._peers)
+        return {**self._bootstrap, **self._peers}
+
+    async def refresh_peers(self) -> dict[bytes, dict[str, str]]:
+        """Reads the run's peer directory now; keeps entries of the state's current clients."""
+        self._peers_at = time.monotonic()
+        entries = await self.client.peers(self.run)
+        state = self._state
+        peers = {}
+        for e in entries:
+            slot = None if state is None else state.find_client(e.wallet)
+            if slot is None or state is None or state.client(slot).node_key != e.node_key:
+                continue
+            peers[e.node_key] = {"p2p_addr": e.p2p_addr, "fast_addr": e.fast_addr}
+        self._peers = peers
+        return self.peer_addresses()
 
     async def advertise(self, p2p_addr: str, fast_addr: str) -> None:
-        self._peers[self.node_key] = {"p2p_addr": p2p_addr, "fast_addr": fast_addr}
+        ix = self.p.advertise(self.keypair.pubkey(), *self._accounts, p2p_addr, fast_addr)
+        await self._send("advertise", ix)
+        await self.refresh_peers()
 
     # ------------------------------------------------------------------ messages
 

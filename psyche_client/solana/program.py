@@ -25,6 +25,10 @@ from psyche_client import _core
 
 IDL_PATH = Path(__file__).resolve().parents[2] / "idl" / "psyche_coordinator.json"
 RUN_SEED = b"run"
+PEER_SEED = b"peer"
+PEER_SPACE = 376
+"""Peer PDA data: discriminator + run, wallet, node key, time, lengths, bump, two 128-byte
+addresses."""
 RUN_DISCRIMINATOR_LEN = 8
 RUN_SPACE = 144
 """Run PDA data: discriminator + owner, join authority, coordinator, run id, version, bump."""
@@ -63,6 +67,18 @@ class RunAccount:
     bump: int
 
 
+@dataclass(frozen=True)
+class PeerEntry:
+    """A decoded peer PDA: a client's advertised endpoints."""
+
+    run: Pubkey
+    wallet: bytes
+    node_key: bytes
+    p2p_addr: str
+    fast_addr: str
+    updated_at: int
+
+
 class CoordinatorProgram:
     """Builds the program's instructions through anchorpy (no network is touched)."""
 
@@ -84,6 +100,12 @@ class CoordinatorProgram:
     def run_address(self, run_id: bytes) -> Pubkey:
         """The run PDA, `["run", run_id]`."""
         return Pubkey.find_program_address([RUN_SEED, run_id], self.program_id)[0]
+
+    def peer_address(self, run: Pubkey, wallet: Pubkey) -> Pubkey:
+        """A client's peer PDA, `["peer", run, wallet]`."""
+        return Pubkey.find_program_address([PEER_SEED, bytes(run), bytes(wallet)], self.program_id)[
+            0
+        ]
 
     def config_arg(self, config: _core.Config) -> Any:
         """A core `Config` as the IDL's `Config` type."""
@@ -260,7 +282,39 @@ class CoordinatorProgram:
             "close_run", accounts={"owner": owner, "run": run, "coordinator": coordinator}
         )
 
+    def advertise(
+        self, user: Pubkey, run: Pubkey, coordinator: Pubkey, p2p_addr: str, fast_addr: str
+    ) -> Instruction:
+        """Publish (or replace) the user's endpoints in its peer PDA."""
+        return self._ix(
+            "advertise",
+            p2p_addr,
+            fast_addr,
+            accounts={
+                "user": user,
+                "run": run,
+                "coordinator": coordinator,
+                "peer": self.peer_address(run, user),
+                "system_program": SYSTEM_PROGRAM_ID,
+            },
+        )
+
+    def close_peer(self, user: Pubkey, run: Pubkey) -> Instruction:
+        return self._ix("close_peer", accounts={"user": user, "peer": self.peer_address(run, user)})
+
     # ------------------------------------------------------------------ decoding
+
+    def decode_peer(self, data: bytes) -> PeerEntry:
+        """A peer PDA's data, through the IDL's account coder (checks the discriminator)."""
+        peer = self.program.coder.accounts.decode(data)
+        return PeerEntry(
+            run=peer.run,
+            wallet=bytes(peer.wallet),
+            node_key=bytes(peer.node_key),
+            p2p_addr=bytes(peer.p2p_addr[: peer.p2p_addr_len]).decode(),
+            fast_addr=bytes(peer.fast_addr[: peer.fast_addr_len]).decode(),
+            updated_at=peer.updated_at,
+        )
 
     def decode_run(self, address: Pubkey, data: bytes) -> RunAccount:
         """A run PDA's data, through the IDL's account coder (checks the discriminator)."""

@@ -16,7 +16,7 @@ from solana.exceptions import SolanaRpcException
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Commitment, Confirmed
 from solana.rpc.core import RPCException
-from solana.rpc.types import TxOpts
+from solana.rpc.types import MemcmpOpts, TxOpts
 from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.message import Message
@@ -33,7 +33,9 @@ from solders.transaction_status import (
 from psyche_client import _core
 from psyche_client.solana.program import (
     COORDINATOR_SPACE,
+    PEER_SPACE,
     CoordinatorProgram,
+    PeerEntry,
     RunAccount,
     decode_coordinator,
 )
@@ -205,6 +207,21 @@ class SolanaCoordinatorClient:
         if info.owner != self.program.program_id:
             raise ValueError(f"{coordinator} is not owned by the coordinator program")
         return decode_coordinator(bytes(info.data))
+
+    async def peers(self, run: Pubkey) -> list[PeerEntry]:
+        """Every peer entry of `run` (getProgramAccounts: size + run filter)."""
+        resp = await self.rpc.get_program_accounts(
+            self.program.program_id,
+            encoding="base64",
+            filters=[PEER_SPACE, MemcmpOpts(offset=8, bytes=str(run))],
+        )
+        out = []
+        for keyed in resp.value:
+            try:
+                out.append(self.program.decode_peer(bytes(keyed.account.data)))
+            except Exception:  # noqa: BLE001 - skip anything that does not decode
+                continue
+        return out
 
     async def airdrop(self, to: Pubkey, lamports: int) -> None:
         """Localnet/devnet faucet, confirmed."""

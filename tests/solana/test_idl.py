@@ -70,6 +70,8 @@ def test_instruction_discriminators_match_the_program(idl: Idl) -> None:
         "report",
         "checkpoint",
         "close_run",
+        "advertise",
+        "close_peer",
     }
     for name, sighash in sighashes.items():
         assert sighash == rust_u8_array(lib, name.upper()), name
@@ -79,9 +81,12 @@ def test_instruction_discriminators_match_the_program(idl: Idl) -> None:
 def test_account_discriminators_match_the_program(idl: Idl) -> None:
     state = (SRC / "state.rs").read_text()
     discriminators = AccountsCoder(idl).acc_name_to_discriminator
-    run_disc, coord_disc = re.findall(r"const DISCRIMINATOR: \[u8; 8\] = \[([0-9,\s]+)\];", state)
+    run_disc, peer_disc, coord_disc = re.findall(
+        r"const DISCRIMINATOR: \[u8; 8\] = \[([0-9,\s]+)\];", state
+    )
     assert discriminators == {
         "Run": bytes(int(x) for x in run_disc.split(",")),
+        "Peer": bytes(int(x) for x in peer_disc.split(",")),
         "CoordinatorAccount": bytes(int(x) for x in coord_disc.split(",")),
     }
 
@@ -111,6 +116,8 @@ RUST_TO_IDL: dict[str, list[Any]] = {
     "[u8; 2]": [{"array": ["u8", 2]}],
     "[u8; 3]": [{"array": ["u8", 3]}],
     "[u8; 6]": [{"array": ["u8", 6]}],
+    "[u8; PEER_ADDR_BYTES]": [{"array": ["u8", 128]}],
+    "i64": ["i64"],
     "[u8; MODEL_LOCATION_BYTES]": [{"array": ["u8", 248]}],
     "[u8; MODEL_REVISION_BYTES]": [{"array": ["u8", 64]}],
     "Bloom": [{"array": ["u8", 320]}],
@@ -138,6 +145,7 @@ def check_fields(rust_fields: list[tuple[str, str]], idl_fields: list[dict[str, 
 def test_account_fields_match_the_program() -> None:
     state = (SRC / "state.rs").read_text()
     check_fields(rust_struct(state, "Run"), idl_struct("accounts", "Run"))
+    check_fields(rust_struct(state, "Peer"), idl_struct("accounts", "Peer"))
     header = rust_struct(state, "CoordinatorHeader")
     coord = idl_struct("accounts", "CoordinatorAccount")
     assert [f["name"] for f in coord] == [n for n, _ in header] + ["state"]

@@ -533,3 +533,63 @@ def test_witness_transaction_fits_one_packet(svm: Svm) -> None:
     svm.mirror_tick()
     mirror.witness(m.wallet, pos, filters, filters, svm.now)
     svm.check()
+
+
+def test_peer_directory(svm: Svm) -> None:
+    """advertise creates the wallet's peer PDA with its registered node key; it can be replaced
+    and closed only by that wallet; strangers, oversize addresses and wrong PDAs are refused."""
+    members = joined(svm, 3)
+    m = members[0]
+    run, coord = svm.accounts
+    user = m.keypair.pubkey()
+    addr = "/ip4/10.0.0.1/tcp/4001"
+    svm.ok("advertise", m.keypair, [svm.p.advertise(user, run, coord, addr, "10.0.0.1:5000")])
+    peer_address = svm.p.peer_address(run, user)
+    info = svm.vm.get_account(peer_address)
+    assert info is not None and info.owner == svm.p.program_id
+    entry = svm.p.decode_peer(bytes(info.data))
+    assert (entry.wallet, entry.node_key) == (m.wallet, m.node_key)
+    assert (entry.p2p_addr, entry.fast_addr) == (addr, "10.0.0.1:5000")
+    assert entry.run == run and entry.updated_at == svm.now
+
+    # Replace (shorter addresses: no stale bytes remain).
+    svm.ok("advertise", m.keypair, [svm.p.advertise(user, run, coord, "/ip4/1.2.3.4", "")])
+    info = svm.vm.get_account(peer_address)
+    assert info is not None
+    entry = svm.p.decode_peer(bytes(info.data))
+    assert (entry.p2p_addr, entry.fast_addr) == ("/ip4/1.2.3.4", "")
+    assert bytes(info.data).count(b"10.0.0.1") == 0
+
+    stranger = svm.funded()
+    ix = svm.p.advertise(stranger.pubkey(), run, coord, addr, addr)
+    assert svm.fails(stranger, [ix]) == "UnknownClient"
+    ix = svm.p.advertise(user, run, coord, "x" * 129, "")
+    assert svm.fails(m.keypair, [ix]) == "InvalidAddress"
+    other = members[1]
+    ix = svm.p.advertise(other.keypair.pubkey(), run, coord, addr, addr)
+    metas = list(ix.accounts)
+    metas[3] = AccountMeta(peer_address, False, True)  # someone else's entry
+    bad = Instruction(ix.program_id, ix.data, metas)
+    assert svm.fails(other.keypair, [bad]) == "ConstraintSeeds"
+
+    # A pre-funded PDA (griefing) does not block the entry.
+    third = members[2]
+    third_peer = svm.p.peer_address(run, third.keypair.pubkey())
+    svm.vm.airdrop(third_peer, 1_000)
+    svm.ok(
+        "advertise", third.keypair, [svm.p.advertise(third.keypair.pubkey(), run, coord, addr, "")]
+    )
+    info = svm.vm.get_account(third_peer)
+    assert info is not None and info.owner == svm.p.program_id
+
+    close = svm.p.close_peer(other.keypair.pubkey(), run)
+    metas = [close.accounts[0], AccountMeta(peer_address, False, True)]
+    assert svm.fails(other.keypair, [Instruction(close.program_id, close.data, metas)]) == (
+        "Unauthorized"
+    )
+    before = svm.vm.get_balance(user)
+    rent = svm.vm.get_balance(peer_address)
+    svm.ok("close_peer", m.keypair, [svm.p.close_peer(user, run)])
+    assert svm.vm.get_balance(user) == before + rent - 5000
+    assert closed(svm, peer_address)
+    unchanged(svm)

@@ -1,7 +1,8 @@
 """One full epoch on solana-test-validator: three clients, each a `SolanaBackend` (the client
 loop's backend), an operator using the SDK, short phase times, real clock and SlotHashes.
 
-Clients act like the client loop does, from the polled state only: warmup witness, witness
+Clients advertise their endpoints in the program's peer directory and find each other through
+it. They act like the client loop does, from the polled state only: warmup witness, witness
 submissions with salted filters of the previous round's trainers, the checkpoint in Cooldown.
 The run must reach Finished with both data rounds applied. Rejections caused by racing the
 clock (a phase that changed between the read and the send) are tolerated and counted; the
@@ -98,6 +99,18 @@ def test_one_epoch_through_the_validator(rpc_url: str) -> None:
             assert e.name == "DuplicateClient"
         else:
             raise AssertionError("a second join was accepted")
+
+        # Peer discovery through the program's directory.
+        for i, c in enumerate(clients):
+            await c.advertise(f"/ip4/127.0.0.1/tcp/{4000 + i}", f"127.0.0.1:{5000 + i}")
+        peers = await clients[0].refresh_peers()
+        assert peers == {
+            c.node_key: {
+                "p2p_addr": f"/ip4/127.0.0.1/tcp/{4000 + i}",
+                "fast_addr": f"127.0.0.1:{5000 + i}",
+            }
+            for i, c in enumerate(clients)
+        }
 
         phases: list[str] = []
         rejected: list[str] = []

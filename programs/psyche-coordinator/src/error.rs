@@ -55,6 +55,8 @@ pub enum PsycheError {
     SlotHashesUnavailable = 6306,
     /// `close_run`: the run is neither paused nor finished.
     RunNotHalted = 6307,
+    /// `advertise`: an address is longer than 128 bytes or not UTF-8.
+    InvalidAddress = 6308,
 }
 
 impl From<PsycheError> for ProgramError {

@@ -13,12 +13,12 @@ use pinocchio::{
     error::ProgramError,
     AccountView, Address, ProgramResult,
 };
-use pinocchio_system::instructions::CreateAccount;
+use pinocchio_system::instructions::{Allocate, Assign, CreateAccount, Transfer};
 use psyche_core::{Config, CoreResult, ModelRef, Phase, State, WitnessInput, STATE_VERSION};
 
 use crate::{
     error::{core_error, PsycheError},
-    state::{CoordinatorAccount, Run, RUN_SEED},
+    state::{CoordinatorAccount, Peer, Run, PEER_ADDR_BYTES, PEER_SEED, RUN_SEED},
     ID,
 };
 
@@ -68,6 +68,18 @@ impl<'a> Args<'a> {
         } else {
             Ok(None)
         }
+    }
+
+    /// A Borsh `string` (u32 length, UTF-8 bytes) of at most `max` bytes.
+    fn string(&mut self, max: usize) -> Result<&'a [u8], ProgramError> {
+        let len: u32 = self.pod()?;
+        let len = len as usize;
+        if len > max {
+            return Err(PsycheError::InvalidAddress.into());
+        }
+        let bytes = self.bytes(len)?;
+        core::str::from_utf8(bytes).map_err(|_| PsycheError::InvalidAddress)?;
+        Ok(bytes)
     }
 
     fn end(self) -> ProgramResult {
@@ -467,6 +479,145 @@ pub fn close_run(accounts: &mut [AccountView], args: &[u8]) -> ProgramResult {
     Ok(())
 }
 
+/// `advertise(p2p_addr: string, fast_addr: string)`: a registered client publishes its p2p
+/// endpoints in its peer PDA `[PEER_SEED, run, wallet]` (created on first use, the wallet pays
+/// the rent; later calls overwrite it). The entry carries the node key the run registered for
+/// the wallet.
+///
+/// Accounts: `user` (signer, writable), `run`, `coordinator`, `peer` (writable), `system_program`.
+pub fn advertise(accounts: &mut [AccountView], args: &[u8]) -> ProgramResult {
+    let mut a = Args(args);
+    let p2p_addr = a.string(PEER_ADDR_BYTES)?;
+    let fast_addr = a.string(PEER_ADDR_BYTES)?;
+    a.end()?;
+    let [user, run, coordinator, peer, system_program, ..] = accounts else {
+        return Err(PsycheError::AccountNotEnoughKeys.into());
+    };
+    require_signer(user)?;
+    require_writable(user)?;
+    require_writable(peer)?;
+    if system_program.address() != &SYSTEM_PROGRAM_ID {
+        return Err(PsycheError::InvalidProgramId.into());
+    }
+    let run_state = load_run(run)?;
+    let wallet = user.address().to_bytes();
+    let node_key = {
+        require_owned(coordinator)?;
+        if coordinator.address().to_bytes() != run_state.coordinator {
+            return Err(PsycheError::CoordinatorMismatch.into());
+        }
+        let data = coordinator.try_borrow()?;
+        let (header, state) = CoordinatorAccount::load(&data)?;
+        if header.run != run.address().to_bytes() {
+            return Err(PsycheError::CoordinatorMismatch.into());
+        }
+        if state.version != STATE_VERSION {
+            return Err(PsycheError::VersionMismatch.into());
+        }
+        let slot = state
+            .find_client(&wallet)
+            .ok_or(core_error(psyche_core::CoreError::UnknownClient))?;
+        core(state.client(slot))?.node_key
+    };
+    let run_key = run.address().to_bytes();
+    let (expected, bump) = sys::find_peer_address(&run_key, &wallet)?;
+    if peer.address() != &expected {
+        return Err(PsycheError::ConstraintSeeds.into());
+    }
+    let fresh = !peer.owned_by(&ID);
+    if fresh {
+        let bump_seed = [bump];
+        let seeds = [
+            Seed::from(PEER_SEED),
+            Seed::from(&run_key),
+            Seed::from(&wallet),
+            Seed::from(&bump_seed),
+        ];
+        let signer = [Signer::from(&seeds)];
+        let rent = sys::rent_exempt_minimum(Peer::SPACE as u64)?;
+        if peer.lamports() == 0 {
+            CreateAccount {
+                from: user,
+                to: peer,
+                lamports: rent,
+                space: Peer::SPACE as u64,
+                owner: &ID,
+            }
+            .invoke_signed(&signer)?;
+        } else {
+            // Someone funded the address beforehand: top up, allocate and assign instead.
+            let missing = rent.saturating_sub(peer.lamports());
+            if missing > 0 {
+                Transfer {
+                    from: user,
+                    to: peer,
+                    lamports: missing,
+                }
+                .invoke()?;
+            }
+            Allocate {
+                account: peer,
+                space: Peer::SPACE as u64,
+            }
+            .invoke_signed(&signer)?;
+            Assign {
+                account: peer,
+                owner: &ID,
+            }
+            .invoke_signed(&signer)?;
+        }
+    }
+    let now = sys::now()?;
+    let mut data = peer.try_borrow_mut()?;
+    let entry = Peer::load_mut(&mut data, fresh)?;
+    if !fresh && (entry.run != run_key || entry.wallet != wallet) {
+        return Err(PsycheError::ConstraintSeeds.into());
+    }
+    entry.run = run_key;
+    entry.wallet = wallet;
+    entry.node_key = node_key;
+    entry.updated_at = now;
+    entry.bump = bump;
+    entry.p2p_addr_len = p2p_addr.len() as u16;
+    entry.fast_addr_len = fast_addr.len() as u16;
+    entry.p2p_addr = [0; PEER_ADDR_BYTES];
+    entry.fast_addr = [0; PEER_ADDR_BYTES];
+    entry.p2p_addr[..p2p_addr.len()].copy_from_slice(p2p_addr);
+    entry.fast_addr[..fast_addr.len()].copy_from_slice(fast_addr);
+    Ok(())
+}
+
+/// `close_peer()`: the wallet removes its peer entry; the rent returns to it.
+///
+/// Accounts: `user` (signer, writable), `peer` (writable).
+pub fn close_peer(accounts: &mut [AccountView], args: &[u8]) -> ProgramResult {
+    Args(args).end()?;
+    let [user, peer, ..] = accounts else {
+        return Err(PsycheError::AccountNotEnoughKeys.into());
+    };
+    require_signer(user)?;
+    require_writable(user)?;
+    require_writable(peer)?;
+    require_owned(peer)?;
+    {
+        let mut data = peer.try_borrow_mut()?;
+        let entry = Peer::load_mut(&mut data, false)?;
+        if entry.wallet != user.address().to_bytes() {
+            return Err(PsycheError::Unauthorized.into());
+        }
+        if let Some(tag) = data.get_mut(..8) {
+            tag.fill(0);
+        }
+    }
+    let total = user
+        .lamports()
+        .checked_add(peer.lamports())
+        .ok_or(ProgramError::ArithmeticOverflow)?;
+    user.set_lamports(total);
+    peer.set_lamports(0);
+    peer.close()
+}
+
 /// What needs the SBF runtime (syscalls); on the host these report `UnsupportedSysvar`, and the
 /// handlers that use them are exercised on SBF (tests/solana).
 mod sys {
@@ -494,6 +645,16 @@ mod sys {
     #[cfg(any(target_os = "solana", target_arch = "bpf"))]
     pub fn find_run_address(run_id: &[u8; 32]) -> Result<(Address, u8), ProgramError> {
         Address::try_find_program_address(&[RUN_SEED, run_id], &ID)
+            .ok_or(ProgramError::InvalidSeeds)
+    }
+
+    /// The peer PDA for (`run`, `wallet`) and its canonical bump.
+    #[cfg(any(target_os = "solana", target_arch = "bpf"))]
+    pub fn find_peer_address(
+        run: &[u8; 32],
+        wallet: &[u8; 32],
+    ) -> Result<(Address, u8), ProgramError> {
+        Address::try_find_program_address(&[crate::state::PEER_SEED, run, wallet], &ID)
             .ok_or(ProgramError::InvalidSeeds)
     }
 
@@ -539,6 +700,14 @@ mod sys {
     #[cfg(not(any(target_os = "solana", target_arch = "bpf")))]
     pub fn find_run_address(_run_id: &[u8; 32]) -> Result<(Address, u8), ProgramError> {
         let _ = (RUN_SEED, ID);
+        Err(ProgramError::UnsupportedSysvar)
+    }
+
+    #[cfg(not(any(target_os = "solana", target_arch = "bpf")))]
+    pub fn find_peer_address(
+        _run: &[u8; 32],
+        _wallet: &[u8; 32],
+    ) -> Result<(Address, u8), ProgramError> {
         Err(ProgramError::UnsupportedSysvar)
     }
 

@@ -61,9 +61,17 @@ pub mod discriminator {
     pub const CHECKPOINT: [u8; 8] = [213, 200, 19, 204, 240, 143, 184, 252];
     /// `close_run`
     pub const CLOSE_RUN: [u8; 8] = [31, 61, 130, 76, 74, 147, 171, 204];
+    /// `advertise`
+    pub const ADVERTISE: [u8; 8] = [163, 154, 174, 190, 94, 119, 227, 102];
+    /// `close_peer`
+    pub const CLOSE_PEER: [u8; 8] = [200, 26, 32, 202, 128, 97, 203, 4];
 }
 
 /// Routes an instruction by its 8-byte discriminator.
+///
+/// Inlined into the entrypoint: with the program id, the accounts, the data and the result
+/// pointer it would take 6 arguments, and upstream BPF passes at most 5 (no stack arguments).
+#[inline(always)]
 pub fn process_instruction(
     program_id: &Address,
     accounts: &mut [AccountView],
@@ -72,6 +80,11 @@ pub fn process_instruction(
     if program_id != &ID {
         return Err(PsycheError::DeclaredProgramIdMismatch.into());
     }
+    dispatch(accounts, data)
+}
+
+#[inline(never)]
+fn dispatch(accounts: &mut [AccountView], data: &[u8]) -> ProgramResult {
     let (tag, args) = data
         .split_first_chunk::<8>()
         .ok_or(PsycheError::InstructionMissing)?;
@@ -88,6 +101,8 @@ pub fn process_instruction(
         discriminator::REPORT => instructions::report(accounts, args),
         discriminator::CHECKPOINT => instructions::checkpoint(accounts, args),
         discriminator::CLOSE_RUN => instructions::close_run(accounts, args),
+        discriminator::ADVERTISE => instructions::advertise(accounts, args),
+        discriminator::CLOSE_PEER => instructions::close_peer(accounts, args),
         _ => Err(ProgramError::from(PsycheError::InstructionFallbackNotFound)),
     }
 }
@@ -145,6 +160,18 @@ mod tests {
         assert_eq!(
             discriminator::CLOSE_RUN,
             anchor_discriminator("global:close_run")
+        );
+        assert_eq!(
+            state::Peer::DISCRIMINATOR,
+            anchor_discriminator("account:Peer")
+        );
+        assert_eq!(
+            discriminator::ADVERTISE,
+            anchor_discriminator("global:advertise")
+        );
+        assert_eq!(
+            discriminator::CLOSE_PEER,
+            anchor_discriminator("global:close_peer")
         );
         assert_eq!(
             state::CoordinatorAccount::DISCRIMINATOR,

@@ -87,6 +87,65 @@ impl Run {
     }
 }
 
+/// Bytes for each advertised address in a `Peer` account.
+pub const PEER_ADDR_BYTES: usize = 128;
+
+/// Seed prefix of peer PDAs: `[PEER_SEED, run, wallet]`.
+pub const PEER_SEED: &[u8] = b"peer";
+
+/// A client's advertised p2p endpoints: the PDA `[PEER_SEED, run, wallet]`, created by
+/// `advertise` (the wallet pays its rent) and closed by `close_peer`. The node key is copied
+/// from the client's slot in the run, so an entry always names the key the run registered.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct Peer {
+    /// The run (PDA).
+    pub run: [u8; 32],
+    /// The client's wallet.
+    pub wallet: [u8; 32],
+    /// Its node key (libp2p identity), as registered at join.
+    pub node_key: [u8; 32],
+    /// Unix time of the last `advertise`.
+    pub updated_at: i64,
+    /// Used bytes of `p2p_addr`.
+    pub p2p_addr_len: u16,
+    /// Used bytes of `fast_addr`.
+    pub fast_addr_len: u16,
+    /// The PDA's canonical bump.
+    pub bump: u8,
+    /// Zero.
+    pub reserved: [u8; 3],
+    /// libp2p multiaddr (UTF-8, zero padded).
+    pub p2p_addr: [u8; PEER_ADDR_BYTES],
+    /// Fast-path address (UTF-8, zero padded).
+    pub fast_addr: [u8; PEER_ADDR_BYTES],
+}
+
+impl Peer {
+    /// `sha256("account:Peer")[..8]`, as Anchor computes it.
+    pub const DISCRIMINATOR: [u8; 8] = [50, 8, 19, 55, 40, 253, 37, 58];
+    /// Size of the account's data: discriminator + fields.
+    pub const SPACE: usize = 8 + core::mem::size_of::<Peer>();
+
+    /// Mutable view of a peer account's data; `fresh` accepts all-zero data (just created) and
+    /// writes the discriminator.
+    pub fn load_mut(data: &mut [u8], fresh: bool) -> Result<&mut Peer, PsycheError> {
+        if data.len() != Self::SPACE {
+            return Err(PsycheError::AccountDidNotDeserialize);
+        }
+        let (tag, body) = data
+            .split_first_chunk_mut::<8>()
+            .ok_or(PsycheError::AccountDidNotDeserialize)?;
+        if fresh && *tag == [0; 8] {
+            *tag = Self::DISCRIMINATOR;
+        }
+        if *tag != Self::DISCRIMINATOR {
+            return Err(PsycheError::AccountDiscriminatorMismatch);
+        }
+        bytemuck::try_from_bytes_mut(body).map_err(|_| PsycheError::AccountDidNotDeserialize)
+    }
+}
+
 /// Header of the coordinator account, after the discriminator and before the state.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
@@ -126,6 +185,24 @@ impl CoordinatorAccount {
         Ok((header, state))
     }
 
+    /// Read-only view: header and state (same checks as `load_mut`).
+    pub fn load(data: &[u8]) -> Result<(&CoordinatorHeader, &State), PsycheError> {
+        if data.len() != Self::SPACE {
+            return Err(PsycheError::AccountSize);
+        }
+        let (tag, rest) = data
+            .split_first_chunk::<8>()
+            .ok_or(PsycheError::AccountSize)?;
+        if *tag != Self::DISCRIMINATOR {
+            return Err(PsycheError::AccountDiscriminatorMismatch);
+        }
+        let (header, state) = rest.split_at(core::mem::size_of::<CoordinatorHeader>());
+        let header: &CoordinatorHeader =
+            bytemuck::try_from_bytes(header).map_err(|_| PsycheError::AccountDidNotDeserialize)?;
+        let state = State::from_bytes(state).map_err(|_| PsycheError::AccountDidNotDeserialize)?;
+        Ok((header, state))
+    }
+
     /// For `init_run`: requires zeroed data of the right size, writes discriminator and header,
     /// and returns the (zeroed) state for `State::init`.
     pub fn init<'a>(data: &'a mut [u8], run: &[u8; 32]) -> Result<&'a mut State, PsycheError> {
@@ -159,6 +236,8 @@ mod tests {
         assert_eq!(core::mem::offset_of!(Run, state_version), 128);
         assert_eq!(CoordinatorAccount::STATE_OFFSET, 40);
         assert_eq!(CoordinatorAccount::SPACE, 64_216);
+        assert_eq!(core::mem::size_of::<Peer>(), 368);
+        assert_eq!(Peer::SPACE, 376);
     }
 
     #[test]
