@@ -65,8 +65,8 @@ class Svm:
 
     # -------------------------------------------------------------- plumbing
 
-    def funded(self, lamports: int = 10_000_000_000) -> Keypair:
-        kp = Keypair()
+    def funded(self, lamports: int = 10_000_000_000, seed: bytes | None = None) -> Keypair:
+        kp = Keypair() if seed is None else Keypair.from_seed(seed)
         self.vm.airdrop(kp.pubkey(), lamports)
         return kp
 
@@ -228,9 +228,11 @@ ROLE_WITNESS = 2
 class Member:
     """A simulated client: wallet keypair and node key."""
 
-    def __init__(self, svm: Svm) -> None:
-        self.keypair = svm.funded()
-        self.node_key = bytes(Keypair().pubkey())
+    def __init__(self, svm: Svm, seed: bytes | None = None) -> None:
+        """`seed` (32 bytes) makes the wallet and node key deterministic."""
+        self.keypair = svm.funded(seed=seed)
+        node = Keypair() if seed is None else Keypair.from_seed(bytes(b ^ 0xFF for b in seed))
+        self.node_key = bytes(node.pubkey())
 
     @property
     def wallet(self) -> bytes:

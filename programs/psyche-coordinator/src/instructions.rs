@@ -582,8 +582,17 @@ pub fn advertise(accounts: &mut [AccountView], args: &[u8]) -> ProgramResult {
     entry.fast_addr_len = fast_addr.len() as u16;
     entry.p2p_addr = [0; PEER_ADDR_BYTES];
     entry.fast_addr = [0; PEER_ADDR_BYTES];
-    entry.p2p_addr[..p2p_addr.len()].copy_from_slice(p2p_addr);
-    entry.fast_addr[..fast_addr.len()].copy_from_slice(fast_addr);
+    // Lengths are at most PEER_ADDR_BYTES (`Args::string`); `get_mut` keeps this panic-free.
+    entry
+        .p2p_addr
+        .get_mut(..p2p_addr.len())
+        .ok_or(PsycheError::InvalidAddress)?
+        .copy_from_slice(p2p_addr);
+    entry
+        .fast_addr
+        .get_mut(..fast_addr.len())
+        .ok_or(PsycheError::InvalidAddress)?
+        .copy_from_slice(fast_addr);
     Ok(())
 }
 
