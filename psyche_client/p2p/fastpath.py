@@ -135,8 +135,9 @@ class FastPathServer:
             await self._send(conn, wire.BLOB_RESPONSE.pack(wire.STATUS_OK, end - offset))
             view = memoryview(blob)
             rate = self.config.upload_rate_limit
-            # Unthrottled: big slices (each bounded by the idle timeout); throttled: paced.
-            chunk = upload_chunk(rate, 16 * wire.CHUNK)
+            # Each slice must leave within the idle timeout, so 1 MiB keeps a slow (>= 100 kB/s)
+            # but live receiver from being mistaken for a frozen one; throttled: paced.
+            chunk = upload_chunk(rate, wire.CHUNK)
             pos = offset
             while pos < end:
                 n = min(chunk, end - pos)
