@@ -612,3 +612,14 @@ def test_peer_directory(svm: Svm) -> None:
     assert svm.vm.get_balance(user) == before + rent - 5000
     assert closed(svm, peer_address)
     unchanged(svm)
+
+
+def test_prefunded_run_address_does_not_block_init(svm: Svm) -> None:
+    """Sending lamports to a run id's PDA before it exists cannot stop the run's creation."""
+    run_id = bytes([42]) * 32
+    svm.vm.airdrop(svm.p.run_address(run_id), 12_345)
+    svm.create_run(FAST, run_id=run_id)
+    info = svm.vm.get_account(svm.run)
+    assert info is not None and info.owner == svm.p.program_id
+    assert info.lamports == svm.vm.minimum_balance_for_rent_exemption(RUN_SPACE)
+    svm.set_paused(False)

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from psyche_client import _core
 from psyche_client.solana.operator import run_app
-from psyche_client.solana.program import COORDINATOR_SPACE
+from psyche_client.solana.program import COORDINATOR_SPACE, CoordinatorProgram
 from psyche_client.solana.rpc import ProgramRejected, SolanaCoordinatorClient
 
 CONFIG = _core.Config(min_clients=1, max_clients=4, witnesses_per_round=1)
@@ -28,8 +28,7 @@ CONFIG = _core.Config(min_clients=1, max_clients=4, witnesses_per_round=1)
 
 def test_program_is_loaded_and_executable(rpc_url: str) -> None:
     client = Client(rpc_url)
-    sdk = SolanaCoordinatorClient(rpc_url, Keypair())
-    info = client.get_account_info(sdk.program.program_id).value
+    info = client.get_account_info(CoordinatorProgram().program_id).value
     assert info is not None
     assert info.executable
 

@@ -170,6 +170,47 @@ fn randomness(slot_hashes: &AccountView) -> Result<[u8; 32], ProgramError> {
     Ok(out)
 }
 
+/// Creates the program-owned PDA `account` with `space` bytes, rent paid by `payer`. An address
+/// that someone funded beforehand (which would make `create_account` fail) is topped up,
+/// allocated and assigned instead, so nobody can block a PDA by sending it lamports.
+fn create_pda(
+    payer: &AccountView,
+    account: &AccountView,
+    space: usize,
+    signer: &[Signer],
+) -> ProgramResult {
+    let rent = sys::rent_exempt_minimum(space as u64)?;
+    if account.lamports() == 0 {
+        return CreateAccount {
+            from: payer,
+            to: account,
+            lamports: rent,
+            space: space as u64,
+            owner: &ID,
+        }
+        .invoke_signed(signer);
+    }
+    let missing = rent.saturating_sub(account.lamports());
+    if missing > 0 {
+        Transfer {
+            from: payer,
+            to: account,
+            lamports: missing,
+        }
+        .invoke()?;
+    }
+    Allocate {
+        account,
+        space: space as u64,
+    }
+    .invoke_signed(signer)?;
+    Assign {
+        account,
+        owner: &ID,
+    }
+    .invoke_signed(signer)
+}
+
 fn core<T>(r: CoreResult<T>) -> Result<T, ProgramError> {
     r.map_err(core_error)
 }
@@ -260,15 +301,7 @@ pub fn init_run(accounts: &mut [AccountView], args: &[u8]) -> ProgramResult {
         Seed::from(&run_id),
         Seed::from(&bump_seed),
     ];
-    let lamports = sys::rent_exempt_minimum(Run::SPACE as u64)?;
-    CreateAccount {
-        from: owner,
-        to: run,
-        lamports,
-        space: Run::SPACE as u64,
-        owner: &ID,
-    }
-    .invoke_signed(&[Signer::from(&seeds)])?;
+    create_pda(owner, run, Run::SPACE, &[Signer::from(&seeds)])?;
 
     let record = Run {
         owner: owner.address().to_bytes(),
@@ -533,39 +566,7 @@ pub fn advertise(accounts: &mut [AccountView], args: &[u8]) -> ProgramResult {
             Seed::from(&wallet),
             Seed::from(&bump_seed),
         ];
-        let signer = [Signer::from(&seeds)];
-        let rent = sys::rent_exempt_minimum(Peer::SPACE as u64)?;
-        if peer.lamports() == 0 {
-            CreateAccount {
-                from: user,
-                to: peer,
-                lamports: rent,
-                space: Peer::SPACE as u64,
-                owner: &ID,
-            }
-            .invoke_signed(&signer)?;
-        } else {
-            // Someone funded the address beforehand: top up, allocate and assign instead.
-            let missing = rent.saturating_sub(peer.lamports());
-            if missing > 0 {
-                Transfer {
-                    from: user,
-                    to: peer,
-                    lamports: missing,
-                }
-                .invoke()?;
-            }
-            Allocate {
-                account: peer,
-                space: Peer::SPACE as u64,
-            }
-            .invoke_signed(&signer)?;
-            Assign {
-                account: peer,
-                owner: &ID,
-            }
-            .invoke_signed(&signer)?;
-        }
+        create_pda(user, peer, Peer::SPACE, &[Signer::from(&seeds)])?;
     }
     let now = sys::now()?;
     let mut data = peer.try_borrow_mut()?;
