@@ -61,6 +61,9 @@ class NodeStats(BookStats):
     """Bytes kept from attempts that then failed and were continued from another source."""
     busy_replies: int = 0
     """Times a source answered BUSY (at its upload limit) and the fetch went elsewhere."""
+    liars: set[bytes] = field(default_factory=set)
+    """Peers that alone served bytes not matching a signed commitment. They are no longer
+    used as sources; the client may report them to the coordinator."""
 
 
 class P2PNode:
@@ -341,7 +344,7 @@ class P2PNode:
         stats = FetchStats()
 
         def sources() -> list[Source]:
-            return self._book.holders(ann.commitment)
+            return [s for s in self._book.holders(ann.commitment) if s.node not in self.stats.liars]
 
         try:
             data = await fetch_blob(
@@ -373,6 +376,12 @@ class P2PNode:
         self.stats.fetch_failures = (self.stats.fetch_failures + stats.failures)[-50:]
         self.stats.resumed_bytes += stats.resumed_bytes
         self.stats.busy_replies += stats.busy
+        if stats.liars:
+            log.warning(
+                "peers served data not matching its commitment: %s",
+                [n.hex()[:8] for n in stats.liars],
+            )
+            self.stats.liars |= stats.liars
 
     @property
     def uploads_served(self) -> int:

@@ -66,6 +66,7 @@ class FetchStats:
     restarts: int = 0
     resumed_bytes: int = 0
     busy: int = 0
+    liars: set[NodeId] = field(default_factory=set)
 
 
 async def fetch_blob(
@@ -106,6 +107,10 @@ async def fetch_blob(
                 len(contributors),
             )
             stats.failures.append("verify")
+            if len(contributors) == 1:
+                # One source sent every byte: it provably served data that does not match the
+                # signed commitment.
+                stats.liars.update(contributors)
             stats.restarts += 1
             for node in contributors:
                 bad.add((node, FAST))

@@ -150,6 +150,7 @@ class Peer:
                 "transports": s.fetch_transports,
                 "failures": s.fetch_failures,
                 "resumed_bytes": s.resumed_bytes,
+                "liars": sorted(n.hex() for n in s.liars),
                 "uploads": node.uploads_served,
                 "refused": node.refused_connections,
                 "peers": [p.hex() for p in await node.connected_peers()],

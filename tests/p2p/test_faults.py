@@ -34,7 +34,9 @@ def test_tampered_payload_is_rejected_then_fetched_from_honest_holder(swarm_fact
     # The announcer is the only holder and serves bytes that do not match its commitment.
     r = fetcher.call("fetch", sender=liar.node_id, step=1, batch=0, timeout=6)
     assert not r["fetched"] and "FetchFailed" in r["error"]
-    assert "verify" in fetcher.call("stats")["failures"]
+    stats = fetcher.call("stats")
+    assert "verify" in stats["failures"]
+    assert stats["liars"] == [liar.node_id]  # it alone sent the bad bytes: provably lying
 
     # An honest holder appears (HAVE); the fetch now ends with the committed bytes.
     honest.call("adopt", sender=liar.node_id, step=1, batch=0, seed=11)
