@@ -23,14 +23,16 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from typing import Any
 
 from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from psyche_client import _core
+from psyche_client.backend.base import CoordinatorBackend
 from psyche_client.backend.tcp import CoordinatorRejected
-from psyche_client.solana.program import CoordinatorProgram
+from psyche_client.solana.program import CoordinatorProgram, run_id_bytes
 from psyche_client.solana.rpc import ProgramRejected, SolanaCoordinatorClient
 
 
@@ -87,6 +89,20 @@ class SolanaBackend:
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._last_change = time.monotonic()
+
+    @classmethod
+    def for_run(
+        cls,
+        rpc_url: str,
+        wallet: Keypair,
+        node_key: bytes,
+        run_id: str | bytes,
+        **options: Any,
+    ) -> SolanaBackend:
+        """The backend for the run named `run_id` (its PDA is derived from the id)."""
+        program = options.pop("program", None) or CoordinatorProgram()
+        run = program.run_address(run_id_bytes(run_id))
+        return cls(rpc_url, wallet, node_key, run, program=program, **options)
 
     # ------------------------------------------------------------------ lifecycle and state
 
@@ -241,3 +257,8 @@ class SolanaBackend:
     @property
     def _accounts(self) -> tuple[Pubkey, Pubkey]:
         return self.run, self.coordinator
+
+
+def _conforms(backend: SolanaBackend) -> CoordinatorBackend:
+    """Type check only: `SolanaBackend` implements the `CoordinatorBackend` protocol."""
+    return backend

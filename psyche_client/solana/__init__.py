@@ -14,8 +14,12 @@ from psyche_client.solana.program import (
     load_idl,
     run_id_bytes,
 )
+from psyche_client.solana.rpc import ProgramRejected, SendFailed, SolanaCoordinatorClient
 
 __all__ = [
+    "ProgramRejected",
+    "SendFailed",
+    "SolanaCoordinatorClient",
     "COORDINATOR_SPACE",
     "CoordinatorProgram",
     "RunAccount",

@@ -74,8 +74,9 @@ def test_one_epoch_through_the_validator(rpc_url: str) -> None:
     async def scenario() -> None:
         operator = SolanaCoordinatorClient(rpc_url, Keypair())
         await operator.airdrop(operator.payer.pubkey(), 5_000_000_000)
+        run_id = os.urandom(32)
         run, coordinator = await operator.create_run(
-            os.urandom(32), CONFIG, _core.ModelRef.hugging_face("org/m", "base")
+            run_id, CONFIG, _core.ModelRef.hugging_face("org/m", "base")
         )
         p = operator.program
         owner = operator.payer.pubkey()
@@ -85,8 +86,8 @@ def test_one_epoch_through_the_validator(rpc_url: str) -> None:
         for _ in range(3):
             wallet = Keypair()
             await operator.airdrop(wallet.pubkey(), 1_000_000_000)
-            backend = SolanaBackend(
-                rpc_url, wallet, bytes(Keypair().pubkey()), run, poll_s=0.3, tick_s=1.0
+            backend = SolanaBackend.for_run(
+                rpc_url, wallet, bytes(Keypair().pubkey()), run_id, poll_s=0.3, tick_s=1.0
             )
             await backend.start()
             await backend.join()
