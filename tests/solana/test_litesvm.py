@@ -623,3 +623,21 @@ def test_prefunded_run_address_does_not_block_init(svm: Svm) -> None:
     assert info is not None and info.owner == svm.p.program_id
     assert info.lamports == svm.vm.minimum_balance_for_rent_exemption(RUN_SPACE)
     svm.set_paused(False)
+
+
+def test_pause_mid_epoch_requeues_and_the_run_still_finishes(svm: Svm) -> None:
+    """Pausing in round 1 aborts the epoch (its data is requeued, as the core says); after
+    resume the run trains it again and finishes."""
+    driver, _members = in_round(svm, 4)
+    mirror = driver.mirror
+    while mirror.height < 1:
+        driver.step()
+    svm.set_paused(True)
+    assert mirror.phase == "Paused"
+    assert mirror.requeue(), "the aborted rounds' data is requeued"
+    svm.set_paused(False)
+    driver.run_until("Finished")
+    state = svm.check()
+    assert state.steps_done == FAST.total_steps
+    assert state.requeue() == []
+    assert state.lost_samples == 0
