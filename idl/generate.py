@@ -16,6 +16,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "idl" / "psyche_coordinator.json"
+# The SDK's copy, shipped inside the Python package (psyche_client.solana.program.load_idl).
+PACKAGE_COPY = ROOT / "psyche_client" / "solana" / "psyche_coordinator.json"
 PROGRAM_ID = "FUpMU31XoAdktVVD1HoKfbQer7cpGkpZgXpGMZVgr5WP"
 CORE_ERROR_BASE = 6000
 
@@ -319,5 +321,6 @@ def render() -> str:
 
 
 if __name__ == "__main__":
-    OUT.write_text(render())
-    print(f"wrote {OUT}")
+    for path in (OUT, PACKAGE_COPY):
+        path.write_text(render())
+        print(f"wrote {path}")

@@ -23,7 +23,8 @@ from solders.sysvar import SLOT_HASHES
 
 from psyche_client import _core
 
-IDL_PATH = Path(__file__).resolve().parents[2] / "idl" / "psyche_coordinator.json"
+IDL_PATH = Path(__file__).resolve().parent / "psyche_coordinator.json"
+"""The package's copy of idl/psyche_coordinator.json (both written by idl/generate.py)."""
 RUN_SEED = b"run"
 PEER_SEED = b"peer"
 PEER_SPACE = 376
