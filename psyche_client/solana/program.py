@@ -81,12 +81,17 @@ class PeerEntry:
 
 
 class CoordinatorProgram:
-    """Builds the program's instructions through anchorpy (no network is touched)."""
+    """Builds the program's instructions through anchorpy (no network is touched).
+
+    The program id is `program_id`, else `$PSYCHE_PROGRAM_ID`, else the IDL's `metadata.address`
+    (the localnet key)."""
 
     def __init__(self, idl: Idl | None = None, program_id: Pubkey | None = None) -> None:
         self.idl = idl or load_idl()
         metadata = self.idl.metadata if isinstance(self.idl.metadata, dict) else {}
         address = metadata.get("address")
+        if program_id is None and os.environ.get("PSYCHE_PROGRAM_ID"):
+            program_id = Pubkey.from_string(os.environ["PSYCHE_PROGRAM_ID"])
         if program_id is None:
             if not isinstance(address, str):
                 raise ValueError("the IDL has no metadata.address")
