@@ -96,3 +96,22 @@ def test_two_gloo_processes_act_as_one_client(
     )
     ref = single.train_step(list(range(8))).result
     assert score_results(decode_result(r0), ref) > 0.99
+
+
+def test_bf16_model_trains_and_two_clients_stay_identical(
+    tiny_config: LlamaConfig, corpus_files: list[Path]
+) -> None:
+    data = LocalTokenProvider(corpus_files, 32)
+    cfg = DeMoConfig(lr=1e-2)
+    a = Trainer(build_model(tiny_config, dtype=torch.bfloat16), cfg, data)
+    b = Trainer(build_model(tiny_config, dtype=torch.bfloat16), cfg, data)
+    assert all(m.dtype == torch.float32 for m in a.demo.momentum.values())
+    start = a.evaluate(list(range(100, 108)))
+    for step in range(8):
+        ra = a.train_step([step * 4 + i for i in range(2)]).result
+        rb = b.train_step([step * 4 + 2 + i for i in range(2)]).result
+        a.apply([ra, rb])
+        b.apply([ra, rb])
+    assert next(a.model.parameters()).dtype == torch.bfloat16
+    assert param_hash(a.model) == param_hash(b.model)
+    assert a.evaluate(list(range(100, 108))) < start
