@@ -140,6 +140,7 @@ class RunClient:
         self._snapshots: dict[int, dict[str, torch.Tensor]] = {}  # step -> params at its start
         self._momentum_anns: dict[tuple[bytes, int], Announcement] = {}
         self._scratch: LlamaForCausalLM | None = None
+        self._advertised = False
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -162,7 +163,6 @@ class RunClient:
         await self.node.start()
         self._spawn(self._consume_announcements())
         try:
-            await self.backend.advertise(self.node.p2p_addr, self.node.fast_addr)
             while not self._stopping.is_set():
                 state = self.backend.state()
                 if await self._react(state):
@@ -241,6 +241,12 @@ class RunClient:
                 await self._send("join", self.backend.join())
             return False
         me = state.client(slot)
+        if not self._advertised and self.node is not None:
+            # After joining: the Solana program only lists endpoints of the run's clients.
+            sent = await self._send(
+                "advertise", self.backend.advertise(self.node.p2p_addr, self.node.fast_addr)
+            )
+            self._advertised = sent is not None
         await self._connect_peers(state)
         if me.state == "Ejected":
             raise ClientEjected(
@@ -273,6 +279,9 @@ class RunClient:
             return False
         except (ConnectionLost, TimeoutError) as e:
             log.info("%s not delivered: %s", what, e)
+            return None
+        except Exception as e:  # noqa: BLE001 - any transport failure (RPC, socket): retry later
+            log.warning("%s failed: %r", what, e)
             return None
 
     # ---- warmup: get the model ------------------------------------------------------------

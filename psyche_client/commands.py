@@ -125,7 +125,12 @@ def _model_ref(model: str) -> object:
 
 
 def join(
-    run: Annotated[str, typer.Argument(help="Coordinator address (host:port) of a TCP run.")],
+    run: Annotated[
+        str,
+        typer.Argument(
+            help="host:port of a TCP run, or a Solana run: its run id or run account pubkey."
+        ),
+    ],
     data: Annotated[
         list[str],
         typer.Option(
@@ -143,6 +148,12 @@ def join(
     max_epochs: Annotated[int | None, typer.Option(help="Leave after this many epochs.")] = None,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
     quiet: Annotated[bool, typer.Option(help="No live status line.")] = False,
+    rpc: Annotated[str, typer.Option(help="Solana RPC URL (Solana runs).")] = (
+        "http://127.0.0.1:8899"
+    ),
+    wallet: Annotated[
+        Path, typer.Option(help="Funded Solana wallet keypair that signs transactions.")
+    ] = Path("~/.config/solana/id.json"),
     fault: Annotated[str | None, typer.Option(hidden=True, help="Fault injection (tests).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -150,15 +161,14 @@ def join(
     _logging(verbose)
     import torch
 
-    from psyche_client.backend.tcp import TcpBackend, parse_address
     from psyche_client.client import ClientOptions, RunClient
     from psyche_client.identity import load_or_create_keypair
     from psyche_client.status import StatusLine
 
-    parse_address(run)
     node_key = load_or_create_keypair(key)
     check_data_sources(data)
     torch.set_num_threads(threads)
+    backend = _backend_for(run, node_key, rpc, wallet)
     status = StatusLine(enabled=not quiet)
     options = ClientOptions(
         data=lambda seq_len: open_data(data, seq_len, node_key),
@@ -168,7 +178,7 @@ def join(
         on_status=status.update,
         fault=fault,
     )
-    client = RunClient(TcpBackend(run, node_key), node_key, options)
+    client = RunClient(backend, node_key, options)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -180,11 +190,45 @@ def join(
             await client.run()
         except ConnectionError as e:
             raise UserError(f"cannot reach coordinator {run}: {e}") from None
+        except LookupError as e:
+            raise UserError(f"run {run}: {e}") from None
 
     try:
         asyncio.run(main())
     finally:
         status.close()
+
+
+def _looks_like_tcp(run: str) -> bool:
+    host, sep, port = run.removeprefix("tcp://").rpartition(":")
+    return bool(sep and host and port.isdigit()) or run.startswith("tcp://")
+
+
+def _backend_for(run: str, node_key: object, rpc: str, wallet: Path) -> object:
+    """TCP backend for host:port, else the Solana backend for a run id or run account."""
+    from psyche_client.backend.tcp import TcpBackend, parse_address
+    from psyche_client.identity import NodeKey, load_keypair
+
+    assert isinstance(node_key, NodeKey)
+    if _looks_like_tcp(run) or ":" in run:
+        parse_address(run)
+        return TcpBackend(run, node_key)
+    from solders.keypair import Keypair
+    from solders.pubkey import Pubkey
+
+    from psyche_client.backend.solana import SolanaBackend
+
+    payer = Keypair.from_seed(load_keypair(wallet).seed)
+    try:
+        account = Pubkey.from_string(run) if len(run) > 32 else None
+    except ValueError:
+        account = None
+    if account is not None:
+        return SolanaBackend(rpc, payer, node_key.public, account)
+    from psyche_client.runid import run_id_bytes
+
+    run_id_bytes(run)  # validates the name with a clear error
+    return SolanaBackend.for_run(rpc, payer, node_key.public, run)
 
 
 def check_data_sources(sources: list[str]) -> None:
@@ -342,5 +386,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(model_app, name="model")
     app.add_typer(data_app, name="data")
     from psyche_client.demo import demo
+    from psyche_client.solana.operator import run_app
 
     app.command()(demo)
+    app.add_typer(run_app, name="run")
