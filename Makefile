@@ -32,9 +32,13 @@ sbf:
 validator:
 	bash localnet/install-validator.sh
 
-# Start solana-test-validator on 127.0.0.1 with the program loaded (foreground; Ctrl-C stops it)
+# solana-test-validator on 127.0.0.1 with the program loaded and a demo run created (Ctrl-C stops)
 localnet: sbf validator
-	bash localnet/start-validator.sh
+	PSYCHE_DEMO_RUN=demo bash localnet/start-validator.sh
+
+# Regenerate the IDL (idl/psyche_coordinator.json) from the program's sources
+idl: venv
+	$(PY) idl/generate.py
 
 py-lint: venv
 	$(VENV)/bin/ruff check psyche_client tests bench
