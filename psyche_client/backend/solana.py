@@ -32,26 +32,17 @@ from solders.pubkey import Pubkey
 from psyche_client import _core
 from psyche_client.backend.base import CoordinatorBackend
 from psyche_client.backend.tcp import CoordinatorRejected
+from psyche_client.modelref import ModelRefError, model_ref_from_json
 from psyche_client.solana.program import CoordinatorProgram, run_id_bytes
 from psyche_client.solana.rpc import ProgramRejected, SolanaCoordinatorClient
 
 
 def model_ref(model: dict[str, str]) -> _core.ModelRef:
-    """A core `ModelRef` from its JSON form {"kind", "location", "revision"}."""
-    kind, location, revision = (
-        model.get("kind"),
-        model.get("location", ""),
-        model.get("revision", ""),
-    )
-    if kind == "LocalPath":
-        return _core.ModelRef.local_path(location)
-    if kind == "HttpUrl":
-        return _core.ModelRef.http_url(location)
-    if kind == "HuggingFace":
-        return _core.ModelRef.hugging_face(location, revision)
-    if kind == "Peers":
-        return _core.ModelRef.peers()
-    raise CoordinatorRejected("InvalidModelRef", f"unknown model kind {kind!r}")
+    """A core `ModelRef` from its JSON form (see `psyche_client.modelref`)."""
+    try:
+        return model_ref_from_json(model)
+    except ModelRefError as e:
+        raise CoordinatorRejected(e.name, str(e)) from None
 
 
 class SolanaBackend:

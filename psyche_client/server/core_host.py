@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from psyche_client import _core
+from psyche_client.modelref import ModelRefError, model_ref_from_json
 from psyche_client.server.app import CoreRejection
 
 
@@ -33,31 +34,11 @@ def _hex(body: dict[str, Any], name: str, length: int) -> bytes:
     return raw
 
 
-def model_ref_from_json(value: Any) -> _core.ModelRef:
-    """A `ModelRef` from its JSON form {"kind", "location", "revision"}."""
-    if not isinstance(value, dict):
-        raise CoreRejection("InvalidMessage", "model must be an object")
-    kind, location = value.get("kind"), value.get("location", "")
-    revision = value.get("revision", "")
-    if not isinstance(location, str) or not isinstance(revision, str):
-        raise CoreRejection("InvalidMessage", "model location and revision must be strings")
+def _model(value: Any) -> _core.ModelRef:
     try:
-        if kind == "LocalPath":
-            return _core.ModelRef.local_path(location)
-        if kind == "HttpUrl":
-            return _core.ModelRef.http_url(location)
-        if kind == "HuggingFace":
-            return _core.ModelRef.hugging_face(location, revision)
-        if kind == "Peers":
-            return _core.ModelRef.peers()
-    except _core.CoordinatorError as e:
+        return model_ref_from_json(value)
+    except ModelRefError as e:
         raise CoreRejection(e.name, str(e)) from None
-    raise CoreRejection("InvalidMessage", f"unknown model kind {kind!r}")
-
-
-def model_ref_to_json(model: _core.ModelRef) -> dict[str, str]:
-    """The JSON form of a `ModelRef`."""
-    return {"kind": model.kind, "location": model.location, "revision": model.revision}
 
 
 class CoreStateHost:
@@ -109,7 +90,7 @@ class CoreStateHost:
             elif kind == "report":
                 c.report(node_key, _int(body, "target", 0, 65535), now)
             elif kind == "checkpoint":
-                c.checkpoint(node_key, model_ref_from_json(body.get("model")), now)
+                c.checkpoint(node_key, _model(body.get("model")), now)
             elif kind in ("pause", "resume", "update_config", "update_model"):
                 self._admin(node_key, kind, body, now)
             elif kind == "ping":
@@ -128,7 +109,7 @@ class CoreStateHost:
         elif kind == "resume":
             c.resume(now)
         elif kind == "update_model":
-            c.update_model(model_ref_from_json(body.get("model")), now)
+            c.update_model(_model(body.get("model")), now)
         else:
             fields = body.get("config")
             if not isinstance(fields, dict) or not all(

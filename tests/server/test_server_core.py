@@ -71,3 +71,20 @@ def test_clients_join_and_authority_controls(tmp_path: Path) -> None:
         await server.stop()
 
     asyncio.run(go())
+
+
+def test_model_reference_json() -> None:
+    from psyche_client.modelref import ModelRefError, model_ref_from_json
+
+    ref = model_ref_from_json({"kind": "HuggingFace", "location": "org/m", "revision": "r1"})
+    assert (ref.kind, ref.location, ref.revision) == ("HuggingFace", "org/m", "r1")
+    assert model_ref_from_json({"kind": "Peers"}).kind == "Peers"
+    for bad, name in [
+        ([], "InvalidMessage"),
+        ({"kind": "LocalPath", "location": 3}, "InvalidMessage"),
+        ({"kind": "Ftp", "location": "x"}, "InvalidModelRef"),
+        ({"kind": "LocalPath", "location": "x" * 10_000}, "InvalidModelRef"),
+    ]:
+        with pytest.raises(ModelRefError) as e:
+            model_ref_from_json(bad)
+        assert e.value.name == name
