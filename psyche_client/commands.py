@@ -192,6 +192,10 @@ def join(
             raise UserError(f"cannot reach coordinator {run}: {e}") from None
         except LookupError as e:
             raise UserError(f"run {run}: {e}") from None
+        except Exception as e:
+            if type(e).__name__ == "SolanaRpcException":
+                raise UserError(f"cannot reach Solana RPC {rpc} for run {run}: {e!r}") from None
+            raise
 
     try:
         asyncio.run(main())
@@ -218,6 +222,11 @@ def _backend_for(run: str, node_key: object, rpc: str, wallet: Path) -> object:
 
     from psyche_client.backend.solana import SolanaBackend
 
+    if not wallet.expanduser().exists():
+        raise UserError(
+            f"{run!r} is not host:port, so it names a Solana run, which needs a funded wallet: "
+            f"{wallet} does not exist (pass --wallet)"
+        )
     payer = Keypair.from_seed(load_keypair(wallet).seed)
     try:
         account = Pubkey.from_string(run) if len(run) > 32 else None

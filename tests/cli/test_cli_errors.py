@@ -34,8 +34,31 @@ def data_file(tmp_path: Path) -> Path:
 
 
 def test_bad_coordinator_address(data_file: Path, tmp_path: Path) -> None:
-    result = _cli("join", "not-an-address", f"--data={data_file}", f"--key={tmp_path / 'k'}")
+    result = _cli("join", "host:notaport", f"--data={data_file}", f"--key={tmp_path / 'k'}")
     _assert_user_error(result, "host:port")
+    no_wallet = _cli(
+        "join",
+        "not-an-address",
+        f"--data={data_file}",
+        f"--key={tmp_path / 'k'}",
+        f"--wallet={tmp_path / 'missing.json'}",
+    )
+    _assert_user_error(no_wallet, "names a Solana run")
+
+
+def test_unknown_solana_run(data_file: Path, tmp_path: Path) -> None:
+    from psyche_client.identity import NodeKey, save_keypair
+
+    save_keypair(NodeKey.generate(), tmp_path / "wallet.json")
+    result = _cli(
+        "join",
+        "no-such-run",
+        "--rpc=http://127.0.0.1:9",
+        f"--wallet={tmp_path / 'wallet.json'}",
+        f"--data={data_file}",
+        f"--key={tmp_path / 'k'}",
+    )
+    _assert_user_error(result, "no-such-run")
 
 
 def test_unreachable_coordinator(data_file: Path, tmp_path: Path) -> None:
