@@ -23,10 +23,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=3)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument(
+        "--set", action="append", default=[], help="config override, e.g. witness_grace_secs=0"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="psyche-bench-"))
     data, model = prepare(work)
     config = {**DEMO_CONFIG, "min_clients": args.clients}
+    for pair in args.set:
+        name, _, value = pair.partition("=")
+        config[name] = int(value)
     server, address = start_server(work, "bench", model, config, work / "server.log")
     names = [f"client{i}" for i in range(args.clients)]
     procs = [start_client(work, n, address, data) for n in names]
@@ -53,7 +59,7 @@ def main() -> None:
                 step_s.append(float(b["time"]) - float(a["time"]))  # type: ignore[arg-type]
     mean_step = statistics.mean(step_s)
     mean_train = statistics.mean(train_s)
-    print(f"clients={args.clients} steps_measured={len(step_s)} files={work}")
+    print(f"clients={args.clients} steps_measured={len(step_s)} config={args.set} files={work}")
     print(
         f"round_s={mean_step:.3f} train_s={mean_train:.3f} "
         f"overhead_s={mean_step - mean_train:.3f} "
