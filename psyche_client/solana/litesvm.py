@@ -22,6 +22,7 @@ from solders.transaction_status import InstructionErrorCustom, TransactionErrorI
 
 from psyche_client import _core
 from psyche_client.solana.program import (
+    ANCHOR_ERRORS,
     COORDINATOR_SPACE,
     CoordinatorProgram,
     decode_coordinator,
@@ -202,24 +203,6 @@ class Svm:
         """Sends a member instruction; the caller applies the mirror's transition after."""
         self.ok(what, user, [ix])
         self.mirror_tick()
-
-
-ANCHOR_ERRORS = {
-    100: "InstructionMissing",
-    101: "InstructionFallbackNotFound",
-    102: "InstructionDidNotDeserialize",
-    2000: "ConstraintMut",
-    2006: "ConstraintSeeds",
-    3002: "AccountDiscriminatorMismatch",
-    3003: "AccountDidNotDeserialize",
-    3005: "AccountNotEnoughKeys",
-    3007: "AccountOwnedByWrongProgram",
-    3008: "InvalidProgramId",
-    3010: "AccountNotSigner",
-    3015: "AccountSysvarMismatch",
-    4100: "DeclaredProgramIdMismatch",
-}
-"""Anchor's framework error codes the program returns (anchorpy's `LangErrorCode` names)."""
 
 
 ROLE_WITNESS = 2

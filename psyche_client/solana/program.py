@@ -358,3 +358,21 @@ def _discriminator(name: str) -> bytes:
 
 
 COORDINATOR_DISCRIMINATOR = _discriminator("CoordinatorAccount")
+
+
+ANCHOR_ERRORS = {
+    100: "InstructionMissing",
+    101: "InstructionFallbackNotFound",
+    102: "InstructionDidNotDeserialize",
+    2000: "ConstraintMut",
+    2006: "ConstraintSeeds",
+    3002: "AccountDiscriminatorMismatch",
+    3003: "AccountDidNotDeserialize",
+    3005: "AccountNotEnoughKeys",
+    3007: "AccountOwnedByWrongProgram",
+    3008: "InvalidProgramId",
+    3010: "AccountNotSigner",
+    3015: "AccountSysvarMismatch",
+    4100: "DeclaredProgramIdMismatch",
+}
+"""Anchor's framework error codes the program returns (anchorpy's `LangErrorCode` names)."""

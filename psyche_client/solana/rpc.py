@@ -32,6 +32,7 @@ from solders.transaction_status import (
 
 from psyche_client import _core
 from psyche_client.solana.program import (
+    ANCHOR_ERRORS,
     COORDINATOR_SPACE,
     PEER_SPACE,
     CoordinatorProgram,
@@ -39,23 +40,6 @@ from psyche_client.solana.program import (
     RunAccount,
     decode_coordinator,
 )
-
-ANCHOR_ERRORS = {
-    100: "InstructionMissing",
-    101: "InstructionFallbackNotFound",
-    102: "InstructionDidNotDeserialize",
-    2000: "ConstraintMut",
-    2006: "ConstraintSeeds",
-    3002: "AccountDiscriminatorMismatch",
-    3003: "AccountDidNotDeserialize",
-    3005: "AccountNotEnoughKeys",
-    3007: "AccountOwnedByWrongProgram",
-    3008: "InvalidProgramId",
-    3010: "AccountNotSigner",
-    3015: "AccountSysvarMismatch",
-    4100: "DeclaredProgramIdMismatch",
-}
-"""Anchor's framework error codes the program returns (anchorpy's `LangErrorCode` names)."""
 
 
 class ProgramRejected(Exception):
