@@ -87,6 +87,10 @@ class ClientEjected(RuntimeError):
     """Verifiers reported this client's results and the coordinator ejected it."""
 
 
+class ClientDesynced(RuntimeError):
+    """An agreed result could not be obtained, so this client's model can no longer match."""
+
+
 @dataclass
 class ClientStatus:
     """What the live status line shows."""
@@ -147,6 +151,23 @@ class RunClient:
     async def run(self) -> ClientStatus:
         """Take part in the run until it is Finished, `max_epochs` ended, or `stop()`."""
         await self.backend.start()
+        try:
+            await self._start_p2p()
+            while not self._stopping.is_set():
+                state = self.backend.state()
+                if await self._react(state):
+                    break
+                nonce = state.nonce
+                with contextlib.suppress(TimeoutError):
+                    await self.backend.wait_state(
+                        lambda s, seen=nonce: s.nonce != seen or self._stopping.is_set(),
+                        self.options.poll_s,
+                    )
+        finally:
+            await self._shutdown()
+        return self.status
+
+    async def _start_p2p(self) -> None:
         self._run_id = self.backend.state().run_id
         run_name = self._run_id.rstrip(b"\0").hex()
         self.node = P2PNode(
@@ -162,20 +183,6 @@ class RunClient:
         )
         await self.node.start()
         self._spawn(self._consume_announcements())
-        try:
-            while not self._stopping.is_set():
-                state = self.backend.state()
-                if await self._react(state):
-                    break
-                nonce = state.nonce
-                with contextlib.suppress(TimeoutError):
-                    await self.backend.wait_state(
-                        lambda s, seen=nonce: s.nonce != seen or self._stopping.is_set(),
-                        self.options.poll_s,
-                    )
-        finally:
-            await self._shutdown()
-        return self.status
 
     def stop(self) -> None:
         """Ask the loop to leave the run cleanly (withdraw) at its next turn."""
@@ -237,8 +244,8 @@ class RunClient:
             return True
         slot = state.find_client(self.backend.wallet)
         if slot is None:
-            if self._once("join", epoch, 0) or phase == "WaitingForMembers":
-                await self._send("join", self.backend.join())
+            if self._once("join", epoch, state.nonce):
+                await self._join()
             return False
         me = state.client(slot)
         if not self._advertised and self.node is not None:
@@ -267,6 +274,22 @@ class RunClient:
         elif phase == "Cooldown":
             await self._cooldown(state, slot)
         return False
+
+    async def _join(self) -> None:
+        """Ask for a slot; a banned wallet stops here, a full run is retried as state changes."""
+        try:
+            await self.backend.join()
+        except CoordinatorRejected as e:
+            if e.name == "Banned":
+                raise ClientEjected(
+                    "this wallet was ejected from the run earlier and may not join again"
+                ) from None
+            if e.name == "RunFinished":
+                return
+            if self._once(f"join-refused-{e.name}", 0, 0):
+                log.warning("join refused: %s (will retry while the run changes)", e)
+        except Exception as e:  # noqa: BLE001 - transport trouble: retried on the next state
+            log.info("join not delivered: %r", e)
 
     async def _send(self, what: str, request: Any) -> bool | None:
         """Send one message: True if accepted, False if refused, None if it may not have
@@ -531,9 +554,9 @@ class RunClient:
             rec = self._results.get(step, {}).get((sender, batch, digest))
             if rec is not None:
                 return rec
-        raise RuntimeError(
+        raise ClientDesynced(
             f"accepted result of step {step} batch {batch} could not be fetched; "
-            "this client can no longer follow the run"
+            "this client can no longer follow the run (restart it to rejoin from peers)"
         )
 
     async def _health_checks(self, state: _core.Coordinator) -> None:

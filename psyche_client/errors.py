@@ -14,7 +14,7 @@ def user_error_types() -> tuple[type[BaseException], ...]:
     """
     from psyche_client.backend.tcp import AddressError
     from psyche_client.checkpoint.io import CheckpointError
-    from psyche_client.client import ClientEjected
+    from psyche_client.client import ClientDesynced, ClientEjected
     from psyche_client.data.provider import DataError
     from psyche_client.identity import KeyFileError
     from psyche_client.server.persist import StateFileError
@@ -27,4 +27,5 @@ def user_error_types() -> tuple[type[BaseException], ...]:
         DataError,
         CheckpointError,
         ClientEjected,
+        ClientDesynced,
     )
