@@ -34,7 +34,11 @@ jobs=()
 # `time` output goes to the log as well, so build times can be read back from it.
 set +e
 {
-  time CARGO_TARGET_DIR="$CACHE/validator-target" cargo install agave-validator \
+  # opt-level 1 and no debug info: the test validator is idle most of the time, and this cuts
+  # the fresh-machine build (the longest step of `make test`); PSYCHE_VALIDATOR_OPT overrides.
+  time CARGO_TARGET_DIR="$CACHE/validator-target" \
+    CARGO_PROFILE_RELEASE_OPT_LEVEL="${PSYCHE_VALIDATOR_OPT:-1}" CARGO_PROFILE_RELEASE_DEBUG=false \
+    cargo install agave-validator \
     --version "$VERSION" --bin solana-test-validator --locked --root "$ROOT_DIR" "${jobs[@]}"
 } 2>&1 | tee "$LOG" | grep --line-buffered -E '^\s*(Compiling|Installing|Installed|Finished|error)|^real'
 status=${PIPESTATUS[0]}
