@@ -18,9 +18,9 @@ import time
 
 import torch
 
-from psyche_client.training.demo import DeMo, DeMoConfig
 from psyche_client.training.hashing import param_hash
 from psyche_client.training.model import LlamaConfig, build_model
+from psyche_client.training.optimizer import DeMo, DeMoConfig
 from psyche_client.training.result import ValueMode, decode_result, encode_result
 from psyche_client.training.trainer import compute_gradients
 from psyche_client.training.verify import verify_result

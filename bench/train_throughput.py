@@ -23,8 +23,8 @@ import torch
 
 from psyche_client.data.corpus import make_corpus
 from psyche_client.data.local import LocalTokenProvider
-from psyche_client.training.demo import DeMoConfig
 from psyche_client.training.model import LlamaConfig, build_model
+from psyche_client.training.optimizer import DeMoConfig
 from psyche_client.training.trainer import Trainer
 
 

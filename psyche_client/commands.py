@@ -354,8 +354,8 @@ def model_init(
     """Write a freshly initialised model (config.json, model.safetensors, psyche.json)."""
     from psyche_client.checkpoint.io import save_checkpoint
     from psyche_client.runspec import TrainingSpec, save_spec
-    from psyche_client.training.demo import DeMoConfig
     from psyche_client.training.model import LlamaConfig, build_model
+    from psyche_client.training.optimizer import DeMoConfig
 
     cfg = LlamaConfig(
         vocab_size=vocab,

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from psyche_client.errors import UserError
-from psyche_client.training.demo import DeMoConfig
+from psyche_client.training.optimizer import DeMoConfig
 from psyche_client.training.result import ValueMode
 
 SPEC_NAME = "psyche.json"

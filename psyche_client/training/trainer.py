@@ -22,8 +22,8 @@ import torch
 import torch.distributed as dist
 
 from psyche_client.data.provider import TokenDataProvider
-from psyche_client.training.demo import DeMo, DeMoConfig
 from psyche_client.training.model import LlamaForCausalLM
+from psyche_client.training.optimizer import DeMo, DeMoConfig
 from psyche_client.training.result import DeMoResult
 
 

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import torch
 
-from psyche_client.training.demo import DeMoConfig, compress_step, param_layout
 from psyche_client.training.model import LlamaForCausalLM
+from psyche_client.training.optimizer import DeMoConfig, compress_step, param_layout
 from psyche_client.training.result import DeMoResult, ResultFormatError, ValueMode, check_matches
 from psyche_client.training.trainer import compute_gradients
 

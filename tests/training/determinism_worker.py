@@ -27,9 +27,9 @@ def main() -> None:
     )
     torch.set_num_threads(1 + client % 2)
     from psyche_client.data.local import LocalTokenProvider
-    from psyche_client.training.demo import DeMoConfig
     from psyche_client.training.hashing import param_hash
     from psyche_client.training.model import LlamaConfig, build_model
+    from psyche_client.training.optimizer import DeMoConfig
     from psyche_client.training.result import decode_result
     from psyche_client.training.trainer import Trainer
 

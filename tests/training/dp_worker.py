@@ -33,9 +33,9 @@ def main() -> None:
     assert dist.is_initialized() and dist.get_backend() == "gloo"
     assert (placement.rank, placement.world_size) == (rank, world)
     from psyche_client.data.local import LocalTokenProvider
-    from psyche_client.training.demo import DeMoConfig
     from psyche_client.training.hashing import param_hash
     from psyche_client.training.model import LlamaConfig, build_model
+    from psyche_client.training.optimizer import DeMoConfig
     from psyche_client.training.trainer import Trainer
 
     cfg = LlamaConfig(

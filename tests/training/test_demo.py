@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from psyche_client.training import dct
-from psyche_client.training.demo import (
+from psyche_client.training.model import LlamaConfig, build_model
+from psyche_client.training.optimizer import (
     DeMo,
     DeMoConfig,
     aggregate_direction,
     apply_results,
     compress_step,
 )
-from psyche_client.training.model import LlamaConfig, build_model
 from psyche_client.training.result import DeMoResult, ParamComponent, ValueMode
 
 

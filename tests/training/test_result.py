@@ -10,8 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from psyche_client.training.demo import DeMo, DeMoConfig
 from psyche_client.training.model import LlamaConfig, build_model
+from psyche_client.training.optimizer import DeMo, DeMoConfig
 from psyche_client.training.result import (
     DecodeLimits,
     DeMoResult,
