@@ -21,9 +21,9 @@ import torch
 from psyche_client.training.hashing import param_hash
 from psyche_client.training.model import LlamaConfig, build_model
 from psyche_client.training.optimizer import DeMo, DeMoConfig
+from psyche_client.training.recompute import verify_result
 from psyche_client.training.result import ValueMode, decode_result, encode_result
 from psyche_client.training.trainer import compute_gradients
-from psyche_client.training.verify import verify_result
 
 
 def batches(n: int, batch: int, seq: int, vocab: int, seed: int) -> list[torch.Tensor]:

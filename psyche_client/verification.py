@@ -6,7 +6,7 @@ momentum it started that step with (a separate blob, announced with `MOMENTUM_FL
 batch id and bound by the same commitment scheme as results). A verifier fetches the target's
 momentum, rebuilds the parameters the round started from (it snapshots them every round),
 recomputes the result on the target's assigned samples and scores the claim
-(`training.verify`). See docs/decisions/0002-verification.md for what this does and does not
+(`training.recompute`). See docs/decisions/0002-verification.md for what this does and does not
 prove: it catches results that do not follow from the trainer's own declared momentum (garbage,
 tampering, wrong data), not a trainer that crafts a momentum to fit a chosen result.
 """

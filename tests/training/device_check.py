@@ -23,9 +23,9 @@ from psyche_client.data.local import LocalTokenProvider
 from psyche_client.training.hashing import param_hash
 from psyche_client.training.model import LlamaConfig, build_model
 from psyche_client.training.optimizer import DeMoConfig, compress_step
+from psyche_client.training.recompute import score_results
 from psyche_client.training.result import ValueMode, decode_result
 from psyche_client.training.trainer import Trainer, compute_gradients
-from psyche_client.training.verify import score_results
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 

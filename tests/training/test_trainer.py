@@ -14,9 +14,9 @@ from psyche_client.data.local import LocalTokenProvider
 from psyche_client.training.hashing import param_hash
 from psyche_client.training.model import LlamaConfig, build_model
 from psyche_client.training.optimizer import DeMoConfig
+from psyche_client.training.recompute import score_results
 from psyche_client.training.result import decode_result
 from psyche_client.training.trainer import Trainer, compute_gradients
-from psyche_client.training.verify import score_results
 
 
 def test_train_step_produces_a_result_and_leaves_params_until_apply(

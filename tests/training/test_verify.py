@@ -11,9 +11,9 @@ import torch
 from psyche_client.data.local import LocalTokenProvider
 from psyche_client.training.model import LlamaConfig, build_model
 from psyche_client.training.optimizer import DeMoConfig, compress_step
+from psyche_client.training.recompute import PASS_THRESHOLD, score_results, verify_result
 from psyche_client.training.result import ValueMode
 from psyche_client.training.trainer import Trainer, compute_gradients
-from psyche_client.training.verify import PASS_THRESHOLD, score_results, verify_result
 
 
 @pytest.fixture
