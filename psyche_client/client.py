@@ -44,6 +44,12 @@ from psyche_client.p2p.node import P2PNode
 from psyche_client.runspec import TrainingSpec, load_spec, save_spec
 from psyche_client.training.hashing import param_hash
 from psyche_client.training.model import LlamaConfig, LlamaForCausalLM
+from psyche_client.training.momentum_codec import (
+    MOMENTUM_FLAG,
+    decode_momentum,
+    encode_momentum,
+    garbage_like,
+)
 from psyche_client.training.recompute import verify_result
 from psyche_client.training.result import (
     DeMoResult,
@@ -53,12 +59,6 @@ from psyche_client.training.result import (
     decode_result,
 )
 from psyche_client.training.trainer import Trainer
-from psyche_client.verification import (
-    MOMENTUM_FLAG,
-    decode_momentum,
-    encode_momentum,
-    garbage_like,
-)
 
 log = logging.getLogger("psyche.client")
 

@@ -1,4 +1,4 @@
-"""Verifier duties: recompute a peer's result from public inputs and its disclosed momentum.
+"""The momentum disclosure: how a trainer publishes the momentum a verifier needs, as bytes.
 
 A DeMo result depends on the trainer's private momentum, so a verifier cannot recompute it from
 the parameters and the batch alone. Each trainer therefore also publishes, per step, the
