@@ -21,9 +21,9 @@ from .errors import ModelUnavailable
 from .host import raise_for_status
 from .identity import NodeId
 from .manifest import Manifest, ManifestError
+from .payload_check import StreamingHashVerifier
 from .store import Buffer
 from .transfer import AttemptFn, FetchStats, Source, fetch_blob
-from .verify import StreamingHashVerifier
 
 log = logging.getLogger(__name__)
 

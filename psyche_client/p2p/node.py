@@ -31,9 +31,9 @@ from .limits import UploadLimiter
 from .manifest import Manifest
 from .messages import Announcement
 from .model import ModelSnapshot, fetch_model
+from .payload_check import Hasher, StreamingHashVerifier, Verifier, WholeVerifier
 from .store import BlobStore, Buffer
 from .transfer import FAST, FetchStats, Progress, Source, fetch_blob
-from .verify import Hasher, StreamingHashVerifier, Verifier, WholeVerifier
 
 log = logging.getLogger(__name__)
 

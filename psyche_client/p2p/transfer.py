@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from . import wire
 from .identity import NodeId
-from .verify import Verifier
+from .payload_check import Verifier
 
 log = logging.getLogger(__name__)
 
