@@ -13,13 +13,16 @@ Run: `make sbf && .venv/bin/python bench/program_cu.py`
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
-from psyche_client import _core
-from psyche_client.solana.litesvm import EpochDriver, Member, Svm
-from psyche_client.solana.program import CoordinatorProgram
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the LiteSVM harness is test-only code under tests/support
+
+from psyche_client import _core  # noqa: E402
+from psyche_client.solana.program import CoordinatorProgram  # noqa: E402
+from tests.support.litesvm_harness import EpochDriver, Member, Svm  # noqa: E402
+
 SO = ROOT / "target" / "deploy" / "psyche_coordinator.so"
 
 

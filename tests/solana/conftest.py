@@ -18,8 +18,8 @@ import pytest
 from anchorpy import Idl
 from xprocess import ProcessStarter
 
-from psyche_client.solana.litesvm import Svm
 from psyche_client.solana.program import CoordinatorProgram, load_idl
+from tests.support.litesvm_harness import Svm
 
 ROOT = Path(__file__).resolve().parents[2]
 PROGRAM_SO = ROOT / "target" / "deploy" / "psyche_coordinator.so"

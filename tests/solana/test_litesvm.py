@@ -21,8 +21,8 @@ from solders.pubkey import Pubkey
 from solders.transaction import VersionedTransaction
 
 from psyche_client import _core
-from psyche_client.solana.litesvm import EpochDriver, Member, Svm
 from psyche_client.solana.program import COORDINATOR_SPACE, RUN_SPACE, CoordinatorProgram
+from tests.support.litesvm_harness import EpochDriver, Member, Svm
 
 FAST = _core.Config(
     total_steps=2,

@@ -1,8 +1,9 @@
 """A LiteSVM harness for the coordinator program: the SBF `.so` loaded in-process, a settable
 clock, and a run mirrored in the core bindings.
 
-Used by the program tests (tests/solana) and the compute-unit report (bench/program_cu.py).
-Needs `solders` with LiteSVM (0.26); nothing here touches a network.
+Test-only code (not shipped in the package): used by the program tests (tests/solana) and the
+compute-unit report (bench/program_cu.py). Needs `solders` with LiteSVM (0.26); nothing here
+touches a network.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Test-only helpers shared by the tests and the benchmarks (never shipped in the package)."""
