@@ -12,45 +12,62 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
+from psyche_client.errors import UserError
 
-class KeyFileError(ValueError):
+
+class KeyFileError(UserError, ValueError):
     """A key file is missing, unreadable or not a Solana keypair; the message says which."""
 
 
 @dataclass(frozen=True)
 class NodeKey:
-    """An ed25519 signing key, with the raw bytes forms the protocol uses."""
+    """An ed25519 signing key from a 32-byte seed: signs TCP messages, results and p2p
+    announcements, and is the libp2p peer identity (`libp2p_key_pair`). The one key class of the
+    package; `psyche_client.p2p.identity` re-exports it."""
 
-    keypair: Keypair
+    seed: bytes = field(repr=False)
+    keypair: Keypair = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.seed) != 32:
+            raise KeyFileError(f"an ed25519 seed is 32 bytes, got {len(self.seed)}")
+        object.__setattr__(self, "seed", bytes(self.seed))
+        object.__setattr__(self, "keypair", Keypair.from_seed(self.seed))
 
     @classmethod
     def from_seed(cls, seed: bytes) -> NodeKey:
         """Build a key from a 32-byte seed (the libp2p key derives from the same seed)."""
-        if len(seed) != 32:
-            raise KeyFileError(f"an ed25519 seed is 32 bytes, got {len(seed)}")
-        return cls(Keypair.from_seed(seed))
+        return cls(seed)
+
+    @classmethod
+    def from_solana_keypair_bytes(cls, keypair: bytes) -> NodeKey:
+        """A key from the 64 bytes of a Solana keypair file (seed, then public key)."""
+        if len(keypair) != 64:
+            raise KeyFileError(f"a Solana keypair is 64 bytes, got {len(keypair)}")
+        return cls(bytes(keypair[:32]))
 
     @classmethod
     def generate(cls) -> NodeKey:
         """A fresh random key (OS randomness)."""
-        return cls.from_seed(os.urandom(32))
-
-    @property
-    def seed(self) -> bytes:
-        """The 32-byte secret seed."""
-        return bytes(self.keypair.secret())
+        return cls(os.urandom(32))
 
     @property
     def public(self) -> bytes:
         """The 32-byte public key."""
         return bytes(self.keypair.pubkey())
+
+    @property
+    def node_id(self) -> bytes:
+        """The 32-byte public key, as the p2p layer names peers (same as `public`)."""
+        return self.public
 
     @property
     def pubkey(self) -> Pubkey:
@@ -60,6 +77,12 @@ class NodeKey:
     def sign(self, message: bytes) -> bytes:
         """A 64-byte ed25519 signature of `message`."""
         return bytes(self.keypair.sign_message(message))
+
+    def libp2p_key_pair(self) -> Any:
+        """The libp2p key pair of this key (imported here so the CLI does not load libp2p)."""
+        from libp2p.crypto.ed25519 import create_new_key_pair
+
+        return create_new_key_pair(self.seed)
 
 
 def verify_signature(public: bytes, message: bytes, signature: bytes) -> bool:
