@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from psyche_client.demo import DEMO_CONFIG, prepare, read_events, start_client, start_server
+from psyche_client.cli.demo import DEMO_CONFIG, prepare, read_events, start_client, start_server
 
 
 def main() -> None:

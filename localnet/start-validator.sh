@@ -98,8 +98,8 @@ done
 if [ -n "${PSYCHE_DEMO_RUN:-}" ]; then
   python="${PSYCHE_PYTHON:-$ROOT/.venv/bin/python}"
   owner="$LEDGER/demo-owner.json"
-  "$python" -m psyche_client.solana.operator new-keypair "$owner" >/dev/null
-  created=$("$python" -m psyche_client.solana.operator create --rpc "$url" --keypair "$owner" \
+  "$python" -m psyche_client.cli run new-keypair "$owner" >/dev/null
+  created=$("$python" -m psyche_client.cli run create --rpc "$url" --keypair "$owner" \
     --run-id "$PSYCHE_DEMO_RUN" --airdrop 10 --resume --set min_clients=2) ||
     die "creating the demo run failed"
   echo "start-validator: demo run '$PSYCHE_DEMO_RUN' $created owner-keypair=$owner"

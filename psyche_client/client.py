@@ -36,6 +36,7 @@ from psyche_client.backend.base import CoordinatorBackend
 from psyche_client.backend.tcp import ConnectionLost, CoordinatorRejected
 from psyche_client.checkpoint.io import load_checkpoint, save_checkpoint
 from psyche_client.data.provider import TokenDataProvider
+from psyche_client.errors import UserError
 from psyche_client.identity import NodeKey
 from psyche_client.p2p.config import P2PConfig
 from psyche_client.p2p.identity import NodeKey as P2PKey
@@ -83,11 +84,11 @@ class ClientOptions:
     """Fault injection for tests: "garbage" sends well-formed random results (a liar)."""
 
 
-class ClientEjected(RuntimeError):
+class ClientEjected(UserError, RuntimeError):
     """Verifiers reported this client's results and the coordinator ejected it."""
 
 
-class ClientDesynced(RuntimeError):
+class ClientDesynced(UserError, RuntimeError):
     """An agreed result could not be obtained, so this client's model can no longer match."""
 
 

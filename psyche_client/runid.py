@@ -13,8 +13,16 @@ from psyche_client.errors import UserError
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
 
 
-def run_id_bytes(name: str) -> bytes:
-    """The 32-byte run id of a run name; `UserError` for a name that cannot be one."""
+def run_id_bytes(name: str | bytes) -> bytes:
+    """The 32-byte run id of a run name; `UserError` for a name that cannot be one.
+
+    Every `--run`/`--run-id`/run argument goes through here. Raw bytes (at most 32, as tests
+    and SDK callers pass them) are only zero-padded.
+    """
+    if isinstance(name, bytes):
+        if len(name) > 32:
+            raise UserError(f"run id is {len(name)} bytes; at most 32")
+        return name.ljust(32, b"\0")
     if not _NAME.match(name):
         raise UserError(
             f"run name {name!r} must be 1-32 characters of letters, digits, '.', '-' or '_'"

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from psyche_client import _core
+from psyche_client.errors import UserError
 from psyche_client.identity import NodeKey
 from psyche_client.server import wire
 
@@ -35,7 +36,7 @@ class CoordinatorRejected(Exception):
         self.message = message
 
 
-class AddressError(ValueError):
+class AddressError(UserError, ValueError):
     """A coordinator address is not host:port."""
 
 

@@ -27,6 +27,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from psyche_client.errors import UserError
 from psyche_client.training.model import LlamaConfig, LlamaForCausalLM
 
 CONFIG_NAME = "config.json"
@@ -34,7 +35,7 @@ WEIGHTS_NAME = "model.safetensors"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint could not be found, downloaded or understood."""
 
 

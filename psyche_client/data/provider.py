@@ -20,10 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from psyche_client.errors import UserError
+
 TOKEN_DTYPES: dict[str, np.dtype] = {"u16": np.dtype("<u2"), "u32": np.dtype("<u4")}
 
 
-class DataError(RuntimeError):
+class DataError(UserError, RuntimeError):
     """A data source is missing, unreachable, malformed, or an index is out of range."""
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from psyche_client import _core
 from psyche_client.modelref import ModelRefError, model_ref_from_json
+from psyche_client.runconfig import ConfigError, config_with
 from psyche_client.server.app import CoreRejection
 
 
@@ -112,14 +113,10 @@ class CoreStateHost:
             c.update_model(_model(body.get("model")), now)
         else:
             fields = body.get("config")
-            if not isinstance(fields, dict) or not all(
-                isinstance(v, int) and not isinstance(v, bool) for v in fields.values()
-            ):
+            if not isinstance(fields, dict):
                 raise CoreRejection("InvalidMessage", "config must map field names to integers")
             try:
-                config = c.config.replace(**fields)
-            except TypeError as e:
-                raise CoreRejection("InvalidMessage", str(e)) from None
-            except OverflowError:
-                raise CoreRejection("InvalidMessage", "a config value is out of range") from None
+                config = config_with(fields, c.config)
+            except ConfigError as e:
+                raise CoreRejection(e.name, str(e)) from None
             c.update_config(config, now)

@@ -12,10 +12,12 @@ import hashlib
 import os
 from pathlib import Path
 
+from psyche_client.errors import UserError
+
 _MAGIC = b"PSYSTATE"
 
 
-class StateFileError(ValueError):
+class StateFileError(UserError, ValueError):
     """The state file exists but cannot be used; the message says why."""
 
 

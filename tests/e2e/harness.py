@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from psyche_client import _core
-from psyche_client.demo import DEMO_CONFIG, prepare, read_events, start_client, start_server
+from psyche_client.cli.demo import DEMO_CONFIG, prepare, read_events, start_client, start_server
 from psyche_client.server.persist import load_state
 
 

@@ -20,7 +20,7 @@ import pytest
 from solders.keypair import Keypair
 
 from psyche_client import _core
-from psyche_client.demo import prepare, read_events
+from psyche_client.cli.demo import prepare, read_events
 from psyche_client.identity import NodeKey, save_keypair
 from psyche_client.solana.rpc import SolanaCoordinatorClient
 

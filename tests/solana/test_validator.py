@@ -19,7 +19,7 @@ from solders.keypair import Keypair
 from typer.testing import CliRunner
 
 from psyche_client import _core
-from psyche_client.solana.operator import run_app
+from psyche_client.cli.run import run_app
 from psyche_client.solana.program import COORDINATOR_SPACE, CoordinatorProgram
 from psyche_client.solana.rpc import ProgramRejected, SolanaCoordinatorClient
 

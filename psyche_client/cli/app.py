@@ -1,8 +1,8 @@
-"""The `psyche-client` command line.
+"""The root `psyche-client` app and its entry point.
 
 Every user mistake (bad address, missing key file, missing data, unknown run) ends in one line on
-stderr and a non-zero exit, never a traceback: commands raise `UserError` (or one of the known
-input-error types) and `main` turns them into that line.
+stderr and a non-zero exit, never a traceback: commands raise a `UserError` (every input-error
+type of the package is one) and `main` turns it into that line.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from psyche_client.errors import UserError, user_error_types
+from psyche_client.errors import UserError
 
 app = typer.Typer(
     name="psyche-client",
@@ -23,10 +23,15 @@ app = typer.Typer(
 
 
 def register_commands() -> None:
-    """Attach the command groups (imported lazily so `--help` stays fast)."""
-    from psyche_client.commands import register
+    """Attach the command groups (each imports its heavy dependencies only when it runs)."""
+    from psyche_client.cli import data, demo, join, model, run, serve
 
-    register(app)
+    app.command()(serve.serve)
+    app.command()(join.join)
+    app.add_typer(model.model_app, name="model")
+    app.add_typer(data.data_app, name="data")
+    app.command()(demo.demo)
+    app.add_typer(run.run_app, name="run")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     register_commands()
     try:
         app(args=argv, standalone_mode=False)
-    except user_error_types() as e:
+    except UserError as e:
         print(f"psyche-client: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -2,8 +2,8 @@
 close — against any RPC URL with any keypair file (default: localnet and the Solana CLI's
 default keypair).
 
-`run_app` is a typer app meant to be mounted as `psyche-client run …`; until then it runs as
-`python -m psyche_client.solana.operator …`.
+`run_app` is mounted as `psyche-client run …` (`python -m psyche_client.cli run …`). Config and
+model options go through the same parsers as `serve` (`runconfig`, `modelref`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,10 @@ from solders.pubkey import Pubkey
 
 from psyche_client import _core
 from psyche_client.identity import load_keypair
-from psyche_client.solana.program import CoordinatorProgram, run_id_bytes
+from psyche_client.modelref import model_ref_from_kind
+from psyche_client.runconfig import config_from_sets
+from psyche_client.runid import run_id_bytes
+from psyche_client.solana.program import CoordinatorProgram
 from psyche_client.solana.rpc import ProgramRejected, SendFailed, SolanaCoordinatorClient
 
 DEFAULT_RPC = "http://127.0.0.1:8899"
@@ -42,38 +45,6 @@ Sets = Annotated[
 def keypair(path: str) -> Keypair:
     key = load_keypair(path)
     return Keypair.from_seed(key.seed)
-
-
-def config_from(sets: list[str] | None, base: _core.Config | None = None) -> _core.Config:
-    fields: dict[str, Any] = {}
-    for item in sets or []:
-        name, _, value = item.partition("=")
-        if not value:
-            raise typer.BadParameter(f"--set {item!r}: expected field=value")
-        fields[name.strip()] = int(value)
-    try:
-        config = (base or _core.Config()).replace(**fields)
-        config.validate()
-    except TypeError as e:
-        raise typer.BadParameter(str(e)) from None
-    except _core.CoordinatorError as e:
-        raise typer.BadParameter(f"config: {e.name}") from None
-    return config
-
-
-def model_from(kind: str, location: str, revision: str) -> _core.ModelRef:
-    makers: dict[str, Callable[[], _core.ModelRef]] = {
-        "hf": lambda: _core.ModelRef.hugging_face(location, revision),
-        "http": lambda: _core.ModelRef.http_url(location),
-        "path": lambda: _core.ModelRef.local_path(location),
-        "peers": _core.ModelRef.peers,
-    }
-    if kind not in makers:
-        raise typer.BadParameter(f"--model-kind must be one of {', '.join(makers)}")
-    try:
-        return makers[kind]()
-    except _core.CoordinatorError as e:
-        raise typer.BadParameter(f"model: {e.name}") from None
 
 
 def run_async(fn: Callable[[SolanaCoordinatorClient], Awaitable[T]], rpc: str, key: str) -> T:
@@ -129,8 +100,8 @@ def create(
     resume: Annotated[bool, typer.Option(help="open the run for joins right away")] = False,
 ) -> None:
     """Create a run (coordinator account + run PDA, one transaction); it starts paused."""
-    config = config_from(sets)
-    model = model_from(model_kind, model_location, model_revision)
+    config = config_from_sets(sets or [])
+    model = model_ref_from_kind(model_kind, model_location, model_revision)
     gate = None if join_authority is None else Pubkey.from_string(join_authority)
 
     async def go(sdk: SolanaCoordinatorClient) -> tuple[Pubkey, Pubkey]:
@@ -184,9 +155,11 @@ def update(
         run = p.run_address(run_id_bytes(run_id))
         account = await sdk.run_account(run)
         state = await sdk.state(account.coordinator)
-        config = config_from(sets, state.config) if sets else None
+        config = config_from_sets(sets, state.config) if sets else None
         model = (
-            None if model_kind is None else model_from(model_kind, model_location, model_revision)
+            None
+            if model_kind is None
+            else model_ref_from_kind(model_kind, model_location, model_revision)
         )
         ix = p.update(sdk.payer.pubkey(), run, account.coordinator, config, model)
         await sdk.send([ix])
