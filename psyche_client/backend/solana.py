@@ -33,7 +33,8 @@ from psyche_client import _core
 from psyche_client.backend.base import CoordinatorBackend
 from psyche_client.backend.tcp import CoordinatorRejected
 from psyche_client.modelref import ModelRefError, model_ref_from_json
-from psyche_client.solana.program import CoordinatorProgram, run_id_bytes
+from psyche_client.runid import run_id_bytes
+from psyche_client.solana.program import CoordinatorProgram
 from psyche_client.solana.rpc import ProgramRejected, SolanaCoordinatorClient
 
 

@@ -6,13 +6,13 @@
   reading the decoded state.
 """
 
+from psyche_client.runid import run_id_bytes
 from psyche_client.solana.program import (
     COORDINATOR_SPACE,
     CoordinatorProgram,
     RunAccount,
     decode_coordinator,
     load_idl,
-    run_id_bytes,
 )
 from psyche_client.solana.rpc import ProgramRejected, SendFailed, SolanaCoordinatorClient
 
