@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from .config import P2PConfig
 from .identity import NodeId
-from .messages import KIND_ANNOUNCE, KIND_HAVE, Announcement, MessageError, decode
+from .messages import CLAIM_KINDS, KIND_HAVE, Announcement, MessageError, decode
 from .transfer import Source
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class Verdict:
     forward: bool
     """Let gossipsub pass the message on (valid, or a harmless duplicate)."""
     new: Announcement | None = None
-    """A newly accepted ANNOUNCE for the client loop."""
+    """A newly accepted ANNOUNCE or MOMENTUM for the client loop."""
     addr: str = ""
     """A libp2p address worth remembering for later dials."""
 
@@ -57,7 +57,9 @@ class AnnouncementBook:
         self.config = config
         self.stats = stats
         self.current_step: int | None = None
-        self._accepted: dict[tuple[NodeId, int, int], Announcement] = {}
+        self._accepted: dict[tuple[int, NodeId, int, int], Announcement] = {}
+        """(kind, sender, step, batch_id) -> the claim: a result and its momentum disclosure
+        share (sender, step, batch_id) and are told apart by kind."""
         self._holders: dict[bytes, dict[NodeId, Source]] = {}
         self._raw: dict[int, dict[tuple[int, NodeId, bytes], bytes]] = {}
         self._own: list[Announcement] = []
@@ -130,7 +132,7 @@ class AnnouncementBook:
         self.add_holder(msg)
         if msg.kind == KIND_HAVE:
             return Verdict(True, addr=msg.p2p_addr)
-        key = (msg.sender, msg.step, msg.batch_id)
+        key = (msg.kind, msg.sender, msg.step, msg.batch_id)
         if key in self._accepted:
             self.stats.duplicates += 1
             return Verdict(True)
@@ -156,8 +158,8 @@ class AnnouncementBook:
             ):
                 return "too many holders tracked"
             return None
-        if msg.kind == KIND_ANNOUNCE:
-            prev = self._accepted.get((msg.sender, msg.step, msg.batch_id))
+        if msg.kind in CLAIM_KINDS:
+            prev = self._accepted.get((msg.kind, msg.sender, msg.step, msg.batch_id))
             if prev is not None:
                 return None if prev.commitment == msg.commitment else "equivocation"
             why = self.validate(msg)

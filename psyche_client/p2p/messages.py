@@ -1,4 +1,5 @@
-"""Signed gossip messages: ANNOUNCE (a new result exists) and HAVE (I hold a copy of it).
+"""Signed gossip messages: ANNOUNCE (a new result exists), MOMENTUM (a trainer's disclosed
+momentum for a step exists) and HAVE (I hold a copy of either).
 
 Binary, fixed field order, so a signature covers exactly one byte string and decoding never
 guesses. The signature is the sender's node key over a domain tag plus the body; the gossipsub
@@ -15,6 +16,12 @@ from .identity import NodeId, NodeKey, verify_signature
 MAGIC = b"PSY1"
 KIND_ANNOUNCE = 1
 KIND_HAVE = 2
+KIND_MOMENTUM = 3
+"""A trainer's momentum disclosure for the batch it trained (what verifiers recompute from). Its
+own kind, not a flag in `batch_id`, so it shares the result's (step, batch_id) and the signature
+binds which of the two a commitment is for."""
+CLAIM_KINDS = (KIND_ANNOUNCE, KIND_MOMENTUM)
+"""Kinds that are the sender's own claim (a HAVE only re-announces one)."""
 SIGN_DOMAIN = b"psyche/p2p/gossip/v1\x00"
 MAX_MESSAGE_BYTES = 2048
 """Gossip messages are tiny; anything larger is rejected before its signature is checked."""
@@ -31,8 +38,9 @@ class MessageError(ValueError):
 class Announcement:
     """A signed claim: `sender` trained `batch_id` at `step`; its payload hashes to `commitment`.
 
-    `kind` is ANNOUNCE for the trainer's own claim; a HAVE is the same record re-signed by a
-    holder (`sender` = holder) so fetchers learn extra sources for the same commitment.
+    `kind` is ANNOUNCE for the trainer's own result, MOMENTUM for its momentum disclosure of the
+    same (step, batch_id); a HAVE is either record re-signed by a holder (`sender` = holder) so
+    fetchers learn extra sources for the same commitment.
     `p2p_addr` is a libp2p multiaddr (with /p2p/), `fast_addr` is "host:port" of the plain TCP
     fast path, or "" when the sender offers none.
     """
@@ -98,7 +106,7 @@ def decode(data: bytes) -> Announcement:
     if len(data) < len(MAGIC) + 1 or data[:4] != MAGIC:
         raise MessageError("bad magic")
     kind = data[4]
-    if kind not in (KIND_ANNOUNCE, KIND_HAVE):
+    if kind not in (*CLAIM_KINDS, KIND_HAVE):
         raise MessageError("unknown kind")
     pos = 5
     strings: list[str] = []

@@ -29,7 +29,7 @@ from .host import Libp2pHost
 from .identity import NodeId, NodeKey
 from .limits import UploadLimiter
 from .manifest import Manifest
-from .messages import Announcement
+from .messages import KIND_ANNOUNCE, Announcement
 from .model import ModelSnapshot, fetch_model
 from .payload_check import Hasher, StreamingHashVerifier, Verifier, WholeVerifier
 from .store import BlobStore, Buffer
@@ -215,10 +215,15 @@ class P2PNode:
         self._store.prune_before(step - 1)
 
     async def publish(
-        self, step: int, batch_id: int, payload: Buffer, commitment: bytes | None = None
+        self,
+        step: int,
+        batch_id: int,
+        payload: Buffer,
+        commitment: bytes | None = None,
+        kind: int = KIND_ANNOUNCE,
     ) -> Announcement:
-        """Serve `payload` and announce it (signed) on the run topic; re-announced periodically
-        while its step is live."""
+        """Serve `payload` and announce it (signed, as `kind`: a result or a momentum
+        disclosure) on the run topic; re-announced periodically while its step is live."""
         self._running()
         if len(payload) > self.config.max_payload_bytes:
             raise ValueError("payload larger than max_payload_bytes")
@@ -232,6 +237,7 @@ class P2PNode:
             payload_size=len(payload),
             p2p_addr=self.p2p_addr,
             fast_addr=self.fast_addr,
+            kind=kind,
         ).signed(self.key)
         self._store.put(commitment, payload, step)
         self._book.add_own(ann)
