@@ -67,7 +67,7 @@ def main() -> None:
     driver = EpochDriver(svm, members, dt=3)
     mirror = driver.mirror
 
-    driver.run_until("RoundTrain")
+    driver.run_until(_core.Phase.RoundTrain)
     while mirror.height < 1:
         driver.step()
     # A verifier of round 1 reports its target (ejecting it: eject_reports = 1).
@@ -75,14 +75,17 @@ def main() -> None:
     for m in members:
         slot = mirror.find_client(m.wallet)
         target = None if slot is None else mirror.verification_target(h, slot)
-        if target is not None and mirror.phase in ("RoundTrain", "RoundWitness"):
+        if target is not None and mirror.phase in (
+            _core.Phase.RoundTrain,
+            _core.Phase.RoundWitness,
+        ):
             svm.member("report", m.keypair, svm.p.report(m.keypair.pubkey(), *svm.accounts, target))
             mirror.report(m.wallet, target, svm.now)
             svm.check()
             break
     # One trainer goes silent; the driver's health checks drop it once its round is final.
     driver.silent.add(members[-1].wallet)
-    driver.run_until("Finished")
+    driver.run_until(_core.Phase.Finished)
 
     svm.set_paused(True)
     svm.ok("update", svm.owner, [svm.p.update(svm.owner.pubkey(), *svm.accounts, config)])
@@ -94,7 +97,7 @@ def main() -> None:
     cu = svm.cu
     width = max(len(k) for k in cu)
     print(f"program: {SO.relative_to(ROOT)} {SO.stat().st_size} bytes (SBPF v0)")
-    print(f"clients: {n}, phases: {' → '.join(driver.phases)}")
+    print(f"clients: {n}, phases: {' → '.join(p.name for p in driver.phases)}")
     for name in sorted(cu, key=lambda k: -cu[k]):
         print(f"  {name:<{width}}  {cu[name]:>7,} CU")
     missing = {"report", "health_check", "checkpoint", "witness", "warmup_witness"} - set(cu)

@@ -106,7 +106,7 @@ class Sim:
         c = self.coord
         info = c.round(h)
         spans = c.assignments(h)
-        if info.kind == "Data":
+        if info.kind == core.RoundKind.Data:
             pos = info.data_index
             for _slot, lo, hi in spans:
                 if lo != pos or hi <= lo:
@@ -123,7 +123,7 @@ class Sim:
         states = {cl.slot: cl.state for cl in c.clients()}
         for hh in range(max(0, h - 3), h + 1):
             for slot in c.round(hh).ejected:
-                if states.get(slot) != "Ejected":
+                if states.get(slot) != core.ClientState.Ejected:
                     self.violate(f"slot {slot} ejected but {states.get(slot)}")
         data = c.to_bytes()
         if len(data) != core.STATE_SIZE or core.Coordinator.from_bytes(data).to_bytes() != data:
@@ -205,39 +205,44 @@ class Sim:
         c = self.coord
         # Waiting: let the timer run out.
         waited = 0
-        while c.phase == "WaitingForMembers":
+        while c.phase == core.Phase.WaitingForMembers:
             self.now += 1
             waited += 1
             if waited % 10 == 0:
                 self.try_join(1)
             self.tick()
-        if c.phase != "Warmup":
+        if c.phase != core.Phase.Warmup:
             return
         for cl in c.clients():
-            if cl.state == "Healthy" and self.alive(cl.wallet):
+            if cl.state == core.ClientState.Healthy and self.alive(cl.wallet):
                 c.warmup_witness(cl.wallet, self.now)
         self.now += 1
-        while c.phase == "Warmup":
+        while c.phase == core.Phase.Warmup:
             self.now += 1
             self.tick()
-        self.max_members = max(self.max_members, c.count("Healthy"))
-        while c.phase in ("RoundTrain", "RoundWitness"):
+        self.max_members = max(self.max_members, c.count(core.ClientState.Healthy))
+        while c.phase in (core.Phase.RoundTrain, core.Phase.RoundWitness):
             self.run_round()
-        if c.phase == "Cooldown":
+        if c.phase == core.Phase.Cooldown:
             last = c.epoch_rounds - 1
             if last >= 0:
                 self.check_apply(last)  # applied as Cooldown starts
             self.check_coverage()
             writer = next(
-                (cl for cl in c.clients() if cl.state == "Healthy" and self.alive(cl.wallet)), None
+                (
+                    cl
+                    for cl in c.clients()
+                    if cl.state == core.ClientState.Healthy and self.alive(cl.wallet)
+                ),
+                None,
             )
             if writer is not None:
                 rev = f"epoch-{c.epoch}"
                 c.checkpoint(writer.wallet, core.ModelRef.hugging_face("org/sim", rev), self.now)
-            while c.phase == "Cooldown":
+            while c.phase == core.Phase.Cooldown:
                 self.now += 5
                 self.tick()
-        if c.phase in ("WaitingForMembers", "Paused", "Finished"):
+        if c.phase in (core.Phase.WaitingForMembers, core.Phase.Paused, core.Phase.Finished):
             self.check_coverage()
         # Leavers freed: the dead ones are gone for good.
         members = {cl.wallet for cl in c.clients()}
@@ -267,7 +272,7 @@ class Sim:
             w = c.client(slot).wallet
             if not roles & core.ROLE_VERIFIER or not self.alive(w):
                 continue
-            if c.client(slot).state != "Healthy":
+            if c.client(slot).state != core.ClientState.Healthy:
                 continue
             target = c.verification_target(h, slot)
             if target is None:
@@ -280,46 +285,43 @@ class Sim:
                     self.violate(f"report failed: {e.name}")
         # Witnesses attest what they received of round h-1.
         prev = self.delivered.get((epoch, h - 1), set()) if h > 0 else set()
-        received = [
-            (self.commitment(epoch, h - 1, s, c.client(s).wallet), c.client(s).wallet) for s in prev
-        ]
+        received = [(self.commitment(epoch, h - 1, s, c.client(s).wallet), s) for s in prev]
         late: list[tuple[int, bytes]] = []
         self.now += 10
         for pos, (slot, roles) in enumerate(committee):
             if not roles & core.ROLE_WITNESS:
                 continue
             w = c.client(slot).wallet
-            if not self.alive(w) or c.client(slot).state != "Healthy":
+            if not self.alive(w) or c.client(slot).state != core.ClientState.Healthy:
                 continue
             if w in self.late:
                 late.append((pos, w))
                 continue
             self.submit(pos, w, received)
         # Training runs until quorum + grace, or the limit.
-        while c.phase == "RoundTrain" and c.height == h:
+        while c.phase == core.Phase.RoundTrain and c.height == h:
             self.now += 1
             self.tick()
         for pos, w in late:
-            if c.height == h and c.phase == "RoundWitness":
+            if c.height == h and c.phase == core.Phase.RoundWitness:
                 self.submit(pos, w, received)
-        while c.phase == "RoundWitness" and c.height == h:
+        while c.phase == core.Phase.RoundWitness and c.height == h:
             self.now += 1
             self.tick()
-        if info.kind == "Data" and c.step < info.step + 1:
+        if info.kind == core.RoundKind.Data and c.step < info.step + 1:
             self.violate("step did not advance past a data round")
 
-    def submit(self, pos: int, w: bytes, received: list[tuple[bytes, bytes]]) -> None:
+    def submit(self, pos: int, w: bytes, received: list[tuple[bytes, int]]) -> None:
+        """Witness `received` (commitment, trainer slot) pairs; the core builds the filters."""
         c = self.coord
-        salt = c.witness_salt(c.height, pos)
-        results, trainers = core.Bloom(), core.Bloom()
-        for com, wallet in received:
-            if w in self.liars:
-                # Lie: claim nothing arrived (tries to get honest trainers dropped), but vouch
-                # for forged results.
-                results.add(hashlib.sha256(b"forged" + com).digest(), salt)
-            else:
-                results.add(com, salt)
-                trainers.add(wallet, salt)
+        if w in self.liars:
+            # Lie: claim nothing arrived (tries to get honest trainers dropped), but vouch
+            # for forged results.
+            forged = [hashlib.sha256(b"forged" + com).digest() for com, _ in received]
+            results, trainers = c.witness_filters(c.height, pos, forged, [])
+        else:
+            coms, slots = [com for com, _ in received], [s for _, s in received]
+            results, trainers = c.witness_filters(c.height, pos, coms, slots)
         try:
             c.witness(w, pos, results, trainers, self.now, loss_milli=2000, tokens_per_sec=5000)
         except core.CoordinatorError as e:
@@ -329,7 +331,7 @@ class Sim:
         c = self.coord
         candidates = {s for s, _lo, _hi in c.assignments(h)} | {s for s, _r in c.committee(h + 1)}
         for slot in sorted(candidates):
-            if c.client(slot).state != "Healthy":
+            if c.client(slot).state != core.ClientState.Healthy:
                 continue
             try:
                 verdict = c.health_verdict(h, slot)
@@ -342,7 +344,9 @@ class Sim:
                 (
                     cl.wallet
                     for cl in c.clients()
-                    if cl.state == "Healthy" and self.alive(cl.wallet) and cl.slot != slot
+                    if cl.state == core.ClientState.Healthy
+                    and self.alive(cl.wallet)
+                    and cl.slot != slot
                 ),
                 None,
             )
@@ -362,7 +366,11 @@ class Sim:
 
     def chaos(self) -> None:
         c = self.coord
-        healthy = [cl for cl in c.clients() if cl.state == "Healthy" and self.alive(cl.wallet)]
+        healthy = [
+            cl
+            for cl in c.clients()
+            if cl.state == core.ClientState.Healthy and self.alive(cl.wallet)
+        ]
         for cl in healthy:
             r = self.rng.random()
             if r < 0.004:
@@ -423,11 +431,11 @@ def main() -> int:
     sim.try_join(args.initial)
     t0 = time.perf_counter()
     completed = 0
-    while completed < args.epochs and coord.phase != "Finished":
+    while completed < args.epochs and coord.phase != core.Phase.Finished:
         before = coord.epochs_completed
         sim.run_epoch()
         completed += coord.epochs_completed - before
-        if coord.phase == "Finished":
+        if coord.phase == core.Phase.Finished:
             break
         # Between epochs new clients arrive to fill freed slots.
         sim.try_join(rng.randint(0, 30))

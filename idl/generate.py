@@ -294,9 +294,9 @@ def errors() -> list[dict[str, Any]]:
     core_src = (ROOT / "crates" / "coordinator" / "src" / "error.rs").read_text()
     prog_src = (ROOT / "programs" / "psyche-coordinator" / "src" / "error.rs").read_text()
     out = []
-    core_docs = doc_comments(core_src)
-    for name, code in re.findall(r"^\s+(\w+) = (\d+),$", core_src, re.MULTILINE):
-        out.append({"code": CORE_ERROR_BASE + int(code), "name": name, "msg": core_docs[name]})
+    # The core's error table: `Name = code => "the rule",` (the message every front end shows).
+    for name, code, msg in re.findall(r'^\s+(\w+) = (\d+) => "([^"]*)",$', core_src, re.MULTILINE):
+        out.append({"code": CORE_ERROR_BASE + int(code), "name": name, "msg": msg})
     prog_docs = doc_comments(prog_src)
     for name, code in re.findall(r"^\s+(\w+) = (\d+),$", prog_src, re.MULTILINE):
         if int(code) >= 6000:

@@ -63,7 +63,7 @@ from psyche_client.training.trainer import Trainer
 
 log = logging.getLogger("psyche.client")
 
-ROUND_PHASES = ("RoundTrain", "RoundWitness")
+ROUND_PHASES = (_core.Phase.RoundTrain, _core.Phase.RoundWitness)
 
 
 @dataclass
@@ -191,7 +191,10 @@ class RunClient:
 
     async def _shutdown(self) -> None:
         state = self.backend.state()
-        if state.phase != "Finished" and state.find_client(self.backend.wallet) is not None:
+        if (
+            state.phase != _core.Phase.Finished
+            and state.find_client(self.backend.wallet) is not None
+        ):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.backend.withdraw(), 5)
         for task in list(self._tasks):
@@ -223,7 +226,7 @@ class RunClient:
 
     def _publish_status(self, state: _core.Coordinator) -> None:
         st = self.status
-        st.phase, st.epoch, st.step = state.phase, state.epoch, state.step
+        st.phase, st.epoch, st.step = state.phase.name, state.epoch, state.step
         st.loss, st.tokens_per_s = self._last_loss, self._tokens_per_s
         st.peers = len(self._connected)
         if self.options.on_status:
@@ -235,7 +238,7 @@ class RunClient:
         """Do what is owed for `state`; True when this client is finished with the run."""
         self._publish_status(state)
         phase, epoch = state.phase, state.epoch
-        if phase == "Finished":
+        if phase == _core.Phase.Finished:
             await self._finish(state)
             return True
         if (
@@ -256,23 +259,23 @@ class RunClient:
             )
             self._advertised = sent is not None
         await self._connect_peers(state)
-        if me.state == "Ejected":
+        if me.state == _core.ClientState.Ejected:
             raise ClientEjected(
                 f"the coordinator ejected this client in epoch {epoch}: verifiers found its "
                 "results do not match a recomputation (see docs/troubleshooting.md)"
             )
-        if me.state != "Healthy":
+        if me.state != _core.ClientState.Healthy:
             if self._once(f"state-{me.state}", epoch, 0):
                 log.warning("this client is %s for epoch %d", me.state, epoch)
             return False
         if epoch not in self._epochs_seen:
             self._epochs_seen.add(epoch)
             self._event("epoch", epoch=epoch, slot=slot)
-        if phase == "Warmup":
+        if phase == _core.Phase.Warmup:
             await self._warmup(state, slot)
         elif phase in ROUND_PHASES:
             await self._round(state, slot)
-        elif phase == "Cooldown":
+        elif phase == _core.Phase.Cooldown:
             await self._cooldown(state, slot)
         return False
 
@@ -326,7 +329,7 @@ class RunClient:
         peers = [
             c.node_key
             for c in state.clients()
-            if c.state == "Healthy"
+            if c.state == _core.ClientState.Healthy
             and c.node_key != self.key.public
             and c.joined_epoch < state.epoch
         ]
@@ -338,12 +341,12 @@ class RunClient:
             except Exception as e:  # noqa: BLE001 - fall back to the checkpoint below
                 log.warning("model from peers failed (%r); using the checkpoint", e)
         if model is None:
-            if ref.kind == "Peers":
+            if ref.kind == _core.ModelKind.Peers:
                 raise RuntimeError("the run's model lives with its peers and none could serve it")
             location = ref.location
             model = await asyncio.to_thread(load_checkpoint, location, ref.revision or None)
-            spec = load_spec(location) if ref.kind == "LocalPath" else TrainingSpec()
-            self._event("model", source=ref.kind, hash=param_hash(model))
+            spec = load_spec(location) if ref.kind == _core.ModelKind.LocalPath else TrainingSpec()
+            self._event("model", source=ref.kind.name, hash=param_hash(model))
         self.spec = spec
         self.model_config = model.config
         self.data = self.options.data(spec.seq_len)
@@ -386,7 +389,7 @@ class RunClient:
         if self.trainer is not None and self._applied.get(epoch, -1) >= h - 2:
             if self._once("snapshot", epoch, h):
                 self._snapshot(rnd.step)
-        if rnd.kind == "Data" and self._once("train", epoch, h):
+        if rnd.kind == _core.RoundKind.Data and self._once("train", epoch, h):
             await self._train(state, slot, h)
         await self._witness(state, slot, h)
         await self._verify(state, slot, h)
@@ -440,7 +443,7 @@ class RunClient:
         if ("witness", state.epoch, h) in self._done:
             return
         rnd = state.round(h)
-        if rnd.kind == "Data" and ("train", state.epoch, h) not in self._done:
+        if rnd.kind == _core.RoundKind.Data and ("train", state.epoch, h) not in self._done:
             return
         position = state.position_of(h, slot)
         if position is None:
@@ -460,25 +463,24 @@ class RunClient:
             if self._once("pull", state.epoch, h) and self.node is not None and h >= 1:
                 self._spawn(self.node.pull(prev_step))
             return
-        salt = state.witness_salt(h, position)
-        results, trainers = _core.Bloom(), _core.Bloom()
         assigned = {(self._node_key_of(state, s), start): s for s, start, _ in expected}
-        got = 0
-        for r in have.values():
-            trainer_slot = assigned.get((r.sender, r.batch_start))
-            if trainer_slot is None:
-                continue
-            results.add(r.commitment, salt)
-            trainers.add(state.client(trainer_slot).wallet, salt)
-            got += 1
+        received = [
+            (r.commitment, assigned[(r.sender, r.batch_start)])
+            for r in have.values()
+            if (r.sender, r.batch_start) in assigned
+        ]
+        got = len(received)
+        results, trainers = state.witness_filters(
+            h, position, [c for c, _ in received], [s for _, s in received]
+        )
         self._done.add(("witness", state.epoch, h))
         loss = int((self._last_loss or 0.0) * 1000)
         ok = await self._send(
             "witness",
             self.backend.witness(
                 position,
-                results.to_bytes(),
-                trainers.to_bytes(),
+                results,
+                trainers,
                 max(0, min(loss, 2**32 - 1)),
                 int(self._tokens_per_s),
                 0,
@@ -501,7 +503,7 @@ class RunClient:
         limit = state.height - 2 if state.phase in ROUND_PHASES else state.epoch_rounds - 1
         for r in range(applied + 1, limit + 1):
             rnd = state.round(r)
-            if rnd.kind != "Data":
+            if rnd.kind != _core.RoundKind.Data:
                 self._applied[epoch] = r
                 continue
             have = self._results.get(rnd.step, {})
@@ -563,7 +565,11 @@ class RunClient:
     async def _health_checks(self, state: _core.Coordinator) -> None:
         """Ask the coordinator to drop members the witnesses of a final round found missing."""
         r = state.height - 2
-        if r < 0 or state.round(r).kind != "Data" or not self._once("health", state.epoch, r):
+        if (
+            r < 0
+            or state.round(r).kind != _core.RoundKind.Data
+            or not self._once("health", state.epoch, r)
+        ):
             return
         for target in state.round(r).members:
             try:
@@ -684,7 +690,7 @@ class RunClient:
             return
         directory = self._save_checkpoint(state.epoch)
         self._share_model()
-        healthy = [c.slot for c in state.clients() if c.state == "Healthy"]
+        healthy = [c.slot for c in state.clients() if c.state == _core.ClientState.Healthy]
         if healthy and slot == min(healthy) and not state.checkpointed:
             ref = {"kind": "LocalPath", "location": str(directory.resolve()), "revision": ""}
             if await self._send("checkpoint", self.backend.checkpoint(ref)) is None:

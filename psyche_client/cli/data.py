@@ -96,7 +96,7 @@ def data_serve(
         if watcher.state is None:
             return False
         members = _core.Coordinator.from_bytes(watcher.state).clients()
-        return any(c.node_key == node_key and c.state == "Healthy" for c in members)
+        return any(c.node_key == node_key and c.state == _core.ClientState.Healthy for c in members)
 
     async def main() -> None:
         try:

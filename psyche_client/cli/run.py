@@ -71,15 +71,23 @@ def status_dict(run: Pubkey, state: _core.Coordinator, account: Any) -> dict[str
         "coordinator": str(account.coordinator),
         "owner": str(account.owner),
         "join_authority": None if account.join_authority is None else str(account.join_authority),
-        "phase": state.phase,
+        "phase": state.phase.name,
         "epoch": state.epoch,
         "height": state.height,
         "step": state.step,
         "steps_done": state.steps_done,
-        "clients": {s: state.count(s) for s in ("Healthy", "Pending", "Dropped", "Ejected")},
+        "clients": {
+            s.name: state.count(s)
+            for s in (
+                _core.ClientState.Healthy,
+                _core.ClientState.Pending,
+                _core.ClientState.Dropped,
+                _core.ClientState.Ejected,
+            )
+        },
         "config": state.config.to_dict(),
         "model": {
-            "kind": state.model.kind,
+            "kind": state.model.kind.name,
             "location": state.model.location,
             "revision": state.model.revision,
         },

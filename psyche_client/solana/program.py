@@ -122,7 +122,7 @@ class CoordinatorProgram:
         location = model.location.encode()
         revision = model.revision.encode()
         return self.program.type["ModelRef"](
-            kind=MODEL_KINDS[model.kind],
+            kind=MODEL_KINDS[model.kind.name],
             pad0=0,
             location_len=len(location),
             revision_len=len(revision),

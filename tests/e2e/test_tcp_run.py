@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from psyche_client import _core
 from tests.e2e.harness import LocalRun, by_step
 
 pytestmark = pytest.mark.timeout(420)
@@ -53,7 +54,7 @@ def test_three_clients_two_epochs_stay_identical(local_run: LocalRun) -> None:
     first, last = sorted(losses)[:3], sorted(losses)[-3:]
     assert sum(losses[s] for s in last) < sum(losses[s] for s in first) * 0.8, losses
     state = local_run.state()
-    assert state.phase == "Finished" and state.steps_done == total
+    assert state.phase == _core.Phase.Finished and state.steps_done == total
 
 
 def test_server_restart_mid_epoch(local_run: LocalRun) -> None:
@@ -69,7 +70,7 @@ def test_server_restart_mid_epoch(local_run: LocalRun) -> None:
     total = local_run.config["total_steps"]
     steps = _assert_in_sync(local_run, names)
     assert sorted(steps) == list(range(total))
-    assert local_run.state().phase == "Finished"
+    assert local_run.state().phase == _core.Phase.Finished
 
 
 def test_killed_client_is_dropped_and_run_continues(local_run: LocalRun) -> None:
@@ -100,7 +101,7 @@ def test_killed_client_is_dropped_and_run_continues(local_run: LocalRun) -> None
     ]
     assert checks, "a survivor had the dead client dropped"
     state = local_run.state()
-    assert state.phase == "Finished"
+    assert state.phase == _core.Phase.Finished
     assert victim_slot not in {c.slot for c in state.clients()}
 
 
@@ -165,4 +166,6 @@ def test_lying_client_is_caught_and_ejected(local_run: LocalRun) -> None:
     _assert_in_sync(local_run, honest)
     assert local_run.clients["liar"].wait(30) == 2, "the ejected liar exits with a clear error"
     assert "ejected this client" in local_run.log_tail("liar")
-    assert liar_slot not in {c.slot for c in local_run.state().clients() if c.state == "Healthy"}
+    assert liar_slot not in {
+        c.slot for c in local_run.state().clients() if c.state == _core.ClientState.Healthy
+    }

@@ -54,18 +54,18 @@ def test_clients_join_and_authority_controls(tmp_path: Path) -> None:
         assert e.value.name == "InvalidMessage"
 
         state = await clients[1].wait_state(
-            lambda s: _core.Coordinator.from_bytes(s).phase == "Warmup", 10
+            lambda s: _core.Coordinator.from_bytes(s).phase == _core.Phase.Warmup, 10
         )
         seen = _core.Coordinator.from_bytes(state)
         assert sorted(ci.node_key for ci in seen.clients()) == sorted(k.public for k in keys)
         for c in clients:
             await c.request("warmup_witness", {})
         await clients[0].wait_state(
-            lambda s: _core.Coordinator.from_bytes(s).phase == "RoundTrain", 10
+            lambda s: _core.Coordinator.from_bytes(s).phase == _core.Phase.RoundTrain, 10
         )
         persisted = load_state(path)
         assert persisted is not None
-        assert _core.Coordinator.from_bytes(persisted).phase == "RoundTrain"
+        assert _core.Coordinator.from_bytes(persisted).phase == _core.Phase.RoundTrain
         for c in [admin, *clients]:
             await c.stop()
         await server.stop()
@@ -77,8 +77,8 @@ def test_model_reference_json() -> None:
     from psyche_client.modelref import ModelRefError, model_ref_from_json
 
     ref = model_ref_from_json({"kind": "HuggingFace", "location": "org/m", "revision": "r1"})
-    assert (ref.kind, ref.location, ref.revision) == ("HuggingFace", "org/m", "r1")
-    assert model_ref_from_json({"kind": "Peers"}).kind == "Peers"
+    assert (ref.kind, ref.location, ref.revision) == (_core.ModelKind.HuggingFace, "org/m", "r1")
+    assert model_ref_from_json({"kind": "Peers"}).kind == _core.ModelKind.Peers
     for bad, name in [
         ([], "InvalidMessage"),
         ({"kind": "LocalPath", "location": 3}, "InvalidMessage"),

@@ -105,7 +105,7 @@ def test_errors_match_the_program_and_the_core(idl: Idl) -> None:
     core_errors = {
         name: 6000 + int(code)
         for name, code in re.findall(
-            r"^\s+(\w+) = (\d+),$", (CORE / "error.rs").read_text(), re.MULTILINE
+            r"^\s+(\w+) = (\d+) => \"", (CORE / "error.rs").read_text(), re.MULTILINE
         )
     }
     assert len(core_errors) == 36

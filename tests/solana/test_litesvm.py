@@ -62,7 +62,7 @@ def in_round(
     """A run in its first RoundTrain."""
     members = joined(svm, n, config, deterministic)
     driver = EpochDriver(svm, members)
-    driver.run_until("RoundTrain")
+    driver.run_until(_core.Phase.RoundTrain)
     return driver, members
 
 
@@ -93,7 +93,7 @@ def test_init_run_creates_the_run_pda_and_the_coordinator(
     assert run.join_authority is None
     assert run.state_version == _core.STATE_VERSION
     state = svm.check()
-    assert state.phase == "Paused"
+    assert state.phase == _core.Phase.Paused
     assert state.config.to_dict() == FAST.to_dict()
     assert state.model.location == "org/model"
     assert run.run_id == state.run_id
@@ -106,18 +106,18 @@ def test_full_epoch_with_warped_clock(svm: Svm) -> None:
     the core after every transaction; then the owner closes the run and gets the rent back."""
     members = joined(svm, 4)
     driver = EpochDriver(svm, members)
-    driver.run_until("Finished")
+    driver.run_until(_core.Phase.Finished)
     assert driver.phases == [
-        "WaitingForMembers",
-        "Warmup",
-        "RoundTrain",
-        "RoundWitness",
-        "RoundTrain",
-        "RoundWitness",
-        "RoundTrain",
-        "RoundWitness",
-        "Cooldown",
-        "Finished",
+        _core.Phase.WaitingForMembers,
+        _core.Phase.Warmup,
+        _core.Phase.RoundTrain,
+        _core.Phase.RoundWitness,
+        _core.Phase.RoundTrain,
+        _core.Phase.RoundWitness,
+        _core.Phase.RoundTrain,
+        _core.Phase.RoundWitness,
+        _core.Phase.Cooldown,
+        _core.Phase.Finished,
     ]
     state = svm.check()
     assert state.steps_done == 2
@@ -140,7 +140,7 @@ def test_tick_is_permissionless(svm: Svm) -> None:
     svm.tick(payer=svm.funded())  # min_clients reached: the waiting timer starts
     svm.advance(FAST.waiting_extra_secs)
     svm.tick(payer=svm.funded())
-    assert svm.check().phase == "Warmup"
+    assert svm.check().phase == _core.Phase.Warmup
 
 
 def test_withdraw(svm: Svm) -> None:
@@ -254,13 +254,13 @@ def test_report_ejects_and_health_check_drops(svm: Svm) -> None:
         slot = mirror.find_client(m.wallet)
         assert slot is not None
         target = mirror.verification_target(h, slot)
-        if target is None or mirror.phase not in ("RoundTrain", "RoundWitness"):
+        if target is None or mirror.phase not in (_core.Phase.RoundTrain, _core.Phase.RoundWitness):
             continue
         ix = svm.p.report(m.keypair.pubkey(), *svm.accounts, target)
         svm.member("report", m.keypair, ix)
         assert mirror.report(m.wallet, target, svm.now) is True
         svm.check()
-        assert mirror.client(target).state == "Ejected"
+        assert mirror.client(target).state == _core.ClientState.Ejected
         # A second report of the same target by the same verifier is refused.
         assert svm.fails(m.keypair, [ix]) in ("DuplicateReport", "NotHealthy", "NotVerifier")
         reported = True
@@ -272,7 +272,10 @@ def test_report_ejects_and_health_check_drops(svm: Svm) -> None:
     for m in members:
         slot = mirror.find_client(m.wallet)
         assert slot is not None
-        if mirror.client(slot).state == "Healthy" and mirror.verification_target(h, slot) is None:
+        if (
+            mirror.client(slot).state == _core.ClientState.Healthy
+            and mirror.verification_target(h, slot) is None
+        ):
             ix = svm.p.report(m.keypair.pubkey(), *svm.accounts, 0)
             assert svm.fails(m.keypair, [ix]) in ("NotVerifier", "NotAssigned")
             break
@@ -284,19 +287,22 @@ def test_report_ejects_and_health_check_drops(svm: Svm) -> None:
         m
         for m in members
         if (slot := mirror.find_client(m.wallet)) is not None
-        and mirror.client(slot).state == "Healthy"
+        and mirror.client(slot).state == _core.ClientState.Healthy
         and mirror.roles(h, slot) & 2
         and slot not in {sub.client for sub in mirror.round(h).submissions}
     )
     driver.silent.add(silent.wallet)
     start = mirror.height
-    while mirror.phase in ("RoundTrain", "RoundWitness", "Cooldown") and mirror.height < start + 3:
+    while (
+        mirror.phase in (_core.Phase.RoundTrain, _core.Phase.RoundWitness, _core.Phase.Cooldown)
+        and mirror.height < start + 3
+    ):
         driver.step()
         slot = mirror.find_client(silent.wallet)
-        if slot is not None and mirror.client(slot).state == "Dropped":
+        if slot is not None and mirror.client(slot).state == _core.ClientState.Dropped:
             break
     slot = mirror.find_client(silent.wallet)
-    assert slot is not None and mirror.client(slot).state == "Dropped"
+    assert slot is not None and mirror.client(slot).state == _core.ClientState.Dropped
     assert svm.cu["health_check"] > 0
     svm.check()
 
@@ -633,10 +639,10 @@ def test_pause_mid_epoch_requeues_and_the_run_still_finishes(svm: Svm) -> None:
     while mirror.height < 1:
         driver.step()
     svm.set_paused(True)
-    assert mirror.phase == "Paused"
+    assert mirror.phase == _core.Phase.Paused
     assert mirror.requeue(), "the aborted rounds' data is requeued"
     svm.set_paused(False)
-    driver.run_until("Finished")
+    driver.run_until(_core.Phase.Finished)
     state = svm.check()
     assert state.steps_done == FAST.total_steps
     assert state.requeue() == []

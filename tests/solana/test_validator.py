@@ -51,7 +51,7 @@ def test_create_run_update_and_reject_over_rpc(rpc_url: str) -> None:
         info = (await sdk.rpc.get_account_info(coordinator)).value
         assert info is not None and len(info.data) == COORDINATOR_SPACE
         state = await sdk.state(coordinator)
-        assert state.phase == "Paused"
+        assert state.phase == _core.Phase.Paused
         assert state.run_id == run_id
         assert state.model.revision == "v1"
 
@@ -69,7 +69,7 @@ def test_create_run_update_and_reject_over_rpc(rpc_url: str) -> None:
         with pytest.raises(ProgramRejected) as excinfo:
             await sdk.send([p.set_paused(owner, run, coordinator, False)])
         assert excinfo.value.name == "NotPaused"
-        assert (await sdk.state(coordinator)).phase == "WaitingForMembers"
+        assert (await sdk.state(coordinator)).phase == _core.Phase.WaitingForMembers
 
         await sdk.send([p.set_paused(owner, run, coordinator, True)])
         before = (await sdk.rpc.get_balance(owner)).value

@@ -50,21 +50,18 @@ async def act(client: SolanaBackend, rejected: list[str]) -> None:
     if slot is None:
         return
     try:
-        if s.phase == "Warmup" and slot not in s.warmup_ready():
+        if s.phase == _core.Phase.Warmup and slot not in s.warmup_ready():
             await client.warmup_witness()
-        elif s.phase in ("RoundTrain", "RoundWitness"):
+        elif s.phase in (_core.Phase.RoundTrain, _core.Phase.RoundWitness):
             h = s.height
             pos = s.position_of(h, slot)
             done = {sub.client for sub in s.round(h).submissions}
             if pos is None or not s.roles(h, slot) & ROLE_WITNESS or slot in done:
                 return
-            salt = s.witness_salt(h, pos)
-            trainers, results = _core.Bloom(), _core.Bloom()
-            if h >= 1:
-                for trainer, _start, _end in s.assignments(h - 1):
-                    trainers.add(s.client(trainer).wallet, salt)
-            await client.witness(pos, results.to_bytes(), trainers.to_bytes(), 2000, 500, 10)
-        elif s.phase == "Cooldown" and not s.checkpointed and slot == 0:
+            sent = [trainer for trainer, _start, _end in s.assignments(h - 1)] if h >= 1 else []
+            results, trainers = s.witness_filters(h, pos, [], sent)
+            await client.witness(pos, results, trainers, 2000, 500, 10)
+        elif s.phase == _core.Phase.Cooldown and not s.checkpointed and slot == 0:
             await client.checkpoint({"kind": "HuggingFace", "location": "org/m", "revision": "e0"})
     except CoordinatorRejected as e:
         rejected.append(e.name)
@@ -92,7 +89,7 @@ def test_one_epoch_through_the_validator(rpc_url: str) -> None:
             await backend.start()
             await backend.join()
             clients.append(backend)
-        assert (await clients[0].refresh()).count("Healthy") == 3
+        assert (await clients[0].refresh()).count(_core.ClientState.Healthy) == 3
         # A program rejection reaches the client loop as the core's error name.
         try:
             await clients[0].join()
@@ -120,23 +117,28 @@ def test_one_epoch_through_the_validator(rpc_url: str) -> None:
             state = await clients[0].refresh()
             if not phases or phases[-1] != state.phase:
                 phases.append(state.phase)
-            if state.phase == "Finished":
+            if state.phase == _core.Phase.Finished:
                 break
             await asyncio.gather(*(act(c, rejected) for c in clients))
             await asyncio.sleep(0.3)
         final = await operator.state(coordinator)
         # Another client's poller sees the same final state.
-        seen = await clients[1].wait_state(lambda s: s.phase == "Finished", 30)
+        seen = await clients[1].wait_state(lambda s: s.phase == _core.Phase.Finished, 30)
         assert seen.to_bytes() == final.to_bytes()
         for c in clients:
             await c.stop()
         await operator.close()
 
-        assert final.phase == "Finished", f"phases {phases}, rejected {rejected}"
+        assert final.phase == _core.Phase.Finished, f"phases {phases}, rejected {rejected}"
         assert final.steps_done == 2
         assert final.epochs_completed == 1
         assert final.model.revision == "e0"
-        for phase in ("Warmup", "RoundTrain", "Cooldown", "Finished"):
+        for phase in (
+            _core.Phase.Warmup,
+            _core.Phase.RoundTrain,
+            _core.Phase.Cooldown,
+            _core.Phase.Finished,
+        ):
             assert phase in phases, phases
         # Only races with the clock may be refused, never a malformed or unauthorized message.
         assert set(rejected) <= {"WrongPhase", "DuplicateWitness", "NotWitness", "BadProof"}

@@ -237,7 +237,7 @@ class EpochDriver:
         self.members = members
         self.dt = dt
         self.silent: set[bytes] = set()
-        self.phases: list[str] = [self.mirror.phase]
+        self.phases: list[_core.Phase] = [self.mirror.phase]
 
     @property
     def mirror(self) -> _core.Coordinator:
@@ -251,67 +251,74 @@ class EpochDriver:
             slot = self.mirror.find_client(m.wallet)
             if slot is None or m.wallet in self.silent:
                 continue
-            if self.mirror.client(slot).state == "Healthy":
+            if self.mirror.client(slot).state == _core.ClientState.Healthy:
                 out.append((slot, m))
         return out
 
     def warmup(self) -> None:
         for slot, m in self.active():
-            if self.mirror.phase != "Warmup" or slot in self.mirror.warmup_ready():
+            if self.mirror.phase != _core.Phase.Warmup or slot in self.mirror.warmup_ready():
                 continue
             ix = self.svm.p.warmup_witness(m.keypair.pubkey(), *self.svm.accounts)
             self.svm.member("warmup_witness", m.keypair, ix)
-            if self.mirror.phase == "Warmup":
+            if self.mirror.phase == _core.Phase.Warmup:
                 self.mirror.warmup_witness(m.wallet, self.svm.now)
             self.svm.check()
 
     def witnesses(self) -> None:
-        if self.mirror.phase not in ("RoundTrain", "RoundWitness"):
+        if self.mirror.phase not in (_core.Phase.RoundTrain, _core.Phase.RoundWitness):
             return
         h = self.mirror.height
         round_ = self.mirror.round(h)
         done = {s.client for s in round_.submissions}
         for slot, m in self.active():
-            if self.mirror.phase not in ("RoundTrain", "RoundWitness") or slot in done:
+            if (
+                self.mirror.phase not in (_core.Phase.RoundTrain, _core.Phase.RoundWitness)
+                or slot in done
+            ):
                 continue
             pos = self.mirror.position_of(h, slot)
             if pos is None or not self.mirror.roles(h, slot) & ROLE_WITNESS:
                 continue
-            salt = self.mirror.witness_salt(h, pos)
-            trainers = _core.Bloom()
+            sent = []
             if h >= 1:
                 for trainer, _start, _end in self.mirror.assignments(h - 1):
-                    wallet = self.mirror.client(trainer).wallet
-                    if wallet not in self.silent:  # silent trainers sent no result
-                        trainers.add(wallet, salt)
-            results = _core.Bloom()
-            results.add(bytes(32), salt)
+                    if self.mirror.client(trainer).wallet not in self.silent:  # silent: no result
+                        sent.append(trainer)
+            results, trainers = self.mirror.witness_filters(h, pos, [bytes(32)], sent)
             ix = self.svm.p.witness(
                 m.keypair.pubkey(),
                 *self.svm.accounts,
                 pos,
-                results.to_bytes(),
-                trainers.to_bytes(),
+                results,
+                trainers,
                 loss_milli=2500,
                 tokens_per_sec=1000,
                 download_kib=64,
             )
             self.svm.member("witness", m.keypair, ix)
-            if self.mirror.phase in ("RoundTrain", "RoundWitness") and self.mirror.height == h:
+            if (
+                self.mirror.phase in (_core.Phase.RoundTrain, _core.Phase.RoundWitness)
+                and self.mirror.height == h
+            ):
                 self.mirror.witness(m.wallet, pos, results, trainers, self.svm.now, 2500, 1000, 64)
             self.svm.check()
 
     def health_checks(self) -> None:
         """Health checks the core reports as due for the final data rounds in the ring."""
         actors = self.active()
-        if not actors or self.mirror.phase not in ("RoundTrain", "RoundWitness", "Cooldown"):
+        if not actors or self.mirror.phase not in (
+            _core.Phase.RoundTrain,
+            _core.Phase.RoundWitness,
+            _core.Phase.Cooldown,
+        ):
             return
         _, checker = actors[0]
         top = self.mirror.height
         for h in range(max(0, top - 3), top + 1):
             for m in self.members:
                 slot = self.mirror.find_client(m.wallet)
-                if slot is None or self.mirror.client(slot).state != "Healthy":
+                if slot is None or self.mirror.client(slot).state != _core.ClientState.Healthy:
                     continue
                 try:
                     verdict = self.mirror.health_verdict(h, slot)
@@ -326,7 +333,7 @@ class EpochDriver:
 
     def checkpoint(self) -> None:
         actors = self.active()
-        if self.mirror.phase != "Cooldown" or self.mirror.checkpointed or not actors:
+        if self.mirror.phase != _core.Phase.Cooldown or self.mirror.checkpointed or not actors:
             return
         _, m = actors[0]
         model = _core.ModelRef.hugging_face("org/model", f"epoch-{self.mirror.epoch}")
@@ -347,7 +354,7 @@ class EpochDriver:
             self.phases.append(phase)
         return phase
 
-    def run_until(self, phase: str, max_steps: int = 500) -> None:
+    def run_until(self, phase: _core.Phase, max_steps: int = 500) -> None:
         for _ in range(max_steps):
             if self.mirror.phase == phase:
                 return

@@ -145,22 +145,16 @@ def main() -> int:
                 continue
             if skip_last and pos == core.MAX_WITNESSES - 1:
                 continue
-            salt = c.witness_salt(h, pos)
-            r, t = core.Bloom(), core.Bloom()
-            for s, _lo, _hi in prev:
-                r.add(hashlib.sha256(b"c%d" % s).digest(), salt)
-                t.add(c.client(s).wallet, salt)
+            sent = [s for s, _lo, _hi in prev]
+            coms = [hashlib.sha256(b"c%d" % s).digest() for s in sent]
+            r, t = c.witness_filters(h, pos, coms, sent)
             c.witness(c.client(slot).wallet, pos, r, t, now)
 
     def body_of(h: int, pos: int) -> bytes:
-        salt = c.witness_salt(h, pos)
-        r, t = core.Bloom(), core.Bloom()
-        for s, _lo, _hi in c.assignments(h - 1):
-            if s in absent:
-                continue
-            r.add(hashlib.sha256(b"c%d" % s).digest(), salt)
-            t.add(c.client(s).wallet, salt)
-        return struct.pack("<HH16x", pos, 0) + r.to_bytes() + t.to_bytes()
+        sent = [s for s, _lo, _hi in c.assignments(h - 1) if s not in absent]
+        coms = [hashlib.sha256(b"c%d" % s).digest() for s in sent]
+        r, t = c.witness_filters(h, pos, coms, sent)
+        return struct.pack("<HH16x", pos, 0) + r + t
 
     # Round 0 and 1 honest; in round 1 the last witness is measured through the probe.
     witnesses(0, now)
@@ -194,7 +188,7 @@ def main() -> int:
     vw = c.client(verifier).wallet
     p.measure("report (ejects)", c, args(6, now, vw, a=target), lambda x: x.report(vw, target, now))
     # Health check: the round-0 trainer no witness of round 1 saw is dropped.
-    reporter = next(cl.wallet for cl in c.clients() if cl.state == "Healthy" and cl.slot != victim)
+    reporter = next(cl.wallet for cl in c.clients() if cl.state == core.ClientState.Healthy and cl.slot != victim)
     p.measure(
         "health_check (drops)",
         c,

@@ -1,6 +1,7 @@
 //! Per-round derivations every participant computes identically: committee, data assignment,
 //! quorum, verification targets, the apply set and health verdicts. See docs/protocol.md.
 
+use crate::bloom::Bloom;
 use crate::config::Config;
 use crate::error::{CoreError, CoreResult};
 use crate::murmur::murmur3_x64_128;
@@ -136,6 +137,30 @@ pub fn witness_salt(round: &Round, position: u16) -> u32 {
     buf[..32].copy_from_slice(&round.seed);
     buf[32..].copy_from_slice(&position.to_le_bytes());
     murmur3_x64_128(&buf, 0).0 as u32
+}
+
+/// The two filters the witness at `position` of round `height` submits: `results` holds the
+/// commitments it received, `trainers` the wallets of the trainer slots that sent them, both
+/// salted with `witness_salt`. Built here, next to the rules that read them, so that no caller
+/// hashes bits of its own (docs/protocol.md, "Bloom filters"). A trainer slot out of range is
+/// `IndexOutOfRange`; a round not in the ring is `RoundUnavailable`.
+pub fn witness_filters<'a>(
+    state: &State,
+    height: u32,
+    position: u16,
+    results: impl IntoIterator<Item = &'a [u8; 32]>,
+    trainers: impl IntoIterator<Item = usize>,
+) -> CoreResult<(Bloom, Bloom)> {
+    let salt = witness_salt(state.round(height)?, position);
+    let mut results_bloom = Bloom::new();
+    for commitment in results {
+        results_bloom.add_salted(commitment, salt);
+    }
+    let mut trainers_bloom = Bloom::new();
+    for slot in trainers {
+        trainers_bloom.add_salted(&state.client(slot)?.wallet, salt);
+    }
+    Ok((results_bloom, trainers_bloom))
 }
 
 /// Witness quorum of a round.

@@ -25,7 +25,9 @@ pub use bloom::{
     bloom_indices, bloom_indices_salted, Bloom, BLOOM_BITS, BLOOM_BYTES, BLOOM_HASHES,
 };
 pub use config::Config;
-pub use derive::{apply_set, health_verdict, witness_salt, Candidate, Committee, Unhealthy};
+pub use derive::{
+    apply_set, health_verdict, witness_filters, witness_salt, Candidate, Committee, Unhealthy,
+};
 pub use error::{CoreError, CoreResult};
 pub use murmur::murmur3_x64_128;
 pub use state::{
