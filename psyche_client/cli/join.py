@@ -50,9 +50,9 @@ def join(
     setup_logging(verbose)
     import torch
 
+    from psyche_client.cli.status_line import StatusLine
     from psyche_client.client import ClientOptions, RunClient
     from psyche_client.identity import load_or_create_keypair
-    from psyche_client.status import StatusLine
 
     node_key = load_or_create_keypair(key)
     check_data_sources(data)
