@@ -4,7 +4,7 @@ All consensus-critical logic (roles, data assignment, quorum, apply set, bloom h
 the Rust core; see docs/protocol.md.
 """
 
-from typing import Final, final
+from typing import Final, Self, final
 
 STATE_VERSION: Final[int]
 STATE_SIZE: Final[int]
@@ -22,7 +22,8 @@ ROLE_WITNESS: Final[int]
 ROLE_VERIFIER: Final[int]
 
 class CoordinatorError(Exception):
-    """Base of every core error; subclasses carry the core's error name."""
+    """Base of every core error; subclasses carry the core's error name and code, and the
+    message is the rule from the core's error table."""
 
     name: str
     code: int
@@ -73,10 +74,69 @@ def bloom_indices(key: bytes, salt: int = 0) -> list[int]:
 def error_name(code: int) -> str | None:
     """Name of a numeric core error code."""
 
+def error_message(code: int) -> str | None:
+    """The rule a numeric core error code reports (its exception message)."""
+
+class _CoreEnum:
+    """A core enum member: prints as its name; comparing with a str raises TypeError."""
+
+    @property
+    def name(self) -> str: ...
+    @classmethod
+    def members(cls) -> list[Self]: ...
+    @classmethod
+    def from_name(cls, name: str) -> Self: ...
+    def __hash__(self) -> int: ...
+
+@final
+class Phase(_CoreEnum):
+    Uninitialized: Final[Phase]
+    WaitingForMembers: Final[Phase]
+    Warmup: Final[Phase]
+    RoundTrain: Final[Phase]
+    RoundWitness: Final[Phase]
+    Cooldown: Final[Phase]
+    Paused: Final[Phase]
+    Finished: Final[Phase]
+
+@final
+class ClientState(_CoreEnum):
+    Empty: Final[ClientState]
+    Pending: Final[ClientState]
+    Healthy: Final[ClientState]
+    Dropped: Final[ClientState]
+    Withdrawn: Final[ClientState]
+    Ejected: Final[ClientState]
+
+@final
+class RoundKind(_CoreEnum):
+    Empty: Final[RoundKind]
+    Data: Final[RoundKind]
+    Drain: Final[RoundKind]
+
+@final
+class Unhealthy(_CoreEnum):
+    """Why a health check drops a client."""
+
+    MissingResult: Final[Unhealthy]
+    MissedWitness: Final[Unhealthy]
+
+@final
+class TickOutcome(_CoreEnum):
+    Idle: Final[TickOutcome]
+    Updated: Final[TickOutcome]
+    Transitioned: Final[TickOutcome]
+
+@final
+class ModelKind(_CoreEnum):
+    LocalPath: Final[ModelKind]
+    HttpUrl: Final[ModelKind]
+    HuggingFace: Final[ModelKind]
+    Peers: Final[ModelKind]
+
 @final
 class Bloom:
     def __init__(self, data: bytes | None = None) -> None: ...
-    def add(self, key: bytes, salt: int = 0) -> None: ...
     def contains(self, key: bytes, salt: int = 0) -> bool: ...
     def __contains__(self, key: bytes) -> bool: ...
     def count_ones(self) -> int: ...
@@ -162,8 +222,7 @@ class ModelRef:
     @staticmethod
     def peers() -> ModelRef: ...
     @property
-    def kind(self) -> str:
-        """ "LocalPath", "HttpUrl", "HuggingFace" or "Peers"."""
+    def kind(self) -> ModelKind: ...
     @property
     def location(self) -> str: ...
     @property
@@ -178,8 +237,7 @@ class ClientInfo:
     @property
     def node_key(self) -> bytes: ...
     @property
-    def state(self) -> str:
-        """ "Pending", "Healthy", "Dropped", "Withdrawn" or "Ejected"."""
+    def state(self) -> ClientState: ...
     @property
     def joined_epoch(self) -> int: ...
 
@@ -207,8 +265,7 @@ class RoundInfo:
     @property
     def height(self) -> int: ...
     @property
-    def kind(self) -> str:
-        """ "Data" or "Drain"."""
+    def kind(self) -> RoundKind: ...
     @property
     def seed(self) -> bytes: ...
     @property
@@ -263,8 +320,7 @@ class Coordinator:
     @property
     def version(self) -> int: ...
     @property
-    def phase(self) -> str:
-        """WaitingForMembers, Warmup, RoundTrain, RoundWitness, Cooldown, Paused or Finished."""
+    def phase(self) -> Phase: ...
     @property
     def paused(self) -> bool: ...
     @property
@@ -310,10 +366,9 @@ class Coordinator:
     def clients(self) -> list[ClientInfo]: ...
     def client(self, slot: int) -> ClientInfo: ...
     def find_client(self, wallet: bytes) -> int | None: ...
-    def count(self, state: str) -> int: ...
+    def count(self, state: ClientState) -> int: ...
     # transitions (each raises a CoordinatorError subclass on misuse and changes nothing then)
-    def tick(self, now: int, randomness: bytes) -> str:
-        """ "Idle", "Updated" or "Transitioned"."""
+    def tick(self, now: int, randomness: bytes) -> TickOutcome: ...
     def join(self, wallet: bytes, node_key: bytes, now: int) -> int: ...
     def withdraw(self, wallet: bytes, now: int) -> None: ...
     def warmup_witness(self, wallet: bytes, now: int) -> None: ...
@@ -328,7 +383,7 @@ class Coordinator:
         tokens_per_sec: int = 0,
         download_kib: int = 0,
     ) -> None: ...
-    def health_check(self, wallet: bytes, target: int, height: int, now: int) -> str: ...
+    def health_check(self, wallet: bytes, target: int, height: int, now: int) -> Unhealthy: ...
     def report(self, wallet: bytes, target: int, now: int) -> bool: ...
     def checkpoint(self, wallet: bytes, model: ModelRef, now: int) -> None: ...
     def pause(self, now: int) -> None: ...
@@ -345,6 +400,11 @@ class Coordinator:
     def assignment(self, height: int, slot: int) -> tuple[int, int] | None: ...
     def assignments(self, height: int) -> list[tuple[int, int, int]]:
         """[(slot, start, end)] in data order."""
+    def witness_filters(
+        self, height: int, position: int, results: list[bytes], trainers: list[int]
+    ) -> tuple[bytes, bytes]:
+        """(results, trainers) filter bytes of the witness at `position`: the 32-byte commitments
+        it received and the wallets of the trainer slots that sent them, salted by the core."""
     def witness_salt(self, height: int, position: int) -> int:
         """Salt the witness at `position` of round `height` hashes both its filters with."""
     def quorum(self, height: int) -> int: ...
@@ -353,4 +413,4 @@ class Coordinator:
         self, height: int, candidates: list[tuple[int, int, bytes]]
     ) -> list[tuple[int, int, bytes, int]]:
         """Accepted (batch_start, trainer_slot, commitment, votes) of data round `height`."""
-    def health_verdict(self, height: int, target: int) -> str | None: ...
+    def health_verdict(self, height: int, target: int) -> Unhealthy | None: ...
