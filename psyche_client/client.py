@@ -578,7 +578,7 @@ class RunClient:
                 return
             if verdict is not None:
                 sent = await self._send("health_check", self.backend.health_check(target, r))
-                self._event("health_check", height=r, target=target, reason=verdict, ok=sent)
+                self._event("health_check", height=r, target=target, reason=verdict.name, ok=sent)
 
     # ---- verification ---------------------------------------------------------------------
 
