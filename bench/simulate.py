@@ -50,6 +50,7 @@ class Sim:
     last_nonce: int = 0
     applied_spans: list[tuple[int, int]] = field(default_factory=list)
     requeued_rounds: int = 0
+    empty_rounds: int = 0
 
     # -------------------------------------------------------------- helpers
 
@@ -158,12 +159,15 @@ class Sim:
             cands.append((lo, slot, hashlib.sha256(b"forged" + com).digest()))
         try:
             accepted = c.apply_set(h, cands)
-        except core.NotEnoughWitnesses:
-            # No quorum: the round's span must be back on the requeue.
+        except (core.NotEnoughWitnesses, core.NothingWitnessed) as e:
+            # No quorum, or no trainer attested by a majority: the round applies nothing, does
+            # not count as a step, and its span must be back on the requeue.
             info = c.round(h)
             if not info.requeued:
-                self.violate(f"round {h} without quorum was not requeued")
+                self.violate(f"round {h} refused with {e.name} was not requeued")
             self.requeued_rounds += 1
+            if isinstance(e, core.NothingWitnessed):
+                self.empty_rounds += 1
             self.rejected += len(spans)
             return
         info = c.round(h)
@@ -445,7 +449,8 @@ def main() -> int:
     print(
         f"joins={sim.joins} drops={sim.drops} withdrawals={sim.withdrawals} "
         f"ejections={sim.ejections} applied={sim.applied} not_applied={sim.rejected} "
-        f"requeued_rounds={sim.requeued_rounds} requeue_now={len(coord.requeue())} "
+        f"requeued_rounds={sim.requeued_rounds} empty_rounds={sim.empty_rounds} "
+        f"requeue_now={len(coord.requeue())} "
         f"forged_dishonest_majority={sim.dishonest_majority_forgeries} "
         f"forged_minority_plus_fp={sim.fp_assisted_forgeries} "
         f"max_members={sim.max_members} steps={coord.steps_done}/{coord.step} "

@@ -100,6 +100,11 @@ impl Bloom {
         })
     }
 
+    /// No bit set: a witness that received nothing (stops at the first set byte).
+    pub fn is_empty(&self) -> bool {
+        self.bits.iter().all(|b| *b == 0)
+    }
+
     /// Number of set bits.
     pub fn count_ones(&self) -> u32 {
         self.bits.iter().map(|b| b.count_ones()).sum()

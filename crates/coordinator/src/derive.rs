@@ -258,6 +258,9 @@ pub fn apply_set(state: &State, height: u32, cands: &mut [Candidate]) -> CoreRes
     if s < quorum(&state.config, w) as u32 {
         return Err(CoreError::NotEnoughWitnesses);
     }
+    if !any_trainer_attested(state, r, w) {
+        return Err(CoreError::NothingWitnessed);
+    }
     let c = Committee::compute(r);
     let t = c.trainers();
     for cand in cands.iter_mut() {
@@ -299,6 +302,53 @@ pub fn apply_set(state: &State, height: u32, cands: &mut [Candidate]) -> CoreRes
     }
     // Entries from `kept` on are the rejected candidates (outvoted duplicates included).
     Ok(kept)
+}
+
+/// Trainer positions `any_trainer_attested` examines: bounds its cost on chain (each check is one
+/// salted murmur3 per witness filter) while a round whose results travelled is found at the
+/// first position almost always (positions are a fresh shuffle every round).
+pub const ATTEST_SCAN: u16 = 8;
+
+/// Whether data round `r` exchanged results: one of its first `ATTEST_SCAN` trainers (committee
+/// order) has its wallet in a strict majority of the trainer filters of the following round `w`.
+/// A round without is requeued and not counted as a step (`end_round`), and `apply_set` refuses
+/// it with `NothingWitnessed`, so every client skips it alike (docs/protocol.md, "Empty rounds").
+/// Filters with no bit set (a witness that received nothing) are counted without hashing, so a
+/// round nobody received anything from costs no hash at all.
+pub fn any_trainer_attested(state: &State, r: &Round, w: &Round) -> bool {
+    let subs = w.submissions();
+    let s = subs.len() as u32;
+    let nonempty = subs.iter().filter(|sub| !sub.trainers.is_empty()).count() as u32;
+    if nonempty * 2 <= s {
+        return false;
+    }
+    let c = Committee::compute(r);
+    let t = c.trainers();
+    (0..t.min(ATTEST_SCAN)).any(|p| {
+        let (Some(slot), Some(_)) = (c.slot_at(p), assignment(r, t, p)) else {
+            return false;
+        };
+        let Ok(client) = state.client(slot) else {
+            return false;
+        };
+        let (mut present, mut seen) = (0u32, 0u32);
+        for sub in subs.iter().filter(|sub| !sub.trainers.is_empty()) {
+            if (present + (nonempty - seen)) * 2 <= s {
+                return false;
+            }
+            seen += 1;
+            if sub
+                .trainers
+                .contains_salted(&client.wallet, witness_salt(w, sub.position))
+            {
+                present += 1;
+                if present * 2 > s {
+                    return true;
+                }
+            }
+        }
+        false
+    })
 }
 
 /// Why a health check succeeds.

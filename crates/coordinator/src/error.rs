@@ -97,6 +97,8 @@ errors! {
     AlreadyWithdrawn = 26 => "the client has already withdrawn",
     /// The wallet was ejected from this run and may not join again.
     Banned = 27 => "the wallet was ejected from this run and may not join again",
+    /// No trainer of the round was attested by a majority of the next round's witnesses.
+    NothingWitnessed = 28 => "a round applies only if a strict majority of the next round's witnesses attest at least one of its trainers; none did, so its data is trained again and it does not count as a step",
     /// Config: min_clients must be at least 1 and at most max_clients.
     ConfigMinClients = 100 => "min_clients must be ≥ 1 and ≤ max_clients",
     /// Config: max_clients must be 1..=MAX_CLIENTS.

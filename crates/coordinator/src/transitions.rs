@@ -3,8 +3,8 @@
 
 use crate::config::Config;
 use crate::derive::{
-    assignment, health_verdict, quorum, verification_target, verifier_count, witness_count,
-    Committee, Seated, Unhealthy, ROLE_VERIFIER,
+    any_trainer_attested, assignment, health_verdict, quorum, verification_target, verifier_count,
+    witness_count, Committee, Seated, Unhealthy, ROLE_VERIFIER,
 };
 use crate::error::{CoreError, CoreResult};
 use crate::rng::round_seed;
@@ -336,7 +336,7 @@ impl State {
     /// be applied: its span goes back on the requeue.
     fn end_round(&mut self, now: i64, randomness: &[u8; 32]) {
         let h = self.progress.height;
-        if h >= 1 && !self.reached_quorum(h) {
+        if h >= 1 && (!self.reached_quorum(h) || !self.exchanged(h - 1)) {
             self.requeue_round(h - 1);
         }
         if h < self.progress.epoch_rounds {
@@ -357,6 +357,16 @@ impl State {
             && r.height == h
             && r.kind != RoundKind::Empty as u8
             && r.submissions_len >= quorum(&self.config, r)
+    }
+
+    /// Data round `h` (a data round of this epoch) had a result attested by round h+1's
+    /// witnesses; without one it applies nothing and must not count as a step.
+    fn exchanged(&self, h: u32) -> bool {
+        let (r, w) = (
+            &self.rounds[h as usize % ROUND_RING],
+            &self.rounds[(h as usize + 1) % ROUND_RING],
+        );
+        r.kind != RoundKind::Data as u8 || any_trainer_attested(self, r, w)
     }
 
     /// Data round `h`'s results are applied: it is a data round, not requeued, and round h+1

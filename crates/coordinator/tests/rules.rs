@@ -642,7 +642,8 @@ fn apply_set_needs_a_quorum_and_a_majority() {
         apply_set(&s, 0, &mut cands),
         Err(CoreError::NotEnoughWitnesses)
     );
-    // Round 2: two of three submit, one of them with empty filters: 1 vote of 2 is no majority.
+    // Round 2: two of three submit, one of them with empty filters: 1 vote of 2 is no majority,
+    // so no result of round 1 is attested: the round applies nothing and is not a step.
     let c2 = Committee::compute(s.round(2).expect("r2"));
     let (results, trainers) = honest_filters(&s, 0);
     let a = s.clients[c2.slot_at(0).expect("s")].wallet;
@@ -654,8 +655,63 @@ fn apply_set_needs_a_quorum_and_a_majority() {
     tick_until_change(&mut s, later, 100);
     tick_until_change(&mut s, later, 100);
     let mut cands = candidates(&s, 1);
-    assert_eq!(apply_set(&s, 1, &mut cands), Ok(0));
+    assert_eq!(
+        apply_set(&s, 1, &mut cands),
+        Err(CoreError::NothingWitnessed)
+    );
+    // Trainer filters attest round 1's trainers but the result filters hold other commitments:
+    // votes stay below a majority and nothing is accepted (the round still counts: its results
+    // were exchanged, the witnesses disagree on which).
+    let c3 = Committee::compute(s.round(3).expect("r3"));
+    let mut other = Bloom::new();
+    other.add_salted(&[7u8; 32], 0);
+    for p in 0..2u16 {
+        let w = s.clients[c3.slot_at(p).expect("s")].wallet;
+        let (results, t) = honest_filters(&s, p);
+        let results = if p == 0 { results } else { other };
+        s.witness(&w, &wi(p, &results, &t), later).expect("w");
+    }
+    tick_until_change(&mut s, later, 100);
+    tick_until_change(&mut s, later, 100);
+    let mut cands = candidates(&s, 2);
+    assert_eq!(apply_set(&s, 2, &mut cands), Ok(0));
     assert!(cands.iter().all(|c| c.votes == 1 && !c.accepted));
+}
+
+#[test]
+fn a_round_nobody_received_is_trained_again_and_not_counted() {
+    let cfg = Config {
+        rounds_per_epoch: 6,
+        total_steps: 6,
+        ..fast_config()
+    };
+    let mut s = run_with(&cfg, 4);
+    let mut now = start_epoch(&mut s, T0);
+    now = honest_round(&mut s, now); // round 0
+                                     // Round 1: every witness submits, but with empty filters (nothing of round 0 arrived).
+    let r0 = *s.round(0).expect("r0");
+    let c1 = Committee::compute(s.round(1).expect("r1"));
+    for p in 0..c1.witnesses {
+        let w = s.clients[c1.slot_at(p).expect("s")].wallet;
+        s.witness(&w, &wi(p, &Bloom::new(), &Bloom::new()), now)
+            .expect("w");
+    }
+    now = finish_round(&mut s, now);
+    assert_eq!(s.progress.height, 2);
+    assert_eq!(s.round(0).expect("r0").requeued, 1);
+    let mut c = candidates(&s, 0);
+    assert_eq!(apply_set(&s, 0, &mut c), Err(CoreError::NothingWitnessed));
+    // Round 2 retrains round 0's span; round 0 never counts as a step.
+    let r2 = *s.round(2).expect("r2");
+    assert_eq!(
+        (r2.data_index, r2.batch_size),
+        (r0.data_index, r0.batch_size)
+    );
+    while phase(&s) != Phase::Cooldown {
+        now = honest_round(&mut s, now);
+    }
+    assert_eq!(s.progress.steps_done, 5);
+    assert_eq!(s.requeue_len, 0);
 }
 
 // ------------------------------------------------------------------ health

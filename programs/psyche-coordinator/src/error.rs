@@ -1,5 +1,5 @@
 //! Error codes. Framework-level failures reuse Anchor's codes so Anchor clients name them
-//! (anchorpy's `LangErrorCode`); the core's errors are `6000 + CoreError::code()` (6001..=6027,
+//! (anchorpy's `LangErrorCode`); the core's errors are `6000 + CoreError::code()` (6001..=6028,
 //! 6100..=6108) and this program's own errors start at 6300. All custom errors are listed, by
 //! name, in the IDL's `errors`.
 
