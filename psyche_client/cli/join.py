@@ -43,7 +43,6 @@ def join(
     wallet: Annotated[
         Path, typer.Option(help="Funded Solana wallet keypair that signs transactions.")
     ] = Path("~/.config/solana/id.json"),
-    fault: Annotated[str | None, typer.Option(hidden=True, help="Fault injection (tests).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Join a run and train with the others until it finishes (Ctrl-C leaves cleanly)."""
@@ -65,7 +64,6 @@ def join(
         events_path=events,
         max_epochs=max_epochs,
         on_status=status.update,
-        fault=fault,
     )
     client = RunClient(backend, node_key, options)
 

@@ -2,8 +2,9 @@
 
 A DeMo result depends on the trainer's private momentum, so a verifier cannot recompute it from
 the parameters and the batch alone. Each trainer therefore also publishes, per step, the
-momentum it started that step with (a separate blob, announced with `MOMENTUM_FLAG` set in the
-batch id and bound by the same commitment scheme as results). A verifier fetches the target's
+momentum it started that step with (a separate blob, announced as its own signed message kind,
+`p2p.messages.KIND_MOMENTUM`, and bound by the same commitment scheme as results; see
+`client.peers`). A verifier fetches the target's
 momentum, rebuilds the parameters the round started from (it snapshots them every round),
 recomputes the result on the target's assigned samples and scores the claim
 (`training.recompute`). See docs/decisions/0002-verification.md for what this does and does not
@@ -15,11 +16,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from psyche_client.training.result import DeMoResult, ParamComponent, index_dtype
-
-MOMENTUM_FLAG = 1 << 63
-"""Set in an announcement's batch id when the payload is a momentum disclosure."""
 
 
 def encode_momentum(momentum: dict[str, torch.Tensor]) -> bytes:
@@ -42,23 +38,4 @@ def decode_momentum(data: bytes, shapes: dict[str, tuple[int, ...]]) -> dict[str
         arr = np.frombuffer(data, dtype="<f4", count=n, offset=offset).astype(np.float32)
         out[name] = torch.from_numpy(arr.copy()).view(shape)
         offset += 4 * n
-    return out
-
-
-def garbage_like(result: DeMoResult, seed: int) -> DeMoResult:
-    """A well-formed result with random coefficients: what a lying client sends (fault tests)."""
-    gen = torch.Generator().manual_seed(seed)
-    out = DeMoResult(value_mode=result.value_mode)
-    for name, comp in result.params.items():
-        rows, k = comp.indices.shape
-        numel = comp.chunk_numel
-        idx = torch.stack([torch.randperm(numel, generator=gen)[:k] for _ in range(rows)])
-        idx, _ = torch.sort(idx, dim=1)
-        if comp.values.dtype == torch.int8:
-            values = (torch.randint(0, 2, (rows, k), generator=gen) * 2 - 1).to(torch.int8)
-        else:
-            values = torch.randn(rows, k, generator=gen).to(comp.values.dtype)
-        out.params[name] = ParamComponent(
-            comp.shape, comp.chunk, idx.to(index_dtype(numel)), values
-        )
     return out

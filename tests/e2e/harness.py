@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -14,6 +15,9 @@ from pathlib import Path
 from psyche_client import _core
 from psyche_client.cli.demo import DEMO_CONFIG, prepare, read_events, start_client, start_server
 from psyche_client.server.persist import load_state
+
+LIAR = Path(__file__).with_name("liar_client.py")
+"""The real CLI with a trainer that sends garbage (the fault stays out of the package)."""
 
 
 @dataclass
@@ -49,6 +53,23 @@ class LocalRun:
 
     def start_client(self, name: str, extra: list[str] | None = None) -> None:
         self.clients[name] = start_client(self.work, name, self.address, self.data, extra)
+
+    def start_liar(self, name: str) -> None:
+        """Start a client that joins like `start_client` but sends garbage results."""
+        work = self.work
+        cmd = [
+            sys.executable,
+            str(LIAR),
+            "join",
+            self.address,
+            f"--data={self.data}",
+            f"--key={work / (name + '.key.json')}",
+            f"--checkpoint-dir={work / name}",
+            f"--events={work / (name + '.events.jsonl')}",
+            "--quiet",
+        ]
+        log = (work / f"{name}.log").open("ab")
+        self.clients[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
 
     def kill_client(self, name: str, sig: int = signal.SIGKILL) -> None:
         os.kill(self.clients[name].pid, sig)

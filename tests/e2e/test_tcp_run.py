@@ -133,7 +133,7 @@ def test_lying_client_is_caught_and_ejected(local_run: LocalRun) -> None:
     local_run.start_server()
     for n in honest:
         local_run.start_client(n)
-    local_run.start_client("liar", ["--fault=garbage"])
+    local_run.start_liar("liar")
     local_run.wait_clients(honest, timeout=360)
     liar_slot = next(
         int(e["slot"])

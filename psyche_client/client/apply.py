@@ -1,0 +1,106 @@
+"""Apply duty: fold in, in order, the results the core accepted for every final data round.
+
+The core decides which results count and in what order (`apply_set`, from the witnesses'
+filters); this client only supplies the candidates it holds and fetches any accepted result it
+missed. Every client applies the same results in the same order, so parameters stay identical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from psyche_client import _core
+from psyche_client.client.context import (
+    ROUND_PHASES,
+    ClientContext,
+    ClientDesynced,
+    slot_of,
+)
+from psyche_client.client.results import Received
+from psyche_client.training.hashing import param_hash
+
+log = logging.getLogger("psyche.client")
+
+FETCH_ATTEMPTS = 20
+FETCH_WAIT_S = 0.25
+"""An accepted result we lack: pull announcements from peers, wait this long for it to arrive,
+and try again, `FETCH_ATTEMPTS` times (5 s) before giving up on following the run."""
+
+
+async def apply_ready(ctx: ClientContext, state: _core.Coordinator) -> None:
+    """Apply, in order, every data round of this epoch whose witness round is final."""
+    if ctx.trainer is None:
+        return
+    epoch = state.epoch
+    applied = ctx.applied.get(epoch)
+    if applied is None:
+        return
+    limit = state.height - 2 if state.phase in ROUND_PHASES else state.epoch_rounds - 1
+    for r in range(applied + 1, limit + 1):
+        rnd = state.round(r)
+        if rnd.kind != _core.RoundKind.Data:
+            ctx.applied[epoch] = r
+            continue
+        have = ctx.results.of_step(rnd.step)
+        candidates = [
+            (rec.batch_start, slot, rec.commitment)
+            for rec in have
+            if (slot := slot_of(state, rec.sender)) is not None
+        ]
+        try:
+            accepted = state.apply_set(r, candidates)
+        except _core.RoundNotFinal:
+            return
+        except (_core.NotEnoughWitnesses, _core.NothingWitnessed) as e:
+            # Its witnesses missed quorum, or attested no trainer (no result travelled): the
+            # core requeued its data and does not count it as a step; nothing applies.
+            ctx.applied[epoch] = r
+            ctx.event("skipped", epoch=epoch, height=r, step=rnd.step, reason=e.name)
+            if isinstance(e, _core.NothingWitnessed):
+                log.warning(
+                    "round %d (step %d): no result reached a majority of its witnesses; "
+                    "its data will be trained again (check that peers can reach each other)",
+                    r,
+                    rnd.step,
+                )
+            continue
+        results = []
+        trainers = []
+        for batch_start, trainer_slot, digest, _votes in accepted:
+            trainers.append(trainer_slot)
+            sender = state.client(trainer_slot).node_key
+            rec = ctx.results.get(rnd.step, sender, batch_start, digest)
+            if rec is None:
+                rec = await fetch_missing(ctx, rnd.step, sender, batch_start, digest)
+            results.append(rec.result)
+        await asyncio.to_thread(ctx.trainer.apply, results)
+        ctx.applied[epoch] = r
+        ctx.status.applied_steps += 1
+        ctx.event(
+            "applied",
+            epoch=epoch,
+            height=r,
+            step=rnd.step,
+            results=len(results),
+            candidates=len(candidates),
+            trainers=trainers,
+            hash=param_hash(ctx.trainer.model),
+            loss=ctx.last_loss,
+        )
+
+
+async def fetch_missing(
+    ctx: ClientContext, step: int, sender: bytes, batch: int, digest: bytes
+) -> Received:
+    """An accepted result we never received: ask peers for its announcement, then await it."""
+    for _ in range(FETCH_ATTEMPTS):
+        if ctx.node is not None:
+            await ctx.node.pull(step)
+        rec = await ctx.results.wait_for(step, sender, batch, digest, FETCH_WAIT_S)
+        if rec is not None:
+            return rec
+    raise ClientDesynced(
+        f"accepted result of step {step} batch {batch} could not be fetched; "
+        "this client can no longer follow the run (restart it to rejoin from peers)"
+    )

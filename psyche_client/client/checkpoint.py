@@ -1,0 +1,51 @@
+"""Checkpoint duty: at cooldown, once every round of the epoch is applied, save the model, serve
+it to joiners, and (the lowest healthy slot) declare it as the run's checkpoint; at the end of
+the run, save the final model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from psyche_client import _core
+from psyche_client.checkpoint.io import save_checkpoint
+from psyche_client.client.apply import apply_ready
+from psyche_client.client.context import ClientContext
+from psyche_client.client.duties import Duty
+from psyche_client.client.warmup import share_model
+from psyche_client.runspec import save_spec
+from psyche_client.training.hashing import param_hash
+
+
+async def cooldown(ctx: ClientContext, state: _core.Coordinator, slot: int) -> None:
+    await apply_ready(ctx, state)
+    epoch = state.epoch
+    if ctx.trainer is None or not ctx.duties.once(Duty.COOLDOWN, epoch, 0):
+        return
+    if ctx.applied.get(epoch, -1) < state.epoch_rounds - 1:
+        ctx.duties.retry(Duty.COOLDOWN, epoch, 0)
+        return
+    directory = save_epoch(ctx, epoch)
+    share_model(ctx)
+    healthy = [c.slot for c in state.clients() if c.state == _core.ClientState.Healthy]
+    if healthy and slot == min(healthy) and not state.checkpointed:
+        ref = {"kind": "LocalPath", "location": str(directory.resolve()), "revision": ""}
+        if await ctx.send("checkpoint", ctx.backend.checkpoint(ref)) is None:
+            ctx.duties.retry(Duty.COOLDOWN, epoch, 0)
+    ctx.event("checkpoint", epoch=epoch, path=str(directory))
+
+
+def save_epoch(ctx: ClientContext, epoch: int) -> Path:
+    assert ctx.trainer is not None and ctx.spec is not None
+    directory = ctx.options.checkpoint_dir / f"epoch-{epoch:05d}"
+    save_checkpoint(ctx.trainer.model, directory)
+    save_spec(ctx.spec, directory)
+    return directory
+
+
+async def finish(ctx: ClientContext, state: _core.Coordinator) -> None:
+    if ctx.trainer is not None and ctx.duties.once(Duty.FINISH, state.epoch, 0):
+        directory = ctx.options.checkpoint_dir / "final"
+        save_checkpoint(ctx.trainer.model, directory)
+        if ctx.spec is not None:
+            save_spec(ctx.spec, directory)
+        ctx.event("finished", step=state.step, hash=param_hash(ctx.trainer.model))

@@ -1,0 +1,145 @@
+"""The client's side of the p2p layer: membership rules, commitments, dialing, and turning
+announcements into stored results and momentum disclosures.
+
+Results and momentum disclosures are separate message kinds (p2p/messages.py). Both payloads
+are bound by the same commitment scheme (`training.result.commitment` over run id, step, batch
+start and payload); a disclosure's commitment is additionally tagged with `MOMENTUM_DOMAIN`, so
+no payload can be presented as both kinds under one commitment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import struct
+from typing import Any
+
+from psyche_client import _core
+from psyche_client.client.context import ClientContext
+from psyche_client.client.results import Received
+from psyche_client.p2p.identity import NodeKey as P2PKey
+from psyche_client.p2p.messages import KIND_ANNOUNCE, KIND_MOMENTUM, Announcement
+from psyche_client.p2p.node import P2PNode
+from psyche_client.training.result import ResultFormatError, check_matches, decode_result
+
+log = logging.getLogger("psyche.client")
+
+MOMENTUM_DOMAIN = b"psyche/momentum/v1\x00"
+"""Prefix of a momentum disclosure's commitment preimage (results have none)."""
+
+
+def _preimage(run_id: bytes, kind: int, step: int, batch: int, size: int) -> Any:
+    h = hashlib.sha256()
+    if kind == KIND_MOMENTUM:
+        h.update(MOMENTUM_DOMAIN)
+    h.update(struct.pack("<I", len(run_id)))
+    h.update(run_id)
+    h.update(struct.pack("<QQQ", step, batch, size))
+    return h
+
+
+def payload_commitment(run_id: bytes, kind: int, step: int, batch: int, payload: bytes) -> bytes:
+    """The commitment of a result (KIND_ANNOUNCE; equal to `training.result.commitment`) or of a
+    momentum disclosure (KIND_MOMENTUM) of `batch` at `step`."""
+    h = _preimage(run_id, kind, step, batch, len(payload))
+    h.update(payload)
+    return h.digest()
+
+
+async def start_node(ctx: ClientContext) -> P2PNode:
+    ctx.run_id = ctx.backend.state().run_id
+    run_name = ctx.run_id.rstrip(b"\0").hex()
+    node = P2PNode(
+        P2PKey(ctx.key.seed),
+        run_name,
+        is_member=lambda node_id: is_member(ctx, node_id),
+        validate_announcement=lambda ann: validate_announcement(ctx, ann),
+        payload_hasher=lambda ann: _preimage(
+            ctx.run_id, ann.kind, ann.step, ann.batch_id, ann.payload_size
+        ),
+        commit=lambda step, batch, payload: payload_commitment(
+            ctx.run_id, KIND_ANNOUNCE, step, batch, bytes(payload)
+        ),
+        config=ctx.options.p2p,
+    )
+    ctx.node = node
+    await node.start()
+    ctx.spawn(consume_announcements(ctx))
+    return node
+
+
+async def publish_momentum(ctx: ClientContext, step: int, batch: int, payload: bytes) -> None:
+    """Announce the momentum this client trained `batch` of `step` from (for its verifiers)."""
+    assert ctx.node is not None
+    digest = payload_commitment(ctx.run_id, KIND_MOMENTUM, step, batch, payload)
+    await ctx.node.publish(step, batch, payload, commitment=digest, kind=KIND_MOMENTUM)
+
+
+def is_member(ctx: ClientContext, node_id: bytes) -> bool:
+    return any(c.node_key == node_id for c in ctx.backend.state().clients())
+
+
+def validate_announcement(ctx: ClientContext, ann: Announcement) -> str | None:
+    state = ctx.backend.state()
+    if not is_member(ctx, ann.sender):
+        return "sender is not a member"
+    if ann.step > state.step + 1:
+        return "step is in the future"
+    return None
+
+
+async def connect_peers(ctx: ClientContext, state: _core.Coordinator) -> None:
+    """Dial every advertised member not yet connected (a failed dial is retried later)."""
+    if ctx.node is None:
+        return
+    members = {c.node_key for c in state.clients()}
+    for node_key, addrs in ctx.backend.peer_addresses().items():
+        if node_key == ctx.key.public or node_key in ctx.connected:
+            continue
+        if node_key in members and addrs.get("p2p_addr"):
+            ctx.connected.add(node_key)
+            ctx.spawn(_dial(ctx, node_key, addrs["p2p_addr"]))
+
+
+async def _dial(ctx: ClientContext, node_key: bytes, addr: str) -> None:
+    assert ctx.node is not None
+    try:
+        await ctx.node.connect(addr)
+    except Exception as e:  # noqa: BLE001 - a peer that is down is retried later
+        log.info("connect to %s failed: %r", node_key.hex()[:8], e)
+        ctx.connected.discard(node_key)
+
+
+async def consume_announcements(ctx: ClientContext) -> None:
+    """Route each accepted announcement: a disclosure is remembered for verifiers (fetched only
+    if one needs it), a result is fetched and decoded in the background."""
+    assert ctx.node is not None
+    while True:
+        ann = await ctx.node.announcements.get()
+        if ann.sender == ctx.key.public:
+            continue
+        if ann.kind == KIND_MOMENTUM:
+            ctx.disclosures.add(ann)
+            continue
+        if ann.kind != KIND_ANNOUNCE or ann.commitment in ctx.fetching:
+            continue
+        ctx.fetching.add(ann.commitment)
+        ctx.spawn(_fetch(ctx, ann))
+
+
+async def _fetch(ctx: ClientContext, ann: Announcement) -> None:
+    assert ctx.node is not None
+    try:
+        payload = await ctx.node.fetch(ann)
+        result = decode_result(bytes(payload))
+        if ctx.trainer is not None:
+            check_matches(result, ctx.trainer.demo.layout())
+    except ResultFormatError as e:
+        log.warning("result from %s rejected: %s", ann.sender.hex()[:8], e)
+        return
+    except Exception as e:  # noqa: BLE001 - a failed fetch is retried by the pull path
+        log.info("fetch from %s failed: %r", ann.sender.hex()[:8], e)
+        ctx.fetching.discard(ann.commitment)
+        return
+    ctx.status.bytes_in += len(payload)
+    ctx.store(ann.step, Received(ann.sender, ann.batch_id, ann.commitment, result, len(payload)))

@@ -1,0 +1,91 @@
+"""Warmup: get the model (from peers that already hold this epoch's start, else the checkpoint
+the run names), serve it to joiners, and tell the coordinator this client is ready."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+import torch
+
+from psyche_client import _core
+from psyche_client.checkpoint.io import load_checkpoint
+from psyche_client.client.context import ClientContext
+from psyche_client.client.duties import Duty
+from psyche_client.runspec import TrainingSpec, load_spec
+from psyche_client.training.hashing import param_hash
+from psyche_client.training.model import LlamaConfig, LlamaForCausalLM
+from psyche_client.training.trainer import Trainer
+
+log = logging.getLogger("psyche.client")
+
+
+async def warmup(ctx: ClientContext, state: _core.Coordinator) -> None:
+    if not ctx.duties.once(Duty.WARMUP, state.epoch, 0):
+        return
+    if ctx.trainer is None:
+        await load_model(ctx, state)
+    assert ctx.trainer is not None
+    share_model(ctx)
+    ctx.applied[state.epoch] = -1
+    if await ctx.send("warmup_witness", ctx.backend.warmup_witness()) is None:
+        ctx.duties.retry(Duty.WARMUP, state.epoch, 0)
+
+
+async def load_model(ctx: ClientContext, state: _core.Coordinator) -> None:
+    ref = state.model
+    peers = [
+        c.node_key
+        for c in state.clients()
+        if c.state == _core.ClientState.Healthy
+        and c.node_key != ctx.key.public
+        and c.joined_epoch < state.epoch
+    ]
+    model: LlamaForCausalLM | None = None
+    if peers and ctx.node is not None:
+        try:
+            model, spec = await _model_from_peers(ctx, peers)
+            ctx.event("model", source="peers", hash=param_hash(model))
+        except Exception as e:  # noqa: BLE001 - fall back to the checkpoint below
+            log.warning("model from peers failed (%r); using the checkpoint", e)
+    if model is None:
+        if ref.kind == _core.ModelKind.Peers:
+            raise RuntimeError("the run's model lives with its peers and none could serve it")
+        location = ref.location
+        model = await asyncio.to_thread(load_checkpoint, location, ref.revision or None)
+        spec = load_spec(location) if ref.kind == _core.ModelKind.LocalPath else TrainingSpec()
+        ctx.event("model", source=ref.kind.name, hash=param_hash(model))
+    ctx.spec = spec
+    ctx.model_config = model.config
+    ctx.data = ctx.options.data(spec.seq_len)
+    ctx.trainer = Trainer(model, spec.demo, ctx.data, spec.micro_batch)
+
+
+async def _model_from_peers(
+    ctx: ClientContext, peers: list[bytes]
+) -> tuple[LlamaForCausalLM, TrainingSpec]:
+    assert ctx.node is not None
+    snap = await ctx.node.fetch_model(peers)
+    meta = json.loads(bytes(snap.config))
+    cfg = LlamaConfig.from_hf_dict(meta["model"])
+    spec = TrainingSpec.from_json(meta["spec"], "peer model")
+    model = LlamaForCausalLM(cfg)
+    tensors = {}
+    for name, p in model.state_dict().items():
+        raw = bytearray(snap.tensors[name])
+        tensors[name] = torch.frombuffer(raw, dtype=p.dtype).view(p.shape).clone()
+    model.load_state_dict(tensors, strict=True)
+    return model, spec
+
+
+def share_model(ctx: ClientContext) -> None:
+    """Serve our current model for joiners (the state every member starts the epoch from)."""
+    if ctx.node is None or ctx.trainer is None or ctx.spec is None:
+        return
+    meta = {"model": ctx.trainer.model.config.to_hf_dict(), "spec": ctx.spec.to_json()}
+    tensors = {
+        name: t.detach().contiguous().cpu().numpy().tobytes()
+        for name, t in ctx.trainer.model.state_dict().items()
+    }
+    ctx.node.share_model(json.dumps(meta).encode(), tensors)

@@ -1,0 +1,62 @@
+"""A lying client for the e2e tests: the real `psyche-client` command line, with the trainer
+patched so every result it sends is well-formed garbage (random coefficients under a valid
+commitment, with its honest momentum disclosed). Verifiers must catch it by recomputation.
+
+Run as `python tests/e2e/liar_client.py join ...` (arguments as for `psyche-client`). The fault
+lives here, in the tests, so nothing of it ships in the package.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from collections.abc import Sequence
+
+import torch
+
+from psyche_client.training.result import DeMoResult, ParamComponent, index_dtype
+
+
+def garbage_like(result: DeMoResult, seed: int) -> DeMoResult:
+    """A result with `result`'s layout and random coefficients: what a liar sends."""
+    gen = torch.Generator().manual_seed(seed)
+    out = DeMoResult(value_mode=result.value_mode)
+    for name, comp in result.params.items():
+        rows, k = comp.indices.shape
+        numel = comp.chunk_numel
+        idx = torch.stack([torch.randperm(numel, generator=gen)[:k] for _ in range(rows)])
+        idx, _ = torch.sort(idx, dim=1)
+        if comp.values.dtype == torch.int8:
+            values = (torch.randint(0, 2, (rows, k), generator=gen) * 2 - 1).to(torch.int8)
+        else:
+            values = torch.randn(rows, k, generator=gen).to(comp.values.dtype)
+        out.params[name] = ParamComponent(
+            comp.shape, comp.chunk, idx.to(index_dtype(numel)), values
+        )
+    return out
+
+
+def make_trainer_lie() -> None:
+    """Replace `Trainer.train_step` so its result (what gets published) is garbage."""
+    from psyche_client.training.trainer import Trainer
+
+    honest = Trainer.train_step
+    seeds = itertools.count(1)
+
+    def lying_train_step(self: Trainer, indices: Sequence[int]):  # type: ignore[no-untyped-def]
+        out = honest(self, indices)
+        out.result = garbage_like(out.result, seed=next(seeds))
+        return out
+
+    Trainer.train_step = lying_train_step  # type: ignore[method-assign]
+
+
+def main(argv: list[str]) -> int:
+    make_trainer_lie()
+    from psyche_client.cli import main as cli_main
+
+    return cli_main(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
