@@ -42,13 +42,14 @@ async def apply_ready(ctx: ClientContext, state: _core.Coordinator) -> None:
         if rnd.kind != _core.RoundKind.Data:
             ctx.applied[epoch] = r
             continue
-        have = ctx.results.of_step(rnd.step)
-        candidates = [
-            (rec.batch_start, slot, rec.commitment)
-            for rec in have
-            if (slot := slot_of(state, rec.sender)) is not None
-        ]
         try:
+            await fetch_attested(ctx, state, r, rnd.step)
+            have = ctx.results.of_step(rnd.step)
+            candidates = [
+                (rec.batch_start, slot, rec.commitment)
+                for rec in have
+                if (slot := slot_of(state, rec.sender)) is not None
+            ]
             accepted = state.apply_set(r, candidates)
         except _core.RoundNotFinal:
             return
@@ -88,6 +89,34 @@ async def apply_ready(ctx: ClientContext, state: _core.Coordinator) -> None:
             hash=param_hash(ctx.trainer.model),
             loss=ctx.last_loss,
         )
+
+
+async def fetch_attested(
+    ctx: ClientContext, state: _core.Coordinator, height: int, step: int
+) -> None:
+    """Make sure a result is held from every trainer the witnesses attested.
+
+    `apply_set` judges only the candidates this client offers, so a result it never received
+    would simply be left out and its model would silently drift from the others'. The core
+    names the attested trainers (`attested_trainers`); any of them with no result held here is
+    pulled from peers and awaited, and `ClientDesynced` is raised if it cannot be obtained.
+    Raises the core's `RoundNotFinal`/`NotEnoughWitnesses` as `apply_set` would.
+    """
+    for slot, batch_start in state.attested_trainers(height):
+        sender = state.client(slot).node_key
+        if ctx.results.claimed(step, sender, batch_start) is not None:
+            continue
+        for _ in range(FETCH_ATTEMPTS):
+            if ctx.node is not None:
+                await ctx.node.pull(step)
+            if await ctx.results.wait_claimed(step, sender, batch_start, FETCH_WAIT_S):
+                break
+        else:
+            raise ClientDesynced(
+                f"the result of slot {slot} for step {step} (batch {batch_start}) was attested "
+                "by the witnesses but could not be fetched; this client can no longer follow "
+                "the run (restart it to rejoin from peers)"
+            )
 
 
 async def fetch_missing(

@@ -280,6 +280,54 @@ def test_fetch_missing_awaits_a_pulled_result_or_gives_up(
     asyncio.run(go())
 
 
+def test_apply_fetches_an_attested_result_it_missed_instead_of_diverging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client lacking a result that the witnesses attested must not apply a smaller set."""
+    monkeypatch.setattr(apply_mod, "FETCH_WAIT_S", 0.02)
+
+    async def go(deliver: bool) -> None:
+        (tmp_path / str(deliver)).mkdir()
+        run = Run(tmp_path / str(deliver))
+        await run.start()
+        lacking = run.ctxs[0]
+        missing = next(
+            slot for slot, _s, _e in run.state().assignments(0) if slot != run.slot(lacking)
+        )
+        run.train(0, skip={(run.slot(lacking), missing)})
+        await run.witness_all()  # round 0 attests nothing
+        run.next_round()
+        run.train(1)
+        # The lacking witness sends what it has (past its deadline); the others attest all.
+        lacking.clock = lambda: float(run.hub.now + 10_000)
+        await run.witness_all()
+        run.next_round()
+        state = run.state()
+        assert state.height == 2
+        assert (missing, state.assignment(0, missing)[0]) in state.attested_trainers(0)
+        for ctx in run.ctxs[1:]:
+            await apply_ready(ctx, ctx.backend.state())
+
+        step0 = state.round(0).step
+        key = state.client(missing).node_key
+        start = state.assignment(0, missing)[0]
+        rec = Received(key, start, commitment_of(step0, key, start), ("result", step0, missing), 1)
+        node = PullFeeds((lambda: lacking.store(step0, rec)) if deliver else None)
+        lacking.node = node  # type: ignore[assignment]
+        if deliver:
+            await apply_ready(lacking, lacking.backend.state())
+            assert node.pulls >= 1
+            assert run.trainers[0].applied == run.trainers[1].applied
+            assert len(run.trainers[0].applied[0]) == len(state.assignments(0))
+        else:
+            with pytest.raises(ClientDesynced, match="attested"):
+                await apply_ready(lacking, lacking.backend.state())
+            assert run.trainers[0].applied == [], "nothing is applied without the full set"
+
+    asyncio.run(go(True))
+    asyncio.run(go(False))
+
+
 def test_memory_backend_rejects_like_the_server(tmp_path: Path) -> None:
     async def go() -> None:
         run = Run(tmp_path)

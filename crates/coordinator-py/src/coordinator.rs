@@ -413,6 +413,25 @@ impl PyCoordinator {
             })
             .collect())
     }
+    /// The (slot, batch start) of every trainer of data round `height` whose wallet a strict
+    /// majority of round `height + 1`'s trainer filters hold: results a client must have (or
+    /// fetch) before it applies the round.
+    fn attested_trainers(&self, height: u32) -> PyResult<Vec<(usize, u64)>> {
+        let r = self.state.round(height).map_err(core_err)?;
+        let c = Committee::compute(r);
+        let t = c.trainers();
+        let mut out = Vec::new();
+        for p in 0..t {
+            if let (Some(slot), Some((lo, _))) = (c.slot_at(p), derive::assignment(r, t, p)) {
+                if derive::trainer_attested(&self.state, height, slot).map_err(core_err)? {
+                    out.push((slot, lo));
+                }
+            }
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
     /// Health verdict for `target` in data round `height`: None (healthy) or `Unhealthy`.
     fn health_verdict(&self, height: u32, target: usize) -> PyResult<Option<PyUnhealthy>> {
         Ok(derive::health_verdict(&self.state, height, target)

@@ -351,6 +351,35 @@ pub fn any_trainer_attested(state: &State, r: &Round, w: &Round) -> bool {
     })
 }
 
+/// How many of round `w`'s witness submissions hold `wallet` in their trainer filter.
+fn trainer_presence(w: &Round, wallet: &[u8; 32]) -> u32 {
+    w.submissions()
+        .iter()
+        .filter(|sub| {
+            sub.trainers
+                .contains_salted(wallet, witness_salt(w, sub.position))
+        })
+        .count() as u32
+}
+
+/// Whether `slot`, a trainer of data round `height`, was attested: its wallet is in a strict
+/// majority of the trainer filters of round `height + 1` (final, with quorum). A client that
+/// holds no result of an attested trainer lacks something the others may apply: it must fetch it
+/// rather than apply a smaller set (it would silently diverge). Client-side only, not on chain.
+pub fn trainer_attested(state: &State, height: u32, slot: usize) -> CoreResult<bool> {
+    let r = state.round(height)?;
+    if r.kind != RoundKind::Data as u8 {
+        return Err(CoreError::RoundUnavailable);
+    }
+    let w = state.round_final(height.checked_add(1).ok_or(CoreError::IndexOutOfRange)?)?;
+    let s = w.submissions().len() as u32;
+    if s < quorum(&state.config, w) as u32 {
+        return Err(CoreError::NotEnoughWitnesses);
+    }
+    let client = state.client(slot)?;
+    Ok(trainer_presence(w, &client.wallet) * 2 > s)
+}
+
 /// Why a health check succeeds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unhealthy {
@@ -378,13 +407,7 @@ pub fn health_verdict(state: &State, height: u32, target: usize) -> CoreResult<O
         .and_then(|p| assignment(r, c.trainers(), p))
         .is_some();
     if trained {
-        let present = subs
-            .iter()
-            .filter(|sub| {
-                sub.trainers
-                    .contains_salted(&client.wallet, witness_salt(w, sub.position))
-            })
-            .count() as u32;
+        let present = trainer_presence(w, &client.wallet);
         if (s - present) * 2 > s {
             return Ok(Some(Unhealthy::MissingResult));
         }
