@@ -110,7 +110,7 @@ def test_errors_match_the_program_and_the_core(idl: Idl) -> None:
     }
     assert len(core_errors) == 37
     assert {e.name: e.code for e in idl.errors or []} == core_errors | program_errors
-    assert "const CORE_ERROR_BASE: u32 = 6000;" in (SRC / "error.rs").read_text()
+    assert "const CORE_ERROR_BASE: u32 = 6000;" in (CORE / "layout.rs").read_text()
 
 
 # Rust field type -> IDL type. A publicKey is 32 raw bytes; a Bloom is 320.
@@ -153,7 +153,8 @@ def test_account_fields_match_the_program() -> None:
     coord = idl_struct("accounts", "CoordinatorAccount")
     assert [f["name"] for f in coord] == [n for n, _ in header] + ["state"]
     assert coord[1]["type"] == {"array": ["u8", 64176]}
-    assert "pub const STATE_OFFSET: usize = 8 + core::mem::size_of::<CoordinatorHeader>();" in state
+    assert "pub const STATE_OFFSET: usize = layout::COORDINATOR_STATE_OFFSET;" in state
+    assert "size_of::<CoordinatorHeader>()\n            == layout::COORDINATOR_STATE_OFFSET" in state
 
 
 def test_argument_types_match_the_core() -> None:
@@ -168,7 +169,8 @@ def test_program_id_agrees_everywhere(idl: Idl) -> None:
     """The IDL's address, the program's `ID` and the committed deploy keypair are one key."""
     keypair_bytes = json.loads((ROOT / "localnet" / "psyche_coordinator-keypair.json").read_text())
     keypair_pubkey = str(Keypair.from_bytes(bytes(keypair_bytes)).pubkey())
-    declared = re.search(r'Address::from_str_const\("(\w+)"\)', (SRC / "lib.rs").read_text())
-    assert declared, "ID not found in lib.rs"
+    assert "Address::from_str_const(psyche_core::layout::PROGRAM_ID)" in (SRC / "lib.rs").read_text()
+    declared = re.search(r'PROGRAM_ID: &str = "(\w+)";', (CORE / "layout.rs").read_text())
+    assert declared, "PROGRAM_ID not found in crates/coordinator/src/layout.rs"
     metadata = idl.metadata if isinstance(idl.metadata, dict) else {}
     assert metadata.get("address") == declared.group(1) == keypair_pubkey

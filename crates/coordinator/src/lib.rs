@@ -16,6 +16,7 @@ pub mod bloom;
 pub mod config;
 pub mod derive;
 pub mod error;
+pub mod layout;
 pub mod murmur;
 pub mod rng;
 pub mod state;

@@ -7,7 +7,8 @@ use pinocchio::error::ProgramError;
 use psyche_core::CoreError;
 
 /// Offset of the core's error codes in the custom error space: `6000 + CoreError::code()`.
-pub const CORE_ERROR_BASE: u32 = 6000;
+pub use psyche_core::layout::CORE_ERROR_BASE;
+use psyche_core::layout::PROGRAM_ERROR_BASE;
 
 /// Every error this program returns itself as `ProgramError::Custom(code)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,6 +60,9 @@ pub enum PsycheError {
     InvalidAddress = 6308,
 }
 
+// The program's own codes start at the shared base (the SDK and the IDL read it from there).
+const _: () = assert!(PsycheError::Unauthorized as u32 == PROGRAM_ERROR_BASE);
+
 impl From<PsycheError> for ProgramError {
     fn from(e: PsycheError) -> Self {
         ProgramError::Custom(e as u32)
@@ -78,7 +82,10 @@ mod tests {
     fn core_codes_do_not_collide_with_program_codes() {
         for e in CoreError::ALL {
             let code = CORE_ERROR_BASE + e.code();
-            assert!((6001..6300).contains(&code), "{e:?}");
+            assert!(
+                (CORE_ERROR_BASE + 1..PROGRAM_ERROR_BASE).contains(&code),
+                "{e:?}"
+            );
         }
     }
 }

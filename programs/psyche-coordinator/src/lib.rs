@@ -17,10 +17,13 @@
 #[cfg(not(any(target_os = "solana", target_arch = "bpf")))]
 extern crate std;
 
+pub mod accounts;
+pub mod args;
 pub mod error;
 pub mod instructions;
 pub mod math;
 pub mod state;
+mod sys;
 
 #[cfg(all(
     any(target_os = "solana", target_arch = "bpf"),
@@ -32,8 +35,9 @@ use pinocchio::{error::ProgramError, AccountView, Address, ProgramResult};
 
 pub use error::PsycheError;
 
-/// This program's address (the public key of localnet/psyche_coordinator-keypair.json).
-pub const ID: Address = Address::from_str_const("FUpMU31XoAdktVVD1HoKfbQer7cpGkpZgXpGMZVgr5WP");
+/// This program's address: `psyche_core::layout::PROGRAM_ID` (the public key of
+/// localnet/psyche_coordinator-keypair.json).
+pub const ID: Address = Address::from_str_const(psyche_core::layout::PROGRAM_ID);
 
 /// Instruction discriminators: `sha256("global:<name>")[..8]`, as Anchor computes them.
 pub mod discriminator {

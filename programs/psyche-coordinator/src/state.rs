@@ -9,7 +9,9 @@
 //!   byte for byte, edited in place.
 
 use bytemuck::{Pod, Zeroable};
-use psyche_core::{State, STATE_SIZE};
+use psyche_core::{layout, State};
+
+pub use psyche_core::layout::{PEER_ADDR_BYTES, PEER_SEED, RUN_SEED};
 
 use crate::error::PsycheError;
 
@@ -36,14 +38,11 @@ pub struct Run {
     pub reserved: [u8; 3],
 }
 
-/// Seed prefix of run PDAs: `[RUN_SEED, run_id]`.
-pub const RUN_SEED: &[u8] = b"run";
-
 impl Run {
     /// `sha256("account:Run")[..8]`, as Anchor computes it.
     pub const DISCRIMINATOR: [u8; 8] = [199, 54, 155, 86, 235, 115, 246, 189];
-    /// Size of the account's data: discriminator + fields.
-    pub const SPACE: usize = 8 + core::mem::size_of::<Run>();
+    /// Size of the account's data: discriminator + fields (`layout::RUN_SPACE`).
+    pub const SPACE: usize = layout::RUN_SPACE;
 
     /// Reads a run from account data, checking the discriminator and the exact size.
     pub fn load(data: &[u8]) -> Result<&Run, PsycheError> {
@@ -87,12 +86,6 @@ impl Run {
     }
 }
 
-/// Bytes for each advertised address in a `Peer` account.
-pub const PEER_ADDR_BYTES: usize = 128;
-
-/// Seed prefix of peer PDAs: `[PEER_SEED, run, wallet]`.
-pub const PEER_SEED: &[u8] = b"peer";
-
 /// A client's advertised p2p endpoints: the PDA `[PEER_SEED, run, wallet]`, created by
 /// `advertise` (the wallet pays its rent) and closed by `close_peer`. The node key is copied
 /// from the client's slot in the run, so an entry always names the key the run registered.
@@ -124,8 +117,8 @@ pub struct Peer {
 impl Peer {
     /// `sha256("account:Peer")[..8]`, as Anchor computes it.
     pub const DISCRIMINATOR: [u8; 8] = [50, 8, 19, 55, 40, 253, 37, 58];
-    /// Size of the account's data: discriminator + fields.
-    pub const SPACE: usize = 8 + core::mem::size_of::<Peer>();
+    /// Size of the account's data: discriminator + fields (`layout::PEER_SPACE`).
+    pub const SPACE: usize = layout::PEER_SPACE;
 
     /// Mutable view of a peer account's data; `fresh` accepts all-zero data (just created) and
     /// writes the discriminator.
@@ -160,10 +153,11 @@ pub struct CoordinatorAccount;
 impl CoordinatorAccount {
     /// `sha256("account:CoordinatorAccount")[..8]`, as Anchor computes it.
     pub const DISCRIMINATOR: [u8; 8] = [239, 33, 177, 55, 44, 155, 86, 43];
-    /// Offset of the state in the account's data (8-aligned, as `State` needs).
-    pub const STATE_OFFSET: usize = 8 + core::mem::size_of::<CoordinatorHeader>();
-    /// Size of the account's data.
-    pub const SPACE: usize = Self::STATE_OFFSET + STATE_SIZE;
+    /// Offset of the state in the account's data (8-aligned, as `State` needs):
+    /// `layout::COORDINATOR_STATE_OFFSET`.
+    pub const STATE_OFFSET: usize = layout::COORDINATOR_STATE_OFFSET;
+    /// Size of the account's data (`layout::COORDINATOR_SPACE`).
+    pub const SPACE: usize = layout::COORDINATOR_SPACE;
 
     /// Splits initialized account data into header and state, checking size and discriminator
     /// (the state's version is checked by the caller against `STATE_VERSION`).
@@ -223,6 +217,26 @@ impl CoordinatorAccount {
         State::from_bytes_mut(state).map_err(|_| PsycheError::AccountDidNotDeserialize)
     }
 }
+
+// The shared layout constants are these structs' sizes: a field change that forgets
+// `psyche_core::layout` does not build.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(layout::DISCRIMINATOR_BYTES + size_of::<Run>() == layout::RUN_SPACE);
+    assert!(layout::DISCRIMINATOR_BYTES + size_of::<Peer>() == layout::PEER_SPACE);
+    assert!(layout::DISCRIMINATOR_BYTES + offset_of!(Peer, run) == layout::PEER_RUN_OFFSET);
+    assert!(
+        layout::DISCRIMINATOR_BYTES + offset_of!(CoordinatorHeader, run)
+            == layout::COORDINATOR_RUN_OFFSET
+    );
+    assert!(
+        layout::DISCRIMINATOR_BYTES + size_of::<CoordinatorHeader>()
+            == layout::COORDINATOR_STATE_OFFSET
+    );
+    assert!(
+        layout::COORDINATOR_STATE_OFFSET + psyche_core::STATE_SIZE == layout::COORDINATOR_SPACE
+    );
+};
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,40 @@
+//! `join_run(node_key: [u8; 32])`.
+
+use pinocchio::{AccountView, ProgramResult};
+
+use super::{load_run, tick_then};
+use crate::{
+    accounts::{self, Spec},
+    args::Args,
+    error::PsycheError,
+};
+
+/// `[user (signer), authorizer (signer), run, coordinator (mut), slot_hashes]`.
+const ACCOUNTS: [Spec; 5] = [
+    Spec::ANY.signer(),
+    Spec::ANY.signer(),
+    Spec::ANY.owned(),
+    Spec::ANY.writable().owned(),
+    Spec::SLOT_HASHES,
+];
+
+/// Registers the signer's wallet with its node key.
+///
+/// Accounts: `user`, `authorizer` (the run's join authority when it has one, any signer —
+/// usually `user` again — when it has none), `run`, `coordinator`, `slot_hashes`.
+pub fn join_run(accounts: &mut [AccountView], args: &[u8]) -> ProgramResult {
+    let mut a = Args(args);
+    let node_key = a.key()?;
+    a.end()?;
+    let [user, authorizer, run, coordinator, slot_hashes] = accounts::load(accounts, &ACCOUNTS)?;
+    let run_state = load_run(run)?;
+    if run_state.join_authority != [0; 32]
+        && run_state.join_authority != authorizer.address().to_bytes()
+    {
+        return Err(PsycheError::JoinNotAuthorized.into());
+    }
+    let wallet = user.address().to_bytes();
+    tick_then(run, &run_state, coordinator, slot_hashes, |state, now| {
+        state.join(&wallet, &node_key, now).map(|_| ())
+    })
+}
