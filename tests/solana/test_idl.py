@@ -154,7 +154,8 @@ def test_account_fields_match_the_program() -> None:
     assert [f["name"] for f in coord] == [n for n, _ in header] + ["state"]
     assert coord[1]["type"] == {"array": ["u8", 64176]}
     assert "pub const STATE_OFFSET: usize = layout::COORDINATOR_STATE_OFFSET;" in state
-    assert "size_of::<CoordinatorHeader>()\n            == layout::COORDINATOR_STATE_OFFSET" in state
+    header_size = "size_of::<CoordinatorHeader>()\n            == layout::COORDINATOR_STATE_OFFSET"
+    assert header_size in state
 
 
 def test_argument_types_match_the_core() -> None:
@@ -169,7 +170,8 @@ def test_program_id_agrees_everywhere(idl: Idl) -> None:
     """The IDL's address, the program's `ID` and the committed deploy keypair are one key."""
     keypair_bytes = json.loads((ROOT / "localnet" / "psyche_coordinator-keypair.json").read_text())
     keypair_pubkey = str(Keypair.from_bytes(bytes(keypair_bytes)).pubkey())
-    assert "Address::from_str_const(psyche_core::layout::PROGRAM_ID)" in (SRC / "lib.rs").read_text()
+    lib = (SRC / "lib.rs").read_text()
+    assert "Address::from_str_const(psyche_core::layout::PROGRAM_ID)" in lib
     declared = re.search(r'PROGRAM_ID: &str = "(\w+)";', (CORE / "layout.rs").read_text())
     assert declared, "PROGRAM_ID not found in crates/coordinator/src/layout.rs"
     metadata = idl.metadata if isinstance(idl.metadata, dict) else {}
