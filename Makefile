@@ -41,8 +41,8 @@ idl: venv
 	$(PY) idl/generate.py
 
 py-lint: venv
-	$(VENV)/bin/ruff check psyche_client tests bench
-	$(VENV)/bin/ruff format --check psyche_client tests bench
+	$(VENV)/bin/ruff check psyche_client tests bench idl
+	$(VENV)/bin/ruff format --check psyche_client tests bench idl
 
 py-test: venv
 	$(PY) -m pytest -q tests

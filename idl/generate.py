@@ -14,12 +14,16 @@ import re
 from pathlib import Path
 from typing import Any
 
+from psyche_client import _core
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "idl" / "psyche_coordinator.json"
 # The SDK's copy, shipped inside the Python package (psyche_client.solana.program.load_idl).
 PACKAGE_COPY = ROOT / "psyche_client" / "solana" / "psyche_coordinator.json"
-PROGRAM_ID = "FUpMU31XoAdktVVD1HoKfbQer7cpGkpZgXpGMZVgr5WP"
-CORE_ERROR_BASE = 6000
+# Layout values come from the Rust definitions (psyche_core::layout) through the bindings.
+PROGRAM_ID = _core.PROGRAM_ID
+CORE_ERROR_BASE = _core.CORE_ERROR_BASE
+ADDR_BYTES = _core.PEER_ADDR_BYTES
 
 
 def acc(name: str, mut: bool = False, signer: bool = False, docs: str = "") -> dict[str, Any]:
@@ -161,7 +165,8 @@ INSTRUCTIONS = [
     {
         "name": "advertise",
         "docs": [
-            "A registered client publishes its p2p endpoints (each at most 128 bytes of UTF-8) "
+            "A registered client publishes its p2p endpoints "
+            f"(each at most {ADDR_BYTES} bytes of UTF-8) "
             'in its peer PDA ["peer", run, wallet], created on first use (the wallet pays).'
         ],
         "accounts": [
@@ -271,13 +276,13 @@ ACCOUNTS = [
             ("fastAddrLen", "u16"),
             ("bump", "u8"),
             ("reserved", u8s(3)),
-            ("p2pAddr", u8s(128)),
-            ("fastAddr", u8s(128)),
+            ("p2pAddr", u8s(ADDR_BYTES)),
+            ("fastAddr", u8s(ADDR_BYTES)),
         ],
     ),
     # The state is psyche_core::State byte for byte; decode it with
     # psyche_client._core.Coordinator.from_bytes(data[40:]) rather than field by field.
-    struct("CoordinatorAccount", [("run", "publicKey"), ("state", u8s(64176))]),
+    struct("CoordinatorAccount", [("run", "publicKey"), ("state", u8s(_core.STATE_SIZE))]),
 ]
 
 

@@ -20,6 +20,20 @@ BLOOM_HASHES: Final[int]
 ROLE_TRAINER: Final[int]
 ROLE_WITNESS: Final[int]
 ROLE_VERIFIER: Final[int]
+# The Solana program's account layout (psyche_core::layout)
+PROGRAM_ID: Final[str]
+DISCRIMINATOR_BYTES: Final[int]
+RUN_SEED: Final[bytes]
+PEER_SEED: Final[bytes]
+RUN_SPACE: Final[int]
+PEER_ADDR_BYTES: Final[int]
+PEER_RUN_OFFSET: Final[int]
+PEER_SPACE: Final[int]
+COORDINATOR_RUN_OFFSET: Final[int]
+COORDINATOR_STATE_OFFSET: Final[int]
+COORDINATOR_SPACE: Final[int]
+CORE_ERROR_BASE: Final[int]
+PROGRAM_ERROR_BASE: Final[int]
 
 class CoordinatorError(Exception):
     """Base of every core error; subclasses carry the core's error name and code, and the

@@ -25,18 +25,20 @@ from psyche_client import _core
 
 IDL_PATH = Path(__file__).resolve().parent / "psyche_coordinator.json"
 """The package's copy of idl/psyche_coordinator.json (both written by idl/generate.py)."""
-RUN_SEED = b"run"
-PEER_SEED = b"peer"
-PEER_SPACE = 376
-"""Peer PDA data: discriminator + run, wallet, node key, time, lengths, bump, two 128-byte
-addresses."""
-RUN_DISCRIMINATOR_LEN = 8
-RUN_SPACE = 144
+# The program's layout, defined once in Rust (psyche_core::layout) and read through `_core`.
+RUN_SEED = _core.RUN_SEED
+PEER_SEED = _core.PEER_SEED
+PEER_SPACE = _core.PEER_SPACE
+"""Peer PDA data: discriminator + run, wallet, node key, time, lengths, bump, two addresses."""
+PEER_RUN_OFFSET = _core.PEER_RUN_OFFSET
+RUN_DISCRIMINATOR_LEN = _core.DISCRIMINATOR_BYTES
+RUN_SPACE = _core.RUN_SPACE
 """Run PDA data: discriminator + owner, join authority, coordinator, run id, version, bump."""
-COORDINATOR_STATE_OFFSET = 40
-"""Coordinator account data: discriminator (8) + run address (32), then the core state."""
-COORDINATOR_SPACE = COORDINATOR_STATE_OFFSET + _core.STATE_SIZE
-CORE_ERROR_BASE = 6000
+COORDINATOR_RUN_OFFSET = _core.COORDINATOR_RUN_OFFSET
+COORDINATOR_STATE_OFFSET = _core.COORDINATOR_STATE_OFFSET
+"""Coordinator account data: discriminator + run address, then the core state."""
+COORDINATOR_SPACE = _core.COORDINATOR_SPACE
+CORE_ERROR_BASE = _core.CORE_ERROR_BASE
 MODEL_KINDS = {"LocalPath": 1, "HttpUrl": 2, "HuggingFace": 3, "Peers": 4}
 ZERO_KEY = Pubkey.default()
 
@@ -45,14 +47,6 @@ def load_idl(path: Path | None = None) -> Idl:
     """The program's IDL (legacy Anchor format); `PSYCHE_IDL` overrides the path."""
     p = path or Path(os.environ.get("PSYCHE_IDL", IDL_PATH))
     return Idl.from_json(p.read_text())
-
-
-def run_id_bytes(run_id: str | bytes) -> bytes:
-    """32-byte run id: raw bytes (≤ 32, zero padded) or a UTF-8 name (≤ 32 bytes)."""
-    raw = run_id.encode() if isinstance(run_id, str) else run_id
-    if len(raw) > 32:
-        raise ValueError(f"run id is {len(raw)} bytes; at most 32")
-    return raw.ljust(32, b"\0")
 
 
 @dataclass(frozen=True)
@@ -348,7 +342,7 @@ def decode_coordinator(data: bytes) -> _core.Coordinator:
 
 def coordinator_run(data: bytes) -> Pubkey:
     """The run PDA a coordinator account belongs to."""
-    return Pubkey.from_bytes(data[8:COORDINATOR_STATE_OFFSET])
+    return Pubkey.from_bytes(data[COORDINATOR_RUN_OFFSET:COORDINATOR_STATE_OFFSET])
 
 
 def _discriminator(name: str) -> bytes:

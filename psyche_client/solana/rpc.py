@@ -34,6 +34,7 @@ from psyche_client import _core
 from psyche_client.solana.program import (
     ANCHOR_ERRORS,
     COORDINATOR_SPACE,
+    PEER_RUN_OFFSET,
     PEER_SPACE,
     CoordinatorProgram,
     PeerEntry,
@@ -197,7 +198,7 @@ class SolanaCoordinatorClient:
         resp = await self.rpc.get_program_accounts(
             self.program.program_id,
             encoding="base64",
-            filters=[PEER_SPACE, MemcmpOpts(offset=8, bytes=str(run))],
+            filters=[PEER_SPACE, MemcmpOpts(offset=PEER_RUN_OFFSET, bytes=str(run))],
         )
         out = []
         for keyed in resp.value:

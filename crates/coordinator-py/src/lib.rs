@@ -2,9 +2,10 @@
 //!
 //! Thin: every rule lives in `psyche_core`; these modules convert types. One module per job:
 //! `errors` (CoreError as exception classes), `enums` (typed phases, states, kinds, verdicts),
-//! `bloom` (read-only filters, hash vectors), `config`, `model`, `views` (read-only snapshots)
-//! and `coordinator` (the state with its transitions). `psyche_client/_core.pyi` describes the
-//! result; tests/core/test_stub.py fails when the two drift.
+//! `bloom` (read-only filters, hash vectors), `config`, `model`, `views` (read-only snapshots),
+//! `coordinator` (the state with its transitions) and `layout` (the program's account layout).
+//! `psyche_client/_core.pyi` describes the result; tests/core/test_stub.py fails when the two
+//! drift.
 
 mod args;
 mod bloom;
@@ -12,6 +13,7 @@ mod config;
 mod coordinator;
 mod enums;
 mod errors;
+mod layout;
 mod model;
 mod views;
 
@@ -38,5 +40,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     model::register(m)?;
     views::register(m)?;
     coordinator::register(m)?;
+    layout::register(m)?;
     Ok(())
 }
