@@ -39,6 +39,8 @@ class StatusLine:
             f"{st.tokens_per_s:,.0f} tok/s peers {st.peers} "
             f"in {_size(st.bytes_in)} out {_size(st.bytes_out)}"
         )
+        if getattr(st, "empty_rounds", 0):
+            line += f" | {st.empty_rounds} rounds exchanged nothing: peers unreachable?"
         if self._live is not None:
             self._live.update(Text(line))
         elif line.split(" tok/s")[0] != self._last.split(" tok/s")[0]:

@@ -59,6 +59,7 @@ async def apply_ready(ctx: ClientContext, state: _core.Coordinator) -> None:
             ctx.applied[epoch] = r
             ctx.event("skipped", epoch=epoch, height=r, step=rnd.step, reason=e.name)
             if isinstance(e, _core.NothingWitnessed):
+                ctx.status.empty_rounds += 1
                 log.warning(
                     "round %d (step %d): no result reached a majority of its witnesses; "
                     "its data will be trained again (check that peers can reach each other)",

@@ -74,6 +74,8 @@ class ClientStatus:
     bytes_in: int = 0
     bytes_out: int = 0
     applied_steps: int = 0
+    empty_rounds: int = 0
+    """Rounds skipped because no result reached a majority of witnesses (peers unreachable)."""
 
 
 @dataclass

@@ -328,6 +328,38 @@ def test_apply_fetches_an_attested_result_it_missed_instead_of_diverging(
     asyncio.run(go(False))
 
 
+def test_a_round_nobody_exchanged_is_skipped_and_not_counted(tmp_path: Path) -> None:
+    """Each trainer holds only its own result: no trainer reaches a witness majority, so the
+    core refuses the round (NothingWitnessed), requeues it and counts no step; clients skip it
+    and say so in their status and events."""
+
+    async def go() -> None:
+        run = Run(tmp_path)
+        await run.start()
+        slots = [run.slot(c) for c in run.ctxs]
+        run.train(0, skip={(i, j) for i in slots for j in slots if i != j})
+        await run.witness_all()  # round 0 attests nothing
+        run.next_round()
+        run.train(1)
+        for ctx in run.ctxs:  # past the deadline: each sends what it has (its own result)
+            ctx.clock = lambda: float(run.hub.now + 10_000)
+        await run.witness_all()
+        run.next_round()
+        state = run.state()
+        assert state.height == 2 and state.round(0).requeued
+        assert state.steps_done == 0
+        with pytest.raises(_core.NothingWitnessed):
+            state.apply_set(0, [])
+        for ctx in run.ctxs:
+            await apply_ready(ctx, ctx.backend.state())
+            assert ctx.status.empty_rounds == 1
+            skipped = run.events(ctx, "skipped")
+            assert [(e["height"], e["reason"]) for e in skipped] == [(0, "NothingWitnessed")]
+        assert all(t.applied == [] for t in run.trainers)
+
+    asyncio.run(go())
+
+
 def test_memory_backend_rejects_like_the_server(tmp_path: Path) -> None:
     async def go() -> None:
         run = Run(tmp_path)
