@@ -9,18 +9,20 @@ no payload can be presented as both kinds under one commitment.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import struct
-from typing import Any
 
 from psyche_client import _core
 from psyche_client.client.context import ClientContext
 from psyche_client.client.results import Received
-from psyche_client.p2p.identity import NodeKey as P2PKey
 from psyche_client.p2p.messages import KIND_ANNOUNCE, KIND_MOMENTUM, Announcement
 from psyche_client.p2p.node import P2PNode
-from psyche_client.training.result import ResultFormatError, check_matches, decode_result
+from psyche_client.training.result import (
+    ResultFormatError,
+    check_matches,
+    commitment,
+    commitment_hasher,
+    decode_result,
+)
 
 log = logging.getLogger("psyche.client")
 
@@ -28,34 +30,26 @@ MOMENTUM_DOMAIN = b"psyche/momentum/v1\x00"
 """Prefix of a momentum disclosure's commitment preimage (results have none)."""
 
 
-def _preimage(run_id: bytes, kind: int, step: int, batch: int, size: int) -> Any:
-    h = hashlib.sha256()
-    if kind == KIND_MOMENTUM:
-        h.update(MOMENTUM_DOMAIN)
-    h.update(struct.pack("<I", len(run_id)))
-    h.update(run_id)
-    h.update(struct.pack("<QQQ", step, batch, size))
-    return h
+def _domain(kind: int) -> bytes:
+    return MOMENTUM_DOMAIN if kind == KIND_MOMENTUM else b""
 
 
 def payload_commitment(run_id: bytes, kind: int, step: int, batch: int, payload: bytes) -> bytes:
     """The commitment of a result (KIND_ANNOUNCE; equal to `training.result.commitment`) or of a
     momentum disclosure (KIND_MOMENTUM) of `batch` at `step`."""
-    h = _preimage(run_id, kind, step, batch, len(payload))
-    h.update(payload)
-    return h.digest()
+    return commitment(run_id, step, batch, payload, _domain(kind))
 
 
 async def start_node(ctx: ClientContext) -> P2PNode:
     ctx.run_id = ctx.backend.state().run_id
     run_name = ctx.run_id.rstrip(b"\0").hex()
     node = P2PNode(
-        P2PKey(ctx.key.seed),
+        ctx.key,
         run_name,
         is_member=lambda node_id: is_member(ctx, node_id),
         validate_announcement=lambda ann: validate_announcement(ctx, ann),
-        payload_hasher=lambda ann: _preimage(
-            ctx.run_id, ann.kind, ann.step, ann.batch_id, ann.payload_size
+        payload_hasher=lambda ann: commitment_hasher(
+            ctx.run_id, ann.step, ann.batch_id, ann.payload_size, _domain(ann.kind)
         ),
         commit=lambda step, batch, payload: payload_commitment(
             ctx.run_id, KIND_ANNOUNCE, step, batch, bytes(payload)

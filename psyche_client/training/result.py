@@ -47,6 +47,7 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 import numpy as np
 import torch
@@ -375,21 +376,35 @@ def check_matches(
             raise ResultFormatError(f"{name}: k={comp.k}, run uses {k}")
 
 
-def commitment(run_id: bytes, step: int, batch_id: int, payload: bytes) -> bytes:
-    """SHA-256 over u32le(len(run_id)) ‖ run_id ‖ u64le(step) ‖ u64le(batch_id) ‖
-    u64le(len(payload)) ‖ payload.
+def commitment_hasher(
+    run_id: bytes, step: int, batch_id: int, size: int, domain: bytes = b""
+) -> Any:
+    """The SHA-256 state of a commitment before its `size` payload bytes: the one preimage
+    layout, shared by `commitment` and the p2p layer's streaming check.
 
-    Length prefixes make the encoding injective (no (run_id, payload) pair can be re-split into
-    another); fixed-width integers make step/batch unambiguous. Clients sign this digest with
-    their node key.
+    domain ‖ u32le(len(run_id)) ‖ run_id ‖ u64le(step) ‖ u64le(batch_id) ‖ u64le(size). Results
+    have no domain; other payload kinds (momentum disclosures) add a prefix of their own, so no
+    payload can stand for two kinds under one commitment. Length prefixes make the encoding
+    injective (no (run_id, payload) pair can be re-split into another); fixed-width integers make
+    step/batch unambiguous.
     """
     if not 0 <= step < 1 << 64 or not 0 <= batch_id < 1 << 64:
         raise ValueError("step and batch_id must fit in u64")
     if len(run_id) >= 1 << 32:
         raise ValueError("run_id too long")
     h = hashlib.sha256()
+    h.update(domain)
     h.update(struct.pack("<I", len(run_id)))
     h.update(run_id)
-    h.update(struct.pack("<QQQ", step, batch_id, len(payload)))
+    h.update(struct.pack("<QQQ", step, batch_id, size))
+    return h
+
+
+def commitment(
+    run_id: bytes, step: int, batch_id: int, payload: bytes, domain: bytes = b""
+) -> bytes:
+    """SHA-256 over `commitment_hasher`'s preimage ‖ payload. Clients sign this digest with
+    their node key."""
+    h = commitment_hasher(run_id, step, batch_id, len(payload), domain)
     h.update(payload)
     return h.digest()
