@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -27,6 +28,10 @@ PROTOCOL_TAG = b"psyche-tcp/1"
 KIND_CONTROL = 1
 KIND_STATE = 2
 DEFAULT_MAX_CONTROL_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 16
+"""No message of the protocol nests deeper; the limit keeps decoding and re-encoding flat."""
+MAX_JSON_DIGITS = 40
+"""Longest integer literal accepted: every integer field fits in 64 bits (20 digits)."""
 _HEADER = struct.Struct(">IB")
 
 
@@ -77,12 +82,52 @@ def decode_control(frame: Frame) -> dict[str, Any]:
     if frame.kind != KIND_CONTROL:
         raise WireError(f"expected a control frame, got kind {frame.kind}")
     try:
-        message = json.loads(frame.body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        text = frame.body.decode("utf-8")
+    except UnicodeDecodeError:
         raise WireError("control frame is not UTF-8 JSON") from None
+    try:
+        message = json.loads(
+            text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_no_constant
+        )
+    except RecursionError:
+        raise WireError(f"control frame is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except json.JSONDecodeError:
+        raise WireError("control frame is not UTF-8 JSON") from None
+    _check_depth(message)
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise WireError('control frame is not a JSON object with a string "type"')
     return message
+
+
+def _parse_int(literal: str) -> int:
+    # Python refuses >4300 digits with a bare ValueError; refuse far earlier, as a protocol error
+    if len(literal.lstrip("-")) > MAX_JSON_DIGITS:
+        raise WireError(f"control frame has an integer of over {MAX_JSON_DIGITS} digits")
+    return int(literal)
+
+
+def _parse_float(literal: str) -> float:
+    value = float(literal[:64]) if len(literal) <= 64 else math.inf
+    if not math.isfinite(value):
+        raise WireError("control frame has a number that is not finite")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise WireError(f"control frame has a number that is not finite ({name})")
+
+
+def _check_depth(value: Any) -> None:
+    """Iteratively (no recursion for an attacker to exhaust) refuse deep nesting."""
+    todo: list[tuple[Any, int]] = [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if not isinstance(item, dict | list):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise WireError(f"control frame is nested deeper than {MAX_JSON_DEPTH} levels")
+        children = item.values() if isinstance(item, dict) else item
+        todo.extend((child, depth + 1) for child in children)
 
 
 def canonical_json(value: Any) -> bytes:

@@ -143,3 +143,26 @@ def test_keypair_files(tmp_path: Path) -> None:
     save_keypair(other, path)
     assert load_keypair(path).public == other.public
     assert (path.stat().st_mode & 0o777) == 0o600
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        (b'{"type":"x","v":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested"),
+        (b'{"type":"x","v":' + b"[" * 40 + b"]" * 40 + b"}", "nested"),
+        (b'{"type":"x","v":' + b"7" * 5000 + b"}", "digits"),
+        (b'{"type":"x","v":1e99999}', "not finite"),
+        (b'{"type":"x","v":NaN}', "not finite"),
+    ],
+)
+def test_hostile_json_is_a_protocol_error(body: bytes, needle: str) -> None:
+    """Deep nesting and huge numbers must be a `WireError` (the connection is closed cleanly),
+    never a RecursionError or ValueError escaping into the server's accept loop."""
+    with pytest.raises(wire.WireError, match=needle):
+        wire.decode_control(wire.Frame(wire.KIND_CONTROL, body))
+
+
+def test_ordinary_json_still_decodes() -> None:
+    nested = {"type": "x", "v": [[[{"a": [1, 2.5, -3, True, None, "s"]}]]], "n": 2**63 - 1}
+    frame = wire.Frame(wire.KIND_CONTROL, wire.canonical_json(nested))
+    assert wire.decode_control(frame) == nested
