@@ -5,13 +5,15 @@ ed25519 node key (the key the coordinator lists). Checking a signature over a fr
 challenge proves the peer holds that key right now (no replay), and `authorize(node_key)` —
 supplied by the caller, e.g. "is this key in the current epoch's client list" — decides.
 
-Protocol v1. Every message is a frame: u32le body length, then the body. Frame sizes are capped
-on both sides before reading the body, and a request names at most `max_samples` indices.
+Protocol v2. Every message is a frame: u32le body length, then the body. Frame sizes are capped
+on both sides before reading the body, and a request names at most `max_samples` indices. The
+sizes of the data (sample length, sample count) are told only to an authorised key (v1 sent them
+in the hello, to anyone who connected).
 
-    server → client  HELLO  b"PSDD" ‖ u8 version=1 ‖ 32-byte challenge ‖ u32 seq_len ‖ u64 samples
+    server → client  HELLO  b"PSDD" ‖ u8 version=2 ‖ 32-byte challenge
     client → server  AUTH   32-byte ed25519 public key ‖ 64-byte signature over
                             b"psyche-data-auth-v1" ‖ challenge
-    server → client  u8 0 (ok) | u8 1 ‖ UTF-8 reason, then close
+    server → client  u8 0 ‖ u32 seq_len ‖ u64 samples (ok) | u8 1 ‖ UTF-8 reason, then close
     client → server  GET    u8 1 ‖ u32 count ‖ count × u64 sample index
     server → client  u8 0 ‖ u32 count ‖ count × (seq_len + 1) × u32 tokens | u8 1 ‖ reason
 """
@@ -24,16 +26,19 @@ import os
 import socket
 import struct
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from psyche_client.data.provider import DataError, TokenDataProvider
 
+if TYPE_CHECKING:
+    import torch
+
 MAGIC = b"PSDD"
-VERSION = 1
+VERSION = 2
 AUTH_DOMAIN = b"psyche-data-auth-v1"
 MAX_REQUEST_FRAME = 1 + 4 + 8 * 4096
 OP_GET = 1
@@ -62,8 +67,7 @@ async def _handle(
 ) -> None:
     try:
         challenge = os.urandom(32)
-        hello = MAGIC + struct.pack("<B", VERSION) + challenge
-        writer.write(_frame(hello + struct.pack("<IQ", provider.seq_len, len(provider))))
+        writer.write(_frame(MAGIC + struct.pack("<B", VERSION) + challenge))
         await writer.drain()
         auth = await asyncio.wait_for(_read_frame(reader, 96), timeout_s)
         if len(auth) != 96:
@@ -83,7 +87,7 @@ async def _handle(
         if not ok:
             writer.write(_frame(b"\x01node key not authorised for this epoch"))
             return
-        writer.write(_frame(b"\x00"))
+        writer.write(_frame(b"\x00" + struct.pack("<IQ", provider.seq_len, len(provider))))
         await writer.drain()
         while True:
             try:
@@ -157,15 +161,21 @@ class TcpDataProvider(TokenDataProvider):
         except OSError as e:
             raise DataError(f"data server {host}:{port} unreachable ({e})") from e
         hello = self._recv_frame(64)
-        if len(hello) != 49 or hello[:4] != MAGIC or hello[4] != VERSION:
-            raise DataError("not a psyche data server (bad hello)")
+        if len(hello) < 5 or hello[:4] != MAGIC:
+            raise DataError(f"{host}:{port} is not a psyche data server (bad hello)")
+        if hello[4] != VERSION or len(hello) != 37:
+            raise DataError(
+                f"data server {host}:{port} speaks protocol v{hello[4]}, this client v{VERSION}"
+            )
         challenge = hello[5:37]
-        self.seq_len, self._total = struct.unpack("<IQ", hello[37:49])
         pub = node_key.public_key().public_bytes_raw()
         self._send(pub + node_key.sign(AUTH_DOMAIN + challenge))
         reply = self._recv_frame(1024)
         if reply[:1] != b"\x00":
             raise DataError(f"data server refused: {reply[1:].decode(errors='replace')}")
+        if len(reply) != 13:
+            raise DataError("data server sent a malformed welcome")
+        self.seq_len, self._total = struct.unpack("<IQ", reply[1:13])
 
     def _send(self, body: bytes) -> None:
         try:
@@ -215,6 +225,8 @@ class TcpDataProvider(TokenDataProvider):
         return self.get_many([index])[0]
 
     def get_batch(self, indices: Sequence[int]) -> torch.Tensor:
+        import torch
+
         return torch.from_numpy(self.get_many(indices))
 
     def close(self) -> None:
