@@ -216,7 +216,8 @@ TYPES = [
             ("verificationPct", "u8"),
             ("verifiersPerTarget", "u8"),
             ("ejectReports", "u8"),
-            ("reserved", u8s(6)),
+            ("minRoundTrainSecs", "u16"),
+            ("reserved", u8s(4)),
         ],
     ),
     struct(

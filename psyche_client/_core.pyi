@@ -177,6 +177,7 @@ class Config:
     verification_pct: int
     verifiers_per_target: int
     eject_reports: int
+    min_round_train_secs: int
     def __init__(
         self,
         *,
@@ -198,6 +199,7 @@ class Config:
         verification_pct: int | None = None,
         verifiers_per_target: int | None = None,
         eject_reports: int | None = None,
+        min_round_train_secs: int | None = None,
     ) -> None: ...
     def replace(
         self,
@@ -220,6 +222,7 @@ class Config:
         verification_pct: int | None = None,
         verifiers_per_target: int | None = None,
         eject_reports: int | None = None,
+        min_round_train_secs: int | None = None,
     ) -> Config: ...
     def to_dict(self) -> dict[str, int]: ...
     def validate(self) -> None:
@@ -294,6 +297,9 @@ class RoundInfo:
     @property
     def quorum_at(self) -> int: ...
     @property
+    def train_secs(self) -> int:
+        """This round's train window (adaptive timing); witnesses wait half of it."""
+    @property
     def requeued(self) -> bool:
         """The round's results were not applied; its span went back on the requeue."""
     @property
@@ -362,6 +368,9 @@ class Coordinator:
     def created_at(self) -> int: ...
     @property
     def phase_started_at(self) -> int: ...
+    @property
+    def train_estimate_secs(self) -> float:
+        """Adaptive timing's estimate of a round's time to quorum (0.0: none yet)."""
     @property
     def updated_at(self) -> int: ...
     @property

@@ -27,6 +27,7 @@ from psyche_client.data.provider import TokenDataProvider
 from psyche_client.errors import UserError
 from psyche_client.identity import NodeKey
 from psyche_client.p2p.config import P2PConfig
+from psyche_client.p2p.manifest import Manifest
 from psyche_client.p2p.node import P2PNode
 from psyche_client.runspec import TrainingSpec
 from psyche_client.training.model import LlamaConfig, LlamaForCausalLM
@@ -76,6 +77,10 @@ class ClientStatus:
     applied_steps: int = 0
     empty_rounds: int = 0
     """Rounds skipped because no result reached a majority of witnesses (peers unreachable)."""
+    resyncs: int = 0
+    """Times this client lacked an agreed result and caught up from its peers' model."""
+    desynced: bool = False
+    """Lacking an agreed result and not yet caught up (not training meanwhile)."""
 
 
 @dataclass
@@ -109,6 +114,13 @@ class ClientContext:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     scratch: LlamaForCausalLM | None = None
     """A second model the verifier loads snapshots into (allocated on first use)."""
+    shared: tuple[Manifest, bytes, dict[str, bytes]] | None = None
+    """The model this client serves now: manifest, config blob, tensor bytes (sharing.py)."""
+    behind: int | None = None
+    """The first round of this epoch whose agreed results could not be obtained, while the
+    client is catching up from peers (resync.py); None when in sync."""
+    resync_failures: int = 0
+    """Consecutive resync attempts that found no model a majority of peers agree on."""
 
     def event(self, kind: str, **fields: Any) -> None:
         """Append one JSON-line event (tests and operators read these)."""
@@ -157,5 +169,7 @@ def slot_of(state: _core.Coordinator, node_key: bytes) -> int | None:
 
 
 def round_deadline(state: _core.Coordinator, height: int) -> float:
-    """When a witness or verifier of `height` stops waiting for results: half the train time."""
-    return state.round(height).started_at + max(1, state.config.max_round_train_secs // 2)
+    """When a witness or verifier of `height` stops waiting for results: half the round's train
+    window (the core's adaptive choice, see crates/coordinator/src/timing.rs)."""
+    r = state.round(height)
+    return r.started_at + max(1, r.train_secs // 2)

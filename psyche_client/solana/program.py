@@ -109,7 +109,7 @@ class CoordinatorProgram:
 
     def config_arg(self, config: _core.Config) -> Any:
         """A core `Config` as the IDL's `Config` type."""
-        return self.program.type["Config"](**config.to_dict(), reserved=[0] * 6)
+        return self.program.type["Config"](**config.to_dict(), reserved=[0] * 4)
 
     def model_arg(self, model: _core.ModelRef) -> Any:
         """A core `ModelRef` as the IDL's `ModelRef` type (the core's byte layout)."""

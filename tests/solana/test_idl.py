@@ -119,6 +119,7 @@ RUST_TO_IDL: dict[str, list[Any]] = {
     "[u8; 2]": [{"array": ["u8", 2]}],
     "[u8; 3]": [{"array": ["u8", 3]}],
     "[u8; 6]": [{"array": ["u8", 6]}],
+    "[u8; 4]": [{"array": ["u8", 4]}],
     "[u8; PEER_ADDR_BYTES]": [{"array": ["u8", 128]}],
     "i64": ["i64"],
     "[u8; MODEL_LOCATION_BYTES]": [{"array": ["u8", 248]}],

@@ -19,7 +19,7 @@ macro_rules! config_class {
                 Self { $($f: c.$f,)* }
             }
             pub fn core(&self) -> Config {
-                Config { $($f: self.$f,)* reserved: [0; 6] }
+                Config { $($f: self.$f,)* reserved: [0; 4] }
             }
         }
 
@@ -84,6 +84,7 @@ config_class! {
     verification_pct: u8,
     verifiers_per_target: u8,
     eject_reports: u8,
+    min_round_train_secs: u16,
 }
 
 /// Add the class to the module.

@@ -146,6 +146,12 @@ impl PyCoordinator {
     fn phase_started_at(&self) -> i64 {
         self.state.phase_started_at
     }
+    /// The adaptive timing's estimate of a round's time to witness quorum, seconds (0.0 = none
+    /// yet: rounds use `max_round_train_secs`).
+    #[getter]
+    fn train_estimate_secs(&self) -> f64 {
+        self.state.train_est_x16 as f64 / psyche_core::timing::EST_SCALE as f64
+    }
     #[getter]
     fn updated_at(&self) -> i64 {
         self.state.updated_at

@@ -212,7 +212,7 @@ def main() -> int:
 def cfg_bytes(cfg: core.Config) -> bytes:
     d = cfg.to_dict()
     return struct.pack(
-        "<Q10I3H4B6x",
+        "<Q10I3H4BH4x",
         d["total_steps"],
         d["batch_size_start"],
         d["batch_size_end"],
@@ -231,6 +231,7 @@ def cfg_bytes(cfg: core.Config) -> bytes:
         d["verification_pct"],
         d["verifiers_per_target"],
         d["eject_reports"],
+        d["min_round_train_secs"],
     )
 
 

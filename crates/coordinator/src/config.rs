@@ -26,7 +26,7 @@ pub struct Config {
     pub waiting_extra_secs: u32,
     /// Warmup length (model download/load); ends early when every member sent warmup_witness.
     pub warmup_secs: u32,
-    /// Longest a RoundTrain phase may last.
+    /// Longest a RoundTrain phase may last (the adaptive train window's upper bound).
     pub max_round_train_secs: u32,
     /// RoundWitness phase length (late witnesses, verifier reports).
     pub round_witness_secs: u32,
@@ -48,8 +48,12 @@ pub struct Config {
     pub verifiers_per_target: u8,
     /// Mismatch reports from distinct assigned verifiers that eject the target.
     pub eject_reports: u8,
+    /// Shortest train window the adaptive timing may choose (see `timing`); equal to
+    /// `max_round_train_secs` (or more: it is capped there) for fixed windows. The floor is at
+    /// least `witness_grace_secs + 1`.
+    pub min_round_train_secs: u16,
     /// Reserved, zero.
-    pub reserved: [u8; 6],
+    pub reserved: [u8; 4],
 }
 
 impl Default for Config {
@@ -73,7 +77,8 @@ impl Default for Config {
             verification_pct: 10,
             verifiers_per_target: 1,
             eject_reports: 1,
-            reserved: [0; 6],
+            min_round_train_secs: 10,
+            reserved: [0; 4],
         }
     }
 }

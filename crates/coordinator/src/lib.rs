@@ -20,6 +20,7 @@ pub mod layout;
 pub mod murmur;
 pub mod rng;
 pub mod state;
+pub mod timing;
 pub mod transitions;
 
 pub use bloom::{

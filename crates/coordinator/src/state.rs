@@ -391,8 +391,9 @@ pub struct Round {
     pub kind: u8,
     /// 1 once this data round's span was put back on the requeue (its results are not applied).
     pub requeued: u8,
-    /// Zero.
-    pub pad: [u8; 2],
+    /// This round's train window in seconds (the adaptive timing's choice at round start; 0 in
+    /// rounds of a state from before adaptive timing: `max_round_train_secs`).
+    pub train_secs: u16,
     /// Bitmap over committee positions (< MAX_WITNESSES) that submitted.
     pub witnessed: u32,
     /// Zero.
@@ -484,8 +485,8 @@ pub struct State {
     pub rounds: [Round; ROUND_RING],
     /// Ejections so far; the next ban goes to `banned[banned_next % MAX_BANNED]`.
     pub banned_next: u32,
-    /// Zero.
-    pub pad_banned: u32,
+    /// Estimate of a round's time to witness quorum, 1/16 s (0 = none yet); see `timing`.
+    pub train_est_x16: u32,
     /// Wallets of the most recent ejected clients; they cannot join again.
     pub banned: [[u8; 32]; MAX_BANNED],
     /// Entries used in `requeue`.

@@ -9,8 +9,10 @@ use crate::derive::{
 use crate::error::{CoreError, CoreResult};
 use crate::rng::round_seed;
 use crate::state::{
-    bit_get, bit_set, Client, ClientState, ModelRef, Phase, RoundKind, Span, State, WitnessInput,
+    bit_get, bit_set, Client, ClientState, ModelRef, Phase, Round, RoundKind, Span, State,
+    WitnessInput,
 };
+use crate::timing;
 use crate::{MAX_BANNED, MAX_CLIENTS, MAX_WITNESSES, REQUEUE_CAP, ROUND_RING, STATE_VERSION};
 use bytemuck::Zeroable;
 
@@ -63,6 +65,15 @@ impl State {
     fn set_phase(&mut self, p: Phase, now: i64) {
         self.phase = p as u8;
         self.phase_started_at = now;
+    }
+
+    /// The train window of round `r` (rounds stored before adaptive timing have none: the max).
+    pub fn train_secs_of(&self, r: &Round) -> u32 {
+        if r.train_secs == 0 {
+            self.config.max_round_train_secs
+        } else {
+            r.train_secs as u32
+        }
     }
 
     fn healthy_count(&self) -> usize {
@@ -217,8 +228,14 @@ impl State {
             }
             Phase::RoundTrain => {
                 let r = self.round(self.progress.height)?;
-                let early = r.quorum_at != 0 && elapsed(now, r.quorum_at, cfg.witness_grace_secs);
-                if early || elapsed(now, self.phase_started_at, cfg.max_round_train_secs) {
+                let (quorum_at, started_at, height) = (r.quorum_at, r.started_at, r.height);
+                let window = self.train_secs_of(r);
+                let early = quorum_at != 0 && elapsed(now, quorum_at, cfg.witness_grace_secs);
+                if early || elapsed(now, self.phase_started_at, window) {
+                    let to_quorum = (quorum_at != 0)
+                        .then(|| quorum_at.saturating_sub(started_at).max(0) as u64);
+                    self.train_est_x16 =
+                        timing::next_estimate(&cfg, self.train_est_x16, height, window, to_quorum);
                     self.set_phase(Phase::RoundWitness, now);
                     TickOutcome::Transitioned
                 } else {
@@ -228,7 +245,8 @@ impl State {
             Phase::RoundWitness => {
                 let r = self.round(self.progress.height)?;
                 let all = r.submissions_len >= r.witness_count;
-                if all || elapsed(now, self.phase_started_at, cfg.round_witness_secs) {
+                let window = timing::witness_window(&cfg, self.train_est_x16);
+                if all || elapsed(now, self.phase_started_at, window) {
                     self.end_round(now, randomness);
                     TickOutcome::Transitioned
                 } else {
@@ -322,6 +340,7 @@ impl State {
             RoundKind::Drain as u8
         };
         r.members = members;
+        r.train_secs = timing::train_window(&cfg, self.train_est_x16).min(u16::MAX as u32) as u16;
         if fresh {
             self.progress.data_index = data_index.saturating_add(batch as u64);
         }
@@ -709,6 +728,8 @@ impl State {
         config.validate()?;
         if self.config != *config {
             self.config = *config;
+            // New bounds: measure again from the operator's maximum.
+            self.train_est_x16 = 0;
             self.touch(now);
         }
         Ok(())

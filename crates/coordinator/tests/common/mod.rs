@@ -73,7 +73,8 @@ pub fn fast_config() -> Config {
         verification_pct: 0,
         verifiers_per_target: 1,
         eject_reports: 1,
-        reserved: [0; 6],
+        min_round_train_secs: 4,
+        reserved: [0; 4],
     }
 }
 
