@@ -3,6 +3,8 @@
 set -euo pipefail
 pkgs=(
   curl python3 python3-venv build-essential pkg-config libssl-dev libudev-dev clang libclang-dev protobuf-compiler cmake
+  # the WAN tests (tests/wan): network namespaces, tc and nftables
+  iproute2 nftables
   # SBF toolchain: Debian's rustc-web (1.96, LLVM 22) with prebuilt core/alloc for bpfel
   rustc-web cargo-web libstd-rust-web-dev-bpf rust-web-src llvm-22-dev lld-22 libpolly-22-dev libzstd-dev
 )
