@@ -8,6 +8,7 @@ bodies mirror the Solana program's instructions; docs/protocol.md lists both.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -15,6 +16,8 @@ from psyche_client import _core
 from psyche_client.modelref import ModelRefError, model_ref_from_json
 from psyche_client.runconfig import ConfigError, config_with
 from psyche_client.server.app import CoreRejection
+
+log = logging.getLogger("psyche.server")
 
 
 def _int(body: dict[str, Any], name: str, lo: int = 0, hi: int = 2**63 - 1) -> int:
@@ -48,6 +51,36 @@ class CoreStateHost:
     def __init__(self, coordinator: _core.Coordinator, authority: bytes | None = None) -> None:
         self.coordinator = coordinator
         self.authority = authority
+        self._seen_round = (coordinator.epoch, coordinator.height)
+        self.empty_rounds = 0
+        """Data rounds whose results nobody applied (no result reached a witness majority)."""
+
+    def _note_rounds(self) -> None:
+        """Tell the operator about a round that trained nothing (the core requeued its data):
+        repeated, it means clients cannot exchange results (ports, NAT, bandwidth)."""
+        c = self.coordinator
+        now = (c.epoch, c.height)
+        epoch, height = self._seen_round
+        if now == self._seen_round:
+            return
+        self._seen_round = now
+        if now[0] != epoch or height < 1:
+            return
+        try:
+            prev = c.round(height - 1)
+        except _core.CoordinatorError:
+            return
+        if prev.epoch == epoch and prev.kind == _core.RoundKind.Data and prev.requeued:
+            self.empty_rounds += 1
+            log.warning(
+                "epoch %d round %d trained nothing: no result reached a witness majority "
+                "(%d such rounds so far; are clients' p2p ports reachable?). Next train window "
+                "%d s.",
+                epoch,
+                height - 1,
+                self.empty_rounds,
+                c.round(c.height).train_secs,
+            )
 
     def state_bytes(self) -> bytes:
         return self.coordinator.to_bytes()
@@ -57,6 +90,7 @@ class CoreStateHost:
             self.coordinator.tick(now, randomness)
         except _core.CoordinatorError as e:
             raise CoreRejection(e.name, str(e)) from None
+        self._note_rounds()
 
     def apply(self, node_key: bytes, kind: str, body: dict[str, Any], now: int) -> None:
         c = self.coordinator
@@ -64,6 +98,7 @@ class CoreStateHost:
             # A client's messages are meant for the state as of now: apply due timeouts first,
             # as the program does at the start of every instruction.
             c.tick(now, os.urandom(32))
+            self._note_rounds()
             if kind == "join":
                 c.join(node_key, node_key, now)
             elif kind == "withdraw":

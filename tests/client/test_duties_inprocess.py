@@ -328,7 +328,9 @@ def test_apply_fetches_an_attested_result_it_missed_instead_of_diverging(
     asyncio.run(go(False))
 
 
-def test_a_round_nobody_exchanged_is_skipped_and_not_counted(tmp_path: Path) -> None:
+def test_a_round_nobody_exchanged_is_skipped_and_not_counted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Each trainer holds only its own result: no trainer reaches a witness majority, so the
     core refuses the round (NothingWitnessed), requeues it and counts no step; clients skip it
     and say so in their status and events."""
@@ -348,6 +350,7 @@ def test_a_round_nobody_exchanged_is_skipped_and_not_counted(tmp_path: Path) -> 
         state = run.state()
         assert state.height == 2 and state.round(0).requeued
         assert state.steps_done == 0
+        assert run.hub.host.empty_rounds == 1, "the operator's server counts and logs it"
         with pytest.raises(_core.NothingWitnessed):
             state.apply_set(0, [])
         for ctx in run.ctxs:
@@ -356,6 +359,7 @@ def test_a_round_nobody_exchanged_is_skipped_and_not_counted(tmp_path: Path) -> 
             skipped = run.events(ctx, "skipped")
             assert [(e["height"], e["reason"]) for e in skipped] == [(0, "NothingWitnessed")]
         assert all(t.applied == [] for t in run.trainers)
+        assert "round 0 trained nothing" in caplog.text
 
     asyncio.run(go())
 
