@@ -1,7 +1,10 @@
 """Client side of the TCP coordinator: an authenticated connection that survives server restarts.
 
-The connection answers the server's challenge with the node key, then receives state pushes and
-replies to its own signed messages. If the connection drops (server restart, network), it
+The connection opens with a short "open" frame (so a server that is not a Psyche coordinator,
+e.g. an HTTP server, answers at once and is named as such instead of leaving the client to time
+out), answers the server's challenge with the node key, then receives state pushes and replies to
+its own signed messages, sending a keepalive ping when it has been quiet for a third of the
+server's idle timeout. If the connection drops (server restart, network), it
 reconnects with capped exponential backoff; a request in flight at that moment fails with
 `ConnectionLost` so the caller (the client loop) can decide whether to resend it, since only the
 caller knows whether the message is still meaningful in the new state.
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +23,7 @@ from psyche_client import _core
 from psyche_client.errors import UserError
 from psyche_client.identity import NodeKey
 from psyche_client.server import wire
+from psyche_client.server.join_policy import JOIN_REFUSALS, join_proof
 
 log = logging.getLogger("psyche.backend.tcp")
 
@@ -36,6 +41,14 @@ class CoordinatorRejected(Exception):
         self.message = message
 
 
+class JoinRefused(UserError):
+    """The run's join control (allowlist or join token) refused this node key."""
+
+
+class NotACoordinator(UserError, ConnectionError):
+    """The first connection reached something that is not this run's Psyche coordinator."""
+
+
 class AddressError(UserError, ValueError):
     """A coordinator address is not host:port."""
 
@@ -46,6 +59,8 @@ def parse_address(address: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise AddressError(f"{address!r} is not a coordinator address of the form host:port")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]  # [IPv6]:port
     return host, int(port)
 
 
@@ -60,8 +75,10 @@ class TcpCoordinatorClient:
         max_state_bytes: int = 64 * 1024 * 1024,
         request_timeout_s: float = 30.0,
         max_backoff_s: float = 5.0,
+        join_token: str | None = None,
     ) -> None:
         self.host, self.port = parse_address(address)
+        self.join_token = join_token
         self.key = key
         self.run_id = run_id
         self.max_state_bytes = max_state_bytes
@@ -79,6 +96,7 @@ class TcpCoordinatorClient:
         self._send_lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._first_error: BaseException | None = None
+        self._last_sent = time.monotonic()
         self.reconnects = 0
 
     async def start(self, timeout_s: float = 15.0) -> None:
@@ -92,7 +110,7 @@ class TcpCoordinatorClient:
             waiter.cancel()
             await self.stop()
             if self._first_error is not None:
-                raise self._first_error
+                raise NotACoordinator(str(self._first_error)) from None
             raise ConnectionError(f"no answer from coordinator {self.host}:{self.port}")
         await self.wait_state(lambda s: True, timeout_s)
 
@@ -131,6 +149,10 @@ class TcpCoordinatorClient:
             self._seq += 1
             fut: asyncio.Future[dict[str, Any]] = loop.create_future()
             self._pending[seq] = fut
+            if kind == "join" and self.join_token:
+                proof = join_proof(self.join_token, self._challenge, self.key.public)
+                body = {**body, "token_proof": proof.hex()}
+            self._last_sent = time.monotonic()
             envelope = wire.sign_envelope(self.key, self._challenge, seq, kind, body)
             writer.write(wire.encode_control(envelope))
         reply = await asyncio.wait_for(fut, self.request_timeout_s)
@@ -176,13 +198,35 @@ class TcpCoordinatorClient:
             await asyncio.sleep(backoff)
             backoff = min(self.max_backoff_s, backoff * 2)
 
+    async def _keepalive(self, interval_s: float) -> None:
+        """Ping when nothing was sent for `interval_s`, so the server's idle timeout spares us."""
+        while True:
+            await asyncio.sleep(max(0.05, interval_s - (time.monotonic() - self._last_sent)))
+            if time.monotonic() - self._last_sent >= interval_s:
+                with contextlib.suppress(Exception):
+                    await self.request("ping", {})
+
+    async def _open(self, reader: asyncio.StreamReader) -> dict[str, Any]:
+        """The server's challenge, or a `WireError` saying what answered instead."""
+        limit = wire.DEFAULT_MAX_CONTROL_BYTES
+        try:
+            challenge_msg = wire.decode_control(await wire.read_frame(reader, limit))
+        except wire.WireError:
+            raise wire.WireError(
+                f"{self.host}:{self.port} does not speak the Psyche coordinator protocol "
+                "(is it the right address?)"
+            ) from None
+        if challenge_msg.get("type") != "challenge":
+            raise wire.WireError("server did not open with a challenge")
+        return challenge_msg
+
     async def _session(self) -> None:
         reader, writer = await asyncio.open_connection(self.host, self.port)
+        keepalive: asyncio.Task[None] | None = None
         try:
             limit = wire.DEFAULT_MAX_CONTROL_BYTES
-            challenge_msg = wire.decode_control(await wire.read_frame(reader, limit))
-            if challenge_msg.get("type") != "challenge":
-                raise wire.WireError("server did not open with a challenge")
+            writer.write(wire.encode_control({"type": "open", "protocol": "psyche-tcp/1"}))
+            challenge_msg = await self._open(reader)
             challenge = wire.hex_field(challenge_msg, "nonce", 32)
             run_id = challenge_msg.get("run_id")
             if not isinstance(run_id, str):
@@ -197,6 +241,9 @@ class TcpCoordinatorClient:
                 self._challenge, self._seq, self._writer = challenge, 0, writer
             self.run_id = run_id
             self._connected.set()
+            idle = welcome.get("idle_timeout_s")
+            if isinstance(idle, int | float) and not isinstance(idle, bool) and idle > 0:
+                keepalive = asyncio.create_task(self._keepalive(idle / 3))
             while True:
                 frame = await wire.read_frame(reader, max(limit, self.max_state_bytes))
                 if frame.kind == wire.KIND_STATE:
@@ -215,6 +262,9 @@ class TcpCoordinatorClient:
                 if fut is not None and not fut.done():
                     fut.set_result(message)
         finally:
+            if keepalive is not None:
+                keepalive.cancel()
+                await asyncio.gather(keepalive, return_exceptions=True)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -223,8 +273,14 @@ class TcpCoordinatorClient:
 class TcpBackend:
     """`CoordinatorBackend` over a `CoordinatorServer` (wallet = node key in TCP runs)."""
 
-    def __init__(self, address: str, key: NodeKey, run_id: str | None = None) -> None:
-        self.conn = TcpCoordinatorClient(address, key, run_id)
+    def __init__(
+        self,
+        address: str,
+        key: NodeKey,
+        run_id: str | None = None,
+        join_token: str | None = None,
+    ) -> None:
+        self.conn = TcpCoordinatorClient(address, key, run_id, join_token=join_token)
         self.wallet = key.public
 
     async def start(self) -> None:
@@ -252,7 +308,15 @@ class TcpBackend:
         await self.conn.request("advertise", {"p2p_addr": p2p_addr, "fast_addr": fast_addr})
 
     async def join(self) -> None:
-        await self.conn.request("join", {})
+        """Join; `JoinRefused` (a one-line user error) when the run's join control says no."""
+        try:
+            await self.conn.request("join", {})
+        except CoordinatorRejected as e:
+            if e.name in JOIN_REFUSALS:
+                raise JoinRefused(
+                    f"the coordinator refused to let this client join: {e.message}"
+                ) from None
+            raise
 
     async def withdraw(self) -> None:
         await self.conn.request("withdraw", {})

@@ -2,10 +2,19 @@
 
 One asyncio process owns the run's state. It ticks the core on a timer with OS randomness,
 accepts authenticated client connections (see `wire`), applies their signed messages to the core,
-persists the state atomically after every change, and pushes the new state bytes to every
-connected client. Pushes are coalesced per connection (only the newest state matters), so a slow
-client never holds up the server or the others. A restarted server loads the persisted state and
-the run resumes where it stopped.
+persists the state atomically after every change, and pushes the new state bytes and the peer
+directory to every connected client.
+
+What a stranger or a slow peer can cost is bounded (docs/protocol.md, "Threat model"):
+- connections are capped (`max_connections`, also kept under the process's fd limit); the
+  handshake has one deadline and an authenticated connection that sends nothing for
+  `idle_timeout_s` is closed (clients send a keepalive; the welcome says how often);
+- pushes are coalesced per connection (a slow reader gets the newest state and directory, never
+  a backlog), and a connection whose unsent bytes pass `max_send_buffer_bytes`, or whose reader
+  stalls for `send_timeout_s`, is closed;
+- the peer directory lists members only and forgets leavers (`directory`);
+- each kind of refusal is one rate-limited log line (`guard`), never a traceback per event.
+A restarted server loads the persisted state and the run resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -13,25 +22,31 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from psyche_client.errors import UserError
 from psyche_client.server import wire
+from psyche_client.server.directory import PeerDirectory
+from psyche_client.server.guard import RefusalLog, install_accept_guard
+from psyche_client.server.join_policy import JoinPolicy
 from psyche_client.server.persist import load_state, save_state
+from psyche_client.server.rejection import CoreRejection
 
 log = logging.getLogger("psyche.server")
 
+__all__ = ["CoordinatorServer", "CoreHost", "CoreRejection", "ListenError", "ServerLimits"]
 
-class CoreRejection(Exception):
-    """The core refused a message (wrong phase, unknown client, ...): `name` is its error name."""
+FD_RESERVE = 64
+"""File descriptors kept free of client connections (state file, logs, the listener)."""
 
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(f"{name}: {message}")
-        self.name = name
-        self.message = message
+
+class ListenError(UserError, OSError):
+    """The server cannot bind its address (in use, not local, no permission)."""
 
 
 class CoreHost(Protocol):
@@ -49,15 +64,24 @@ class CoreHost(Protocol):
         """Apply one authenticated client message; raise `CoreRejection` to refuse it."""
         ...
 
+    def members(self) -> frozenset[bytes]:
+        """Node keys of the run's current clients (Pending or Healthy): who may advertise."""
+        ...
+
 
 @dataclass
 class ServerLimits:
-    """Bounds on what one connection may send; the defaults fit a 256-client run."""
+    """Bounds on what connections may cost; the defaults fit a 256-client run."""
 
     max_control_bytes: int = wire.DEFAULT_MAX_CONTROL_BYTES
     handshake_timeout_s: float = 10.0
+    idle_timeout_s: float = 120.0
     messages_per_s: float = 50.0
     burst: int = 200
+    max_connections: int = 1024
+    max_send_buffer_bytes: int = 1 << 20
+    send_timeout_s: float = 30.0
+    log_interval_s: float = 60.0
 
 
 @dataclass(eq=False)
@@ -65,7 +89,12 @@ class _Connection:
     node_key: bytes
     writer: asyncio.StreamWriter
     latest: bytes | None = None
+    directory_sent: int = -1
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _SlowReader(Exception):
+    """A connection's unsent bytes passed the limit, or its reader stalled."""
 
 
 class CoordinatorServer:
@@ -81,6 +110,7 @@ class CoordinatorServer:
         tick_interval_s: float = 0.25,
         limits: ServerLimits | None = None,
         clock: Callable[[], float] = time.time,
+        join_policy: JoinPolicy | None = None,
     ) -> None:
         self.core = core
         self.run_id = run_id
@@ -90,23 +120,43 @@ class CoordinatorServer:
         self.tick_interval_s = tick_interval_s
         self.limits = limits or ServerLimits()
         self.clock = clock
+        self.join_policy = join_policy or JoinPolicy()
+        self.refusals = RefusalLog(log, self.limits.log_interval_s)
+        self.max_connections = self.limits.max_connections
         self._connections: set[_Connection] = set()
+        self._open = 0
+        self._handlers: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._unguard: Callable[[], None] | None = None
         self._last_state = b""
-        self._peers: dict[bytes, dict[str, str]] = {}
+        self._directory = PeerDirectory()
 
     @property
     def address(self) -> str:
         """host:port actually bound (useful with port 0)."""
         return f"{self.host}:{self.port}"
 
+    def directory_size(self) -> int:
+        """Entries in the peer directory (members that advertised)."""
+        return len(self._directory)
+
     async def start(self) -> None:
-        """Bind, persist the initial state, and start ticking."""
+        """Bind, then persist the initial state and start ticking.
+
+        Binding comes first so that a start that cannot listen leaves no state behind for the
+        next start to resume. `ListenError` (a `UserError`) says why it cannot.
+        """
+        self.max_connections = _fd_bounded(self.limits.max_connections)
+        try:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        except OSError as e:
+            reason = e.strerror or str(e)
+            raise ListenError(f"cannot listen on {self.host}:{self.port}: {reason}") from None
+        self.port = self._server.sockets[0].getsockname()[1]
         self._last_state = self.core.state_bytes()
         save_state(self.state_path, self._last_state)
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._unguard = install_accept_guard(asyncio.get_running_loop(), self.refusals)
         self._ticker = asyncio.create_task(self._tick_loop())
         log.info("serving run %s on %s", self.run_id, self.address)
 
@@ -117,12 +167,19 @@ class CoordinatorServer:
             await asyncio.gather(self._ticker, return_exceptions=True)
         for conn in list(self._connections):
             conn.writer.close()
+        if self._handlers:  # let each handler finish, rather than be cancelled at loop exit
+            _, pending = await asyncio.wait(set(self._handlers), timeout=2.0)
+            for task in pending:
+                task.cancel()
         if self._server:
             self._server.close()
             try:
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
             except (TimeoutError, OSError):
                 pass
+        if self._unguard:
+            self._unguard()
+            self._unguard = None
 
     async def serve_forever(self) -> None:
         """Run until cancelled."""
@@ -136,34 +193,18 @@ class CoordinatorServer:
         return int(self.clock())
 
     def _commit(self) -> None:
-        """Persist and push the state if it changed."""
+        """Persist the state if it changed; wake every connection that has something new."""
         state = self.core.state_bytes()
-        if state == self._last_state:
-            return
-        save_state(self.state_path, state)
-        self._last_state = state
+        changed = state != self._last_state
+        if changed:
+            save_state(self.state_path, state)
+            self._last_state = state
+            self._directory.prune(self.core.members())
         for conn in self._connections:
-            conn.latest = state
-            conn.wake.set()
-
-    def _advertise(self, node_key: bytes, body: dict[str, Any]) -> None:
-        """Record where a client's p2p endpoints are and push the directory to everyone.
-
-        Peer discovery is outside consensus: the directory only helps peers find each other;
-        the p2p layer still refuses anyone the core does not list as a member.
-        """
-        addrs = {k: body.get(k, "") for k in ("p2p_addr", "fast_addr")}
-        if not all(isinstance(v, str) and len(v) <= 256 for v in addrs.values()):
-            raise CoreRejection("InvalidMessage", "addresses must be strings of <= 256 chars")
-        if len(self._peers) >= 4 * 1024 and node_key not in self._peers:
-            raise CoreRejection("Full", "peer directory is full")
-        self._peers[node_key] = addrs
-        frame = wire.encode_control({"type": "peers", "peers": self._peer_list()})
-        for conn in self._connections:
-            conn.writer.write(frame)
-
-    def _peer_list(self) -> list[dict[str, str]]:
-        return [{"node_key": k.hex(), **v} for k, v in self._peers.items()]
+            if changed:
+                conn.latest = state
+            if changed or conn.directory_sent != self._directory.version:
+                conn.wake.set()
 
     async def _tick_loop(self) -> None:
         while True:
@@ -174,47 +215,106 @@ class CoordinatorServer:
             self._commit()
             await asyncio.sleep(self.tick_interval_s)
 
+    async def _send(self, conn: _Connection, frame: bytes) -> None:
+        """Write one frame and wait until the reader takes it, bounded in bytes and time."""
+        transport = conn.writer.transport
+        if transport.get_write_buffer_size() + len(frame) > self.limits.max_send_buffer_bytes:
+            raise _SlowReader(f"over {self.limits.max_send_buffer_bytes} bytes unread")
+        conn.writer.write(frame)
+        try:
+            await asyncio.wait_for(conn.writer.drain(), self.limits.send_timeout_s)
+        except TimeoutError:
+            raise _SlowReader(f"nothing read for {self.limits.send_timeout_s:.0f} s") from None
+
     async def _push_loop(self, conn: _Connection) -> None:
+        """Send the newest state and directory; versions that arrive meanwhile coalesce."""
         while True:
             await conn.wake.wait()
             conn.wake.clear()
             state, conn.latest = conn.latest, None
             if state is not None:
-                conn.writer.write(wire.encode_frame(wire.KIND_STATE, state))
-                await conn.writer.drain()
+                await self._send(conn, wire.encode_frame(wire.KIND_STATE, state))
+            if conn.directory_sent != self._directory.version:
+                conn.directory_sent = self._directory.version
+                await self._send(conn, self._directory.frame())
+
+    async def _refuse(self, writer: asyncio.StreamWriter, kind: str, message: str) -> None:
+        self.refusals.note(kind, message)
+        try:
+            writer.write(wire.encode_control({"type": "fatal", "message": message}))
+            await asyncio.wait_for(writer.drain(), 1.0)
+        except (OSError, TimeoutError):
+            pass
+
+    async def _handshake(self, reader: asyncio.StreamReader, challenge: bytes) -> bytes:
+        """The proven node key of the peer (an optional "open" preamble frame is skipped)."""
+        message = wire.decode_control(await wire.read_frame(reader, self.limits.max_control_bytes))
+        if message.get("type") == "open":
+            frame = await wire.read_frame(reader, self.limits.max_control_bytes)
+            message = wire.decode_control(frame)
+        return wire.check_hello(message, challenge, self.run_id)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")
         pusher: asyncio.Task[None] | None = None
         conn: _Connection | None = None
+        self._open += 1
+        me = asyncio.current_task()
+        if me is not None:
+            self._handlers.add(me)
         try:
+            if self._open > self.max_connections:
+                await self._refuse(
+                    writer,
+                    "cap",
+                    f"refused a connection from {_host(peer)}: the server is at its connection "
+                    f"cap of {self.max_connections} connections",
+                )
+                return
             challenge = wire.new_challenge()
             writer.write(
                 wire.encode_control(
                     {"type": "challenge", "nonce": challenge.hex(), "run_id": self.run_id}
                 )
             )
-            frame = await asyncio.wait_for(
-                wire.read_frame(reader, self.limits.max_control_bytes),
-                self.limits.handshake_timeout_s,
-            )
-            node_key = wire.check_hello(wire.decode_control(frame), challenge, self.run_id)
+            try:
+                node_key = await asyncio.wait_for(
+                    self._handshake(reader, challenge), self.limits.handshake_timeout_s
+                )
+            except TimeoutError:
+                self.refusals.note(
+                    "handshake-timeout",
+                    f"closed {_host(peer)}: no handshake within "
+                    f"{self.limits.handshake_timeout_s:.0f} s",
+                    logging.INFO,
+                )
+                return
             conn = _Connection(node_key, writer, latest=self._last_state)
             conn.wake.set()
             self._connections.add(conn)
-            writer.write(wire.encode_control({"type": "welcome"}))
-            writer.write(wire.encode_control({"type": "peers", "peers": self._peer_list()}))
+            welcome = {"type": "welcome", "idle_timeout_s": self.limits.idle_timeout_s}
+            writer.write(wire.encode_control(welcome))
             pusher = asyncio.create_task(self._push_loop(conn))
-            await self._serve_messages(reader, writer, conn, challenge)
-        except (EOFError, ConnectionError, TimeoutError):
-            pass
+            serving = asyncio.create_task(self._serve_messages(reader, conn, challenge))
+            done, _ = await asyncio.wait({pusher, serving}, return_when=asyncio.FIRST_COMPLETED)
+            if serving not in done:
+                serving.cancel()
+                await asyncio.gather(serving, return_exceptions=True)
+            for task in done:
+                task.result()  # re-raise what ended the connection
+        except (EOFError, OSError):
+            pass  # the peer went away
+        except _SlowReader as e:
+            self.refusals.note("slow", f"closed {_host(peer)}, a slow reader: {e}", logging.INFO)
+        except _Idle as e:
+            await self._refuse(writer, "idle", str(e))
         except wire.WireError as e:
-            log.info("closing %s: %s", peer, e)
-            try:
-                writer.write(wire.encode_control({"type": "fatal", "message": str(e)}))
-            except ConnectionError:
-                pass
+            await self._refuse(writer, "protocol", f"closing {_host(peer)}: {e}")
+        except Exception as e:  # a bug must not kill the server, nor log a traceback per peer
+            self.refusals.note("internal", f"closing {_host(peer)} after {e!r}", logging.ERROR)
         finally:
+            self._open -= 1
+            self._handlers.discard(me)  # type: ignore[arg-type]
             if conn is not None:
                 self._connections.discard(conn)
             if pusher:
@@ -223,17 +323,19 @@ class CoordinatorServer:
             writer.close()
 
     async def _serve_messages(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        conn: _Connection,
-        challenge: bytes,
+        self, reader: asyncio.StreamReader, conn: _Connection, challenge: bytes
     ) -> None:
         seq = 0
         tokens = float(self.limits.burst)
         last = time.monotonic()
+        idle = self.limits.idle_timeout_s
         while True:
-            frame = await wire.read_frame(reader, self.limits.max_control_bytes)
+            try:
+                frame = await asyncio.wait_for(
+                    wire.read_frame(reader, self.limits.max_control_bytes), idle
+                )
+            except TimeoutError:
+                raise _Idle(f"closing: nothing received for {idle:g} s (idle timeout)") from None
             now_m = time.monotonic()
             tokens = min(self.limits.burst, tokens + (now_m - last) * self.limits.messages_per_s)
             last = now_m
@@ -244,17 +346,50 @@ class CoordinatorServer:
                 wire.decode_control(frame), conn.node_key, challenge, seq
             )
             try:
-                if kind == "advertise":
-                    self._advertise(conn.node_key, body)
-                else:
-                    self.core.apply(conn.node_key, kind, body, self._now())
+                self._dispatch(conn.node_key, kind, body, challenge)
                 reply: dict[str, Any] = {"type": "ok", "seq": seq}
             except CoreRejection as e:
                 reply = {"type": "error", "seq": seq, "error": e.name, "message": e.message}
             seq += 1
             self._commit()
-            writer.write(wire.encode_control(reply))
-            await writer.drain()
+            await self._send(conn, wire.encode_control(reply))
+
+    def _dispatch(self, node_key: bytes, kind: str, body: dict[str, Any], challenge: bytes) -> None:
+        if kind == "ping":
+            return  # keepalive; the core need not see it
+        if kind == "advertise":
+            self._directory.advertise(node_key, body, self.core.members())
+            return
+        if kind == "join":
+            self.join_policy.check(node_key, challenge, body)
+            body = {k: v for k, v in body.items() if k != "token_proof"}
+        self.core.apply(node_key, kind, body, self._now())
+
+
+class _Idle(Exception):
+    """An authenticated connection sent nothing for the idle timeout."""
+
+
+def _host(peer: Any) -> str:
+    return str(peer[0]) if isinstance(peer, tuple) and peer else "a peer"
+
+
+def _fd_bounded(cap: int) -> int:
+    """`cap`, lowered to what the process's open-file limit allows."""
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return cap
+    if soft == resource.RLIM_INFINITY or soft - FD_RESERVE >= cap:
+        return cap
+    bounded = max(1, soft - FD_RESERVE)
+    log.warning(
+        "connection cap lowered from %d to %d by the open-file limit (ulimit -n %d)",
+        cap,
+        bounded,
+        soft,
+    )
+    return bounded
 
 
 def load_persisted_state(state_path: str | Path) -> bytes | None:

@@ -15,7 +15,7 @@ from typing import Any
 from psyche_client import _core
 from psyche_client.modelref import ModelRefError, model_ref_from_json
 from psyche_client.runconfig import ConfigError, config_with
-from psyche_client.server.app import CoreRejection
+from psyche_client.server.rejection import CoreRejection
 
 log = logging.getLogger("psyche.server")
 
@@ -84,6 +84,10 @@ class CoreStateHost:
 
     def state_bytes(self) -> bytes:
         return self.coordinator.to_bytes()
+
+    def members(self) -> frozenset[bytes]:
+        live = (_core.ClientState.Pending, _core.ClientState.Healthy)
+        return frozenset(c.node_key for c in self.coordinator.clients() if c.state in live)
 
     def tick(self, now: int, randomness: bytes) -> None:
         try:

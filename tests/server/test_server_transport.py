@@ -15,6 +15,7 @@ import pytest
 from psyche_client.backend.tcp import (
     AddressError,
     CoordinatorRejected,
+    NotACoordinator,
     TcpCoordinatorClient,
     parse_address,
 )
@@ -36,6 +37,9 @@ class CounterCore:
 
     def tick(self, now: int, randomness: bytes) -> None:
         pass
+
+    def members(self) -> frozenset[bytes]:
+        return frozenset()
 
     def apply(self, node_key: bytes, kind: str, body: dict[str, Any], now: int) -> None:
         if kind != "add" or not isinstance(body.get("n"), int) or body["n"] < 0:
@@ -76,7 +80,7 @@ def test_requests_pushes_and_rejections(tmp_path: Path) -> None:
         assert core.callers == [key.public, key.public]
         assert load_state(tmp_path / "state.bin") == (7).to_bytes(8, "big")
         wrong = TcpCoordinatorClient(server.address, key, run_id="other-run")
-        with pytest.raises(wire.WireError, match="not 'other-run'"):
+        with pytest.raises(NotACoordinator, match="not .other-run."):
             await wrong.start(timeout_s=5)
         await a.stop()
         await b.stop()
