@@ -41,6 +41,7 @@ from psyche_client.client.duties import Duty
 from psyche_client.client.train import snapshot, train
 from psyche_client.client.warmup import warmup
 from psyche_client.client.witness import health_checks, witness
+from psyche_client.errors import UserError
 from psyche_client.identity import NodeKey
 
 log = logging.getLogger("psyche.client")
@@ -168,6 +169,8 @@ class RunClient:
                 return
             if self.ctx.duties.warn_once(f"join-refused-{e.name}"):
                 log.warning("join refused: %s (will retry while the run changes)", e)
+        except UserError:  # the run's join control refused this key: retrying cannot help
+            raise
         except Exception as e:  # noqa: BLE001 - transport trouble: retried on the next state
             log.info("join not delivered: %r", e)
 
