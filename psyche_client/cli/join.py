@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from psyche_client.cli.common import setup_logging
 from psyche_client.cli.data import check_data_sources, open_data
 from psyche_client.errors import UserError
+
+if TYPE_CHECKING:
+    from psyche_client.p2p.endpoints import Endpoints
 
 
 def join(
@@ -43,15 +46,31 @@ def join(
     wallet: Annotated[
         Path, typer.Option(help="Funded Solana wallet keypair that signs transactions.")
     ] = Path("~/.config/solana/id.json"),
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            help="p2p listen address HOST:PORT ([::]:0 for IPv6). Default: all interfaces, "
+            "any port. A fixed PORT puts the payload fast path on PORT+1."
+        ),
+    ] = None,
+    public_addr: Annotated[
+        str | None,
+        typer.Option(
+            help="Address peers are told, HOST[:PORT] (e.g. a forwarded port). Default: this "
+            "machine's address on the route to the coordinator."
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Join a run and train with the others until it finishes (Ctrl-C leaves cleanly)."""
     setup_logging(verbose)
+    endpoints = _endpoints(run, rpc, listen, public_addr)
     import torch
 
     from psyche_client.cli.status_line import StatusLine
     from psyche_client.client import ClientOptions, RunClient
     from psyche_client.identity import load_or_create_keypair
+    from psyche_client.p2p.config import P2PConfig
 
     node_key = load_or_create_keypair(key)
     check_data_sources(data)
@@ -59,6 +78,7 @@ def join(
     backend = _backend_for(run, node_key, rpc, wallet)
     status = StatusLine(enabled=not quiet)
     options = ClientOptions(
+        p2p=endpoints.apply(P2PConfig()),
         data=lambda seq_len: open_data(data, seq_len, node_key),
         checkpoint_dir=checkpoint_dir,
         events_path=events,
@@ -88,6 +108,32 @@ def join(
         asyncio.run(main())
     finally:
         status.close()
+
+
+def _endpoints(run: str, rpc: str, listen: str | None, public_addr: str | None) -> Endpoints:
+    """Check --listen/--public-addr (one-line errors, before anything heavy is imported) and
+    aim address detection at the coordinator: the TCP server, or the Solana RPC node."""
+    from urllib.parse import urlparse
+
+    from psyche_client.p2p.endpoints import endpoints_from_flags
+
+    if _looks_like_tcp(run) or ":" in run:
+        host = run.removeprefix("tcp://").rpartition(":")[0].strip("[]")
+    else:
+        try:
+            host = urlparse(rpc).hostname or ""
+        except ValueError:
+            host = ""
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        return endpoints_from_flags(listen, public_addr, host)
+    except UserError as e:
+        if "coordinator host" not in str(e):
+            raise
+        # A name we cannot vouch for (the backend reports bad coordinator addresses itself):
+        # detect from the default route instead.
+        return endpoints_from_flags(listen, public_addr, "")
 
 
 def _looks_like_tcp(run: str) -> bool:

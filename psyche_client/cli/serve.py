@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from psyche_client.cli.common import setup_logging
 from psyche_client.errors import UserError
+
+if TYPE_CHECKING:
+    from psyche_client.p2p.addr import HostPort
 
 
 def serve(
@@ -19,8 +22,19 @@ def serve(
     model: Annotated[
         str, typer.Option(help="Initial model: a directory, http(s) URL, or 'peers'.")
     ] = "peers",
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port (0 picks a free one).")] = 0,
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            help="HOST:PORT to listen on ([::]:4000 for IPv6; port 0 picks a free one). "
+            "Default: all interfaces, any port."
+        ),
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Deprecated alias: the HOST of --listen.", hidden=True)
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="Deprecated alias: the PORT of --listen.", hidden=True)
+    ] = None,
     authority: Annotated[
         Path | None, typer.Option(help="Keypair file of the operator (may pause/resume/update).")
     ] = None,
@@ -33,6 +47,7 @@ def serve(
 ) -> None:
     """Host a run's coordinator over TCP (resumes from --state-dir if a state is there)."""
     setup_logging(verbose)
+    bind = _listen_address(listen, host, port)
     from psyche_client import _core
     from psyche_client.identity import load_keypair
     from psyche_client.modelref import parse_model_arg
@@ -58,16 +73,58 @@ def serve(
         if not paused:
             coordinator.resume(now)
     key = load_keypair(authority).public if authority else None
-    server = CoordinatorServer(CoreStateHost(coordinator, key), run, state_path, host, port)
+    server = CoordinatorServer(
+        CoreStateHost(coordinator, key), run, state_path, bind.host, bind.port
+    )
 
     async def main() -> None:
         await server.start()
-        print(f"coordinator for run {run} listening on {server.address}", flush=True)
+        print(f"coordinator for run {run} listening on {_join_hint(server)}", flush=True)
         if port_file:
-            port_file.write_text(server.address)
+            # An address that works from this machine (scripts, `make demo`).
+            port_file.write_text(_local_address(server.host, server.port))
         try:
             await asyncio.Event().wait()
         finally:
             await server.stop()
 
     asyncio.run(main())
+
+
+def _listen_address(listen: str | None, host: str | None, port: int | None) -> HostPort:
+    """--listen, or the old --host/--port (kept working; mixing both is an error)."""
+    from psyche_client.p2p.addr import (
+        AddressError,
+        HostPort,
+        check_host,
+        check_port,
+        parse_host_port,
+    )
+
+    if listen is not None:
+        if host is not None or port is not None:
+            raise AddressError("give either --listen HOST:PORT or the old --host/--port, not both")
+        return parse_host_port(listen, allow_names=False, empty_host="0.0.0.0", what="--listen")
+    return HostPort(
+        check_host(host, allow_names=False, what="--host") if host is not None else "0.0.0.0",
+        check_port(port, "--port") if port is not None else 0,
+    )
+
+
+def _local_address(host: str, port: int) -> str:
+    from psyche_client.p2p.addr import is_wildcard, join_host_port
+
+    if is_wildcard(host):
+        host = "::1" if ":" in host else "127.0.0.1"
+    return join_host_port(host, port)
+
+
+def _join_hint(server: object) -> str:
+    """`0.0.0.0:4000 (clients join 10.1.2.3:4000)` when bound to all interfaces."""
+    from psyche_client.p2p.addr import advertised_host, is_wildcard, join_host_port
+
+    host, port = getattr(server, "host", ""), int(getattr(server, "port", 0))
+    bound = join_host_port(host, port)
+    if not is_wildcard(host):
+        return bound
+    return f"{bound} (clients join {join_host_port(advertised_host(host, '', ''), port)})"

@@ -8,11 +8,34 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class P2PConfig:
     listen_host: str = "127.0.0.1"
-    """Where libp2p and the fast path listen; tests never leave loopback."""
+    """Where libp2p and the fast path listen (an IPv4 or IPv6 literal; 0.0.0.0 / :: = all
+    interfaces). The library default stays on loopback so tests never leave the machine;
+    `psyche-client join` listens on all interfaces (`--listen`)."""
     listen_port: int = 0
+    """libp2p TCP port (0 = any free port)."""
+    public_host: str = ""
+    """Host (IP or DNS name) peers are told to dial; "" = `addr.advertised_host`: the listen
+    host if specific, else the local end of the route towards `route_hint`."""
+    public_port: int = 0
+    """Port peers are told (a forwarded port behind NAT); 0 = the port actually bound. The
+    fast path is advertised on public_port + 1 when this is set."""
+    route_hint: str = ""
+    """The coordinator's host: picks the advertised address when listening on a wildcard."""
     fast_path: bool = True
     """Plain TCP for payloads: ~6-10x libp2p stream throughput here (bench/p2p_transfer.py)."""
     fast_port: int = 0
+    """Fast-path TCP port (0 = any; `join --listen H:P` uses P+1)."""
+    relay_service: bool = True
+    """Act as a circuit relay v2 hop for members that cannot accept inbound connections
+    (members only: the membership gate closes anyone else's connection)."""
+    relay_reservations: int = 3
+    """Keep a relay reservation at up to this many directly connected members, so peers that
+    cannot dial this node directly can reach it through one of them (0 = never)."""
+    relay_max_circuits: int = 64
+    """Relayed connections this node carries for others at once."""
+    unreachable_after: float = 60.0
+    """A direct fast-path dial that failed is not retried towards that peer for this long
+    (libp2p streams, possibly relayed, are used instead)."""
     heartbeat_interval: int = 1
     """py-libp2p's default is 120 s, far too slow to repair a mesh within one round."""
     gossip_degree: int = 6

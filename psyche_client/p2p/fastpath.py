@@ -21,6 +21,7 @@ import socket
 from collections.abc import Callable
 
 from . import wire
+from .addr import family_of, join_host_port, split_host_port
 from .config import P2PConfig
 from .host import raise_for_status
 from .identity import NodeId, NodeKey, verify_signature
@@ -58,17 +59,26 @@ class FastPathServer:
         self._accept: asyncio.Task[None] | None = None
         self._conns: set[asyncio.Task[None]] = set()
         self.addr = ""
+        self.bound_port = 0
         self.refused = 0
 
-    async def start(self) -> str:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.config.listen_host, self.config.fast_port))
-        sock.listen(128)
+    async def start(self, public_host: str = "") -> str:
+        """Listen on (listen_host, fast_port), IPv4 or IPv6; advertise `public_host` (default:
+        the listen host) with the public port (public_port + 1 when one is set)."""
+        cfg = self.config
+        sock = socket.socket(family_of(cfg.listen_host), socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((cfg.listen_host, cfg.fast_port))
+            sock.listen(128)
+        except OSError:
+            sock.close()
+            raise
         sock.setblocking(False)
         self._sock = sock
-        host, port = sock.getsockname()[:2]
-        self.addr = f"{host}:{port}"
+        self.bound_port = int(sock.getsockname()[1])
+        port = cfg.public_port + 1 if cfg.public_port else self.bound_port
+        self.addr = join_host_port(public_host or cfg.listen_host, port)
         self._accept = asyncio.ensure_future(self._accept_loop(sock))
         return self.addr
 
@@ -169,13 +179,21 @@ async def fast_fetch(
     Raises TransferError (or a subclass) on any failure; progress.pos says how far it got.
     """
     loop = asyncio.get_running_loop()
-    host, _, port = addr.rpartition(":")
+    try:
+        host, port = split_host_port(addr)
+        # A DNS name (public_host may be one) is resolved off the loop, bounded below.
+        infos = await asyncio.wait_for(
+            loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), config.connect_timeout
+        )
+        family, _, _, _, sockaddr = infos[0]
+    except (OSError, ValueError, TimeoutError, IndexError) as exc:
+        raise wire.TransferError(f"fast connect {addr}: {exc!r}") from exc
     idle = config.idle_timeout
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setblocking(False)
     try:
         try:
-            connect = loop.sock_connect(sock, (host, int(port)))
+            connect = loop.sock_connect(sock, sockaddr)
             await asyncio.wait_for(connect, config.connect_timeout)
             hello = await _recv_exactly(loop, sock, _HELLO, idle)
         except (OSError, ValueError, TimeoutError) as exc:

@@ -12,6 +12,7 @@ Every decision that needs run state (membership, validation, which blobs exist) 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any, Protocol
 
@@ -22,7 +23,7 @@ from libp2p.abc import INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_pair
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
@@ -33,10 +34,12 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.tools.anyio_service import background_trio_service
 
 from . import wire
+from .addr import host_multiaddr
 from .bridge import TrioThread
 from .config import P2PConfig
 from .identity import NodeId, NodeKey, node_id_of, peer_id_of
 from .limits import UploadLimiter, upload_chunk
+from .relay import Relays
 from .store import Buffer
 from .transfer import Progress
 
@@ -155,6 +158,11 @@ class Libp2pHost:
         self.config = config
         self.nursery: trio.Nursery | None = None
         self.listen_addr = ""
+        """The multiaddr (with /p2p/) peers are told: `public_host` and the advertised port."""
+        self.public_host = "127.0.0.1"
+        """Set by the node before `main` (addr.advertised_host)."""
+        self.bound_port = 0
+        self.relays: Relays | None = None
         self._host: Any = None
         self._pubsub: Pubsub | None = None
         self.refused_peers = 0
@@ -199,17 +207,27 @@ class Libp2pHost:
         self, host: Any, pubsub: Pubsub, router: GossipSub, task_status: Any
     ) -> None:
         cfg = self.config
-        listen = multiaddr.Multiaddr(f"/ip4/{cfg.listen_host}/tcp/{cfg.listen_port}")
+        listen = multiaddr.Multiaddr(host_multiaddr(cfg.listen_host, cfg.listen_port))
+        relays = Relays(host, cfg)
+        self.relays = relays
         async with host.run(listen_addrs=[listen]):
-            async with background_trio_service(pubsub), background_trio_service(router):
+            async with (
+                background_trio_service(pubsub),
+                background_trio_service(router),
+                background_trio_service(relays.protocol),
+            ):
                 await pubsub.wait_until_ready()
                 host.get_network().register_notifee(_MembershipGate(self))
                 host.set_stream_handler(TProtocol(wire.BLOB_PROTOCOL), self._serve_blob)
                 host.set_stream_handler(TProtocol(wire.RPC_PROTOCOL), self._serve_rpc)
                 pubsub.set_topic_validator(self.topic, self._validate, True)
                 sub = await pubsub.subscribe(self.topic)
-                addrs = [str(a) for a in host.get_addrs()]
-                task_status.started(addrs[0] if addrs else "")
+                self.bound_port = _bound_port(host)
+                port = cfg.public_port or self.bound_port
+                advertised = f"{host_multiaddr(self.public_host, port)}/p2p/{host.get_id()}"
+                assert self.nursery is not None
+                self.nursery.start_soon(relays.maintain)
+                task_status.started(advertised)
                 # Validation already delivered each message; draining keeps the channel open.
                 async for _ in sub:
                     pass
@@ -234,13 +252,39 @@ class Libp2pHost:
     # ---- connections ----------------------------------------------------------------------
 
     async def connect(self, addr: str) -> NodeId:
+        """Dial `addr` directly; if that fails, reach the peer through a relay (it may be
+        behind NAT). Raises when neither works."""
         info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
         node = node_id_of(info.peer_id)
         if node is None:
             raise wire.TransferError("peer id is not an ed25519 key")
-        with trio.fail_after(self.config.connect_timeout):
-            await self._host.connect(info)
+        try:
+            with trio.fail_after(self.config.connect_timeout):
+                await self._host.connect(info)
+        except Exception as direct:  # noqa: BLE001 - any dial failure: try the relays
+            if self.relays is None:
+                raise
+            try:
+                await self.relays.dial(info.peer_id)
+            except ConnectionError as relayed:
+                raise wire.TransferError(f"direct: {direct!r}; {relayed}") from None
         return node
+
+    def connection_kinds(self) -> dict[NodeId, str]:
+        """Connected member -> "direct" or "relayed" (direct wins when both exist)."""
+        from .relay import is_relayed
+
+        out: dict[NodeId, str] = {}
+        for pid, conns in list(self._host.get_network().connections.items()):
+            node = node_id_of(pid)
+            items = conns if isinstance(conns, list) else [conns]
+            if node is None or not items:
+                continue
+            out[node] = "relayed" if all(is_relayed(c) for c in items) else "direct"
+        return out
+
+    async def list_connection_kinds(self) -> dict[NodeId, str]:
+        return self.connection_kinds()
 
     def add_addr(self, addr: str) -> None:
         """Remember a peer's multiaddr so later streams can dial it."""
@@ -292,8 +336,18 @@ class Libp2pHost:
         return node
 
     async def _open(self, node: NodeId, protocol: str) -> INetStream:
+        """A stream to `node`: over an existing connection, else a new direct dial, else a
+        connection through a relay."""
+        pid = peer_id_of(node)
+        if not self._host.get_network().connections.get(pid) and self.relays is not None:
+            with trio.move_on_after(self.config.connect_timeout):
+                with contextlib.suppress(Exception):
+                    await self._host.connect(PeerInfo(pid, self._host.get_peerstore().addrs(pid)))
+            if not self._host.get_network().connections.get(pid):
+                with contextlib.suppress(ConnectionError):
+                    await self.relays.dial(pid)
         with trio.move_on_after(self.config.connect_timeout) as scope:
-            stream = await self._host.new_stream(peer_id_of(node), [TProtocol(protocol)])
+            stream = await self._host.new_stream(pid, [TProtocol(protocol)])
         if scope.cancelled_caught:
             raise wire.TransferError("open stream timed out")
         return stream  # type: ignore[no-any-return]
@@ -431,3 +485,13 @@ def _raise_for_status(status: int) -> None:
 
 def raise_for_status(status: int) -> None:
     _raise_for_status(status)
+
+
+def _bound_port(host: Any) -> int:
+    """The TCP port the host actually listens on (the config may have asked for 0)."""
+    for addr in host.get_addrs():
+        try:
+            return int(addr.value_for_protocol("tcp"))
+        except Exception:  # noqa: BLE001 - an address without TCP (none today)
+            continue
+    return 0

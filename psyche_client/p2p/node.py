@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import wire
+from .addr import advertised_host
 from .book import AnnouncementBook, BookStats
 from .bridge import TrioThread
 from .config import P2PConfig
@@ -30,7 +31,7 @@ from .identity import NodeId, NodeKey
 from .limits import UploadLimiter
 from .manifest import Manifest
 from .messages import KIND_ANNOUNCE, Announcement
-from .model import ModelSnapshot, fetch_model
+from .model import ModelSnapshot, Select, fetch_model
 from .payload_check import Hasher, StreamingHashVerifier, Verifier, WholeVerifier
 from .store import BlobStore, Buffer
 from .transfer import FAST, FetchStats, Progress, Source, fetch_blob
@@ -116,6 +117,9 @@ class P2PNode:
         self._manifest: Manifest | None = None
         self._hash_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._fast_down: dict[NodeId, float] = {}
+        """Peers whose fast path could not be dialled -> until when it is not tried again."""
+        self.public_host = ""
         self._state = "new"
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -138,12 +142,18 @@ class P2PNode:
             raise P2PError(f"cannot start a node that is {self._state}")
         self._state = "starting"
         self._hash_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="p2p-hash")
+        cfg = self.config
         try:
-            if self.config.fast_path:
+            # May do a route lookup (no packet is sent), so not on the loop.
+            self.public_host = await asyncio.to_thread(
+                advertised_host, cfg.listen_host, cfg.public_host, cfg.route_hint
+            )
+            self._lp.public_host = self.public_host
+            if cfg.fast_path:
                 self._fast = FastPathServer(
-                    self.key, self.get_blob, self.is_member, self._limiter, self.config
+                    self.key, self.get_blob, self.is_member, self._limiter, cfg
                 )
-                await self._fast.start()
+                await self._fast.start(self.public_host)
             await self._bridge.start(self._lp.main)
         except BaseException:
             await self.stop()
@@ -201,6 +211,26 @@ class P2PNode:
     async def connected_peers(self) -> list[NodeId]:
         self._running()
         return await self._bridge.call(self._lp.list_connected)
+
+    async def connection_kinds(self) -> dict[NodeId, str]:
+        """Connected peer -> "direct" or "relayed" (through another member)."""
+        self._running()
+        return await self._bridge.call(self._lp.list_connection_kinds)
+
+    @property
+    def listen_port(self) -> int:
+        """The libp2p TCP port actually bound (the fast path's is `fast_port`)."""
+        return self._lp.bound_port
+
+    @property
+    def fast_port(self) -> int:
+        return self._fast.bound_port if self._fast else 0
+
+    @property
+    def relay_reservations(self) -> int:
+        """Members currently holding a relay reservation for this node."""
+        relays = self._lp.relays
+        return len(relays.reserved) if relays else 0
 
     # ---- steps and announcements ----------------------------------------------------------
 
@@ -350,7 +380,11 @@ class P2PNode:
         stats = FetchStats()
 
         def sources() -> list[Source]:
-            return [s for s in self._book.holders(ann.commitment) if s.node not in self.stats.liars]
+            return [
+                self._reachable(s)
+                for s in self._book.holders(ann.commitment)
+                if s.node not in self.stats.liars
+            ]
 
         try:
             data = await fetch_blob(
@@ -397,6 +431,17 @@ class P2PNode:
     def refused_connections(self) -> int:
         return self._lp.refused_peers + (self._fast.refused if self._fast else 0)
 
+    def _reachable(self, src: Source) -> Source:
+        """`src` without its fast address while that recently could not be dialled (a peer
+        behind NAT advertises one nobody can reach): go straight to libp2p, maybe relayed."""
+        until = self._fast_down.get(src.node)
+        if until is None or not src.fast_addr:
+            return src
+        if until < asyncio.get_running_loop().time():
+            del self._fast_down[src.node]
+            return src
+        return Source(src.node, "", src.p2p_addr)
+
     async def _attempt(
         self,
         src: Source,
@@ -408,12 +453,18 @@ class P2PNode:
         budget: float,
     ) -> None:
         if transport == FAST:
-            await asyncio.wait_for(
-                fast_fetch(
-                    src.fast_addr, self.key, src.node, key, dest, offset, progress, self.config
-                ),
-                budget,
-            )
+            try:
+                await asyncio.wait_for(
+                    fast_fetch(
+                        src.fast_addr, self.key, src.node, key, dest, offset, progress, self.config
+                    ),
+                    budget,
+                )
+            except wire.TransferError as exc:
+                if str(exc).startswith("fast connect"):
+                    loop_time = asyncio.get_running_loop().time()
+                    self._fast_down[src.node] = loop_time + self.config.unreachable_after
+                raise
             return
         if src.p2p_addr:
             await self._bridge.call(self._lp.add_addrs, [src.p2p_addr])
@@ -441,10 +492,13 @@ class P2PNode:
         trust: Callable[[Manifest], bool] | None = None,
         parallel: int = 4,
         timeout: float | None = None,
+        select: Select | None = None,
     ) -> ModelSnapshot:
         """Download config and every tensor from `peers` in parallel (each piece from any of
         them, rotating on failure and resuming from the offset), each checked against the
-        signed manifest. `trust(manifest)` defaults to: signed by a member for this run."""
+        signed manifest. `trust(manifest)` defaults to: signed by a member for this run.
+        `select` (e.g. `model.agreed_by(n)`): ask every peer and download the manifest it picks
+        (p2p/model.py), from the peers that signed that same content only."""
         self._running()
 
         async def rpc(node: NodeId, op: int, body: bytes) -> tuple[int, bytes]:
@@ -460,4 +514,5 @@ class P2PNode:
             trust=trust or (lambda m: m.run_id == self.run_id and self.is_member(m.signer)),
             parallel=parallel,
             timeout=timeout or self.config.fetch_timeout,
+            select=select,
         )
