@@ -3,6 +3,8 @@
 The core decides which results count and in what order (`apply_set`, from the witnesses'
 filters); this client only supplies the candidates it holds and fetches any accepted result it
 missed. Every client applies the same results in the same order, so parameters stay identical.
+A client that cannot obtain an attested result catches up from its peers' model instead
+(resync.py); after each applied round it serves its own model for such clients (sharing.py).
 """
 
 from __future__ import annotations
@@ -15,17 +17,48 @@ from psyche_client.client.context import (
     ROUND_PHASES,
     ClientContext,
     ClientDesynced,
+    node_key_of,
+    round_deadline,
     slot_of,
 )
 from psyche_client.client.results import Received
+from psyche_client.client.resync import catch_up
+from psyche_client.client.sharing import share_model
 from psyche_client.training.hashing import param_hash
+from psyche_client.training.result import DeMoResult
 
 log = logging.getLogger("psyche.client")
+
+GATHER_RETRY_S = 1.0
+"""While a previous-round result is missing, pull announcements and HAVEs again this often."""
 
 FETCH_ATTEMPTS = 20
 FETCH_WAIT_S = 0.25
 """An accepted result we lack: pull announcements from peers, wait this long for it to arrive,
-and try again, `FETCH_ATTEMPTS` times (5 s) before giving up on following the run."""
+and try again, `FETCH_ATTEMPTS` times (5 s) before catching up from peers instead."""
+
+
+async def gather_previous(ctx: ClientContext, state: _core.Coordinator, h: int) -> None:
+    """In round h, collect every result of round h-1 while peers still serve it.
+
+    Peers serve a step's results (their own and every one they fetched, announced with HAVE)
+    until two steps later, while the apply of round h-1 happens at the start of round h+1: a
+    result still missing then may have no holder left. So every client, not only witnesses,
+    pulls the announcements and HAVEs of round h-1 from its peers while one is missing (the
+    node then fetches from whichever holder answers), until half the round's train time."""
+    if h < 1 or ctx.node is None:
+        return
+    prev = state.round(h - 1)
+    if prev.kind != _core.RoundKind.Data:
+        return
+    wanted = [(node_key_of(state, s), start) for s, start, _ in state.assignments(h - 1)]
+    deadline = round_deadline(state, h)
+    while not ctx.results.holds_all(prev.step, wanted):
+        left = deadline - ctx.clock()
+        if left <= 0:
+            return
+        await ctx.node.pull(prev.step)
+        await ctx.results.wait_all(prev.step, wanted, min(left, GATHER_RETRY_S))
 
 
 async def apply_ready(ctx: ClientContext, state: _core.Coordinator) -> None:
@@ -38,7 +71,14 @@ async def apply_ready(ctx: ClientContext, state: _core.Coordinator) -> None:
         return
     limit = state.height - 2 if state.phase in ROUND_PHASES else state.epoch_rounds - 1
     for r in range(applied + 1, limit + 1):
+        if r <= ctx.applied[epoch]:
+            continue  # a resync below moved past it
         rnd = state.round(r)
+        if ctx.behind is not None:
+            # Still catching up (a previous attempt found no agreed model): no fetch wait.
+            if await catch_up(ctx, state, ctx.behind, ctx.behind_why):
+                continue
+            return
         if rnd.kind != _core.RoundKind.Data:
             ctx.applied[epoch] = r
             continue
@@ -52,6 +92,10 @@ async def apply_ready(ctx: ClientContext, state: _core.Coordinator) -> None:
             ]
             accepted = state.apply_set(r, candidates)
         except _core.RoundNotFinal:
+            return
+        except ClientDesynced as e:
+            if await catch_up(ctx, state, r, str(e)):
+                continue
             return
         except (_core.NotEnoughWitnesses, _core.NothingWitnessed) as e:
             # Its witnesses missed quorum, or attested no trainer (no result travelled): the
@@ -67,15 +111,13 @@ async def apply_ready(ctx: ClientContext, state: _core.Coordinator) -> None:
                     rnd.step,
                 )
             continue
-        results = []
-        trainers = []
-        for batch_start, trainer_slot, digest, _votes in accepted:
-            trainers.append(trainer_slot)
-            sender = state.client(trainer_slot).node_key
-            rec = ctx.results.get(rnd.step, sender, batch_start, digest)
-            if rec is None:
-                rec = await fetch_missing(ctx, rnd.step, sender, batch_start, digest)
-            results.append(rec.result)
+        trainers = [trainer_slot for _b, trainer_slot, _d, _v in accepted]
+        try:
+            results = await accepted_results(ctx, state, rnd.step, accepted)
+        except ClientDesynced as e:
+            if await catch_up(ctx, state, r, str(e)):
+                continue
+            return
         await asyncio.to_thread(ctx.trainer.apply, results)
         ctx.applied[epoch] = r
         ctx.status.applied_steps += 1
@@ -90,6 +132,24 @@ async def apply_ready(ctx: ClientContext, state: _core.Coordinator) -> None:
             hash=param_hash(ctx.trainer.model),
             loss=ctx.last_loss,
         )
+        share_model(ctx, epoch, r, rnd.step)
+
+
+async def accepted_results(
+    ctx: ClientContext,
+    state: _core.Coordinator,
+    step: int,
+    accepted: list[tuple[int, int, bytes, int]],
+) -> list[DeMoResult]:
+    """The results `apply_set` accepted, in its order (any not held are fetched)."""
+    results = []
+    for batch_start, trainer_slot, digest, _votes in accepted:
+        sender = state.client(trainer_slot).node_key
+        rec = ctx.results.get(step, sender, batch_start, digest)
+        if rec is None:
+            rec = await fetch_missing(ctx, step, sender, batch_start, digest)
+        results.append(rec.result)
+    return results
 
 
 async def fetch_attested(
@@ -100,7 +160,8 @@ async def fetch_attested(
     `apply_set` judges only the candidates this client offers, so a result it never received
     would simply be left out and its model would silently drift from the others'. The core
     names the attested trainers (`attested_trainers`); any of them with no result held here is
-    pulled from peers and awaited, and `ClientDesynced` is raised if it cannot be obtained.
+    pulled from peers and awaited, and `ClientDesynced` is raised if it cannot be obtained
+    (`apply_ready` then catches up from the peers' model: resync.py).
     Raises the core's `RoundNotFinal`/`NotEnoughWitnesses` as `apply_set` would.
     """
     for slot, batch_start in state.attested_trainers(height):
@@ -115,8 +176,7 @@ async def fetch_attested(
         else:
             raise ClientDesynced(
                 f"the result of slot {slot} for step {step} (batch {batch_start}) was attested "
-                "by the witnesses but could not be fetched; this client can no longer follow "
-                "the run (restart it to rejoin from peers)"
+                "by the witnesses but could not be fetched from any peer"
             )
 
 
@@ -131,6 +191,5 @@ async def fetch_missing(
         if rec is not None:
             return rec
     raise ClientDesynced(
-        f"accepted result of step {step} batch {batch} could not be fetched; "
-        "this client can no longer follow the run (restart it to rejoin from peers)"
+        f"the accepted result of step {step} batch {batch} could not be fetched from any peer"
     )

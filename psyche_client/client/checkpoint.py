@@ -11,7 +11,7 @@ from psyche_client.checkpoint.io import save_checkpoint
 from psyche_client.client.apply import apply_ready
 from psyche_client.client.context import ClientContext
 from psyche_client.client.duties import Duty
-from psyche_client.client.warmup import share_model
+from psyche_client.client.sharing import share_model
 from psyche_client.runspec import save_spec
 from psyche_client.training.hashing import param_hash
 
@@ -25,7 +25,8 @@ async def cooldown(ctx: ClientContext, state: _core.Coordinator, slot: int) -> N
         ctx.duties.retry(Duty.COOLDOWN, epoch, 0)
         return
     directory = save_epoch(ctx, epoch)
-    share_model(ctx)
+    last = state.epoch_rounds - 1
+    share_model(ctx, epoch, last, state.round(last).step)
     healthy = [c.slot for c in state.clients() if c.state == _core.ClientState.Healthy]
     if healthy and slot == min(healthy) and not state.checkpointed:
         ref = {"kind": "LocalPath", "location": str(directory.resolve()), "revision": ""}

@@ -119,6 +119,8 @@ class ClientContext:
     behind: int | None = None
     """The first round of this epoch whose agreed results could not be obtained, while the
     client is catching up from peers (resync.py); None when in sync."""
+    behind_why: str = ""
+    """Why that round could not be applied."""
     resync_failures: int = 0
     """Consecutive resync attempts that found no model a majority of peers agree on."""
 

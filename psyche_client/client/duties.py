@@ -23,6 +23,9 @@ class Duty(enum.Enum):
     """Train the assigned batch and announce the result and its momentum."""
     PULL = "pull"
     """Ask peers directly for announcements gossip may have missed."""
+    GATHER = "gather"
+    """Every client (witness or not) collects the previous round's results while peers still
+    serve them, from any holder (announcements and HAVEs pulled from peers)."""
     WITNESS = "witness"
     """Attest which results of the previous round this client holds."""
     VERIFY = "verify"

@@ -27,7 +27,7 @@ from psyche_client import _core
 from psyche_client.backend.base import CoordinatorBackend
 from psyche_client.backend.tcp import CoordinatorRejected
 from psyche_client.client import peers
-from psyche_client.client.apply import apply_ready
+from psyche_client.client.apply import apply_ready, gather_previous
 from psyche_client.client.audit import verify
 from psyche_client.client.checkpoint import cooldown, finish
 from psyche_client.client.context import (
@@ -180,6 +180,8 @@ class RunClient:
         rnd = state.round(h)
         if ctx.node is not None:
             ctx.node.set_step(rnd.step)
+        if ctx.duties.once(Duty.GATHER, epoch, h):
+            ctx.spawn(gather_previous(ctx, state, h))
         await apply_ready(ctx, state)
         await health_checks(ctx, state)
         if ctx.trainer is not None and ctx.applied.get(epoch, -1) >= h - 2:

@@ -1,5 +1,6 @@
 """Warmup: get the model (from peers that already hold this epoch's start, else the checkpoint
-the run names), serve it to joiners, and tell the coordinator this client is ready."""
+the run names), serve it to joiners (sharing.py), and tell the coordinator this client is
+ready."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from psyche_client import _core
 from psyche_client.checkpoint.io import load_checkpoint
 from psyche_client.client.context import ClientContext
 from psyche_client.client.duties import Duty
+from psyche_client.client.sharing import share_model
 from psyche_client.runspec import TrainingSpec, load_spec
 from psyche_client.training.hashing import param_hash
 from psyche_client.training.model import LlamaConfig, LlamaForCausalLM
@@ -24,10 +26,12 @@ log = logging.getLogger("psyche.client")
 async def warmup(ctx: ClientContext, state: _core.Coordinator) -> None:
     if not ctx.duties.once(Duty.WARMUP, state.epoch, 0):
         return
-    if ctx.trainer is None:
+    if ctx.trainer is None or ctx.behind is not None:
+        # (A client still behind when its epoch ended starts this one from the peers' model.)
         await load_model(ctx, state)
+        ctx.behind, ctx.resync_failures, ctx.status.desynced = None, 0, False
     assert ctx.trainer is not None
-    share_model(ctx)
+    share_model(ctx, state.epoch, -1, -1)
     ctx.applied[state.epoch] = -1
     if await ctx.send("warmup_witness", ctx.backend.warmup_witness()) is None:
         ctx.duties.retry(Duty.WARMUP, state.epoch, 0)
@@ -77,15 +81,3 @@ async def _model_from_peers(
         tensors[name] = torch.frombuffer(raw, dtype=p.dtype).view(p.shape).clone()
     model.load_state_dict(tensors, strict=True)
     return model, spec
-
-
-def share_model(ctx: ClientContext) -> None:
-    """Serve our current model for joiners (the state every member starts the epoch from)."""
-    if ctx.node is None or ctx.trainer is None or ctx.spec is None:
-        return
-    meta = {"model": ctx.trainer.model.config.to_hf_dict(), "spec": ctx.spec.to_json()}
-    tensors = {
-        name: t.detach().contiguous().cpu().numpy().tobytes()
-        for name, t in ctx.trainer.model.state_dict().items()
-    }
-    ctx.node.share_model(json.dumps(meta).encode(), tensors)

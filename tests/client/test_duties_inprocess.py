@@ -21,6 +21,7 @@ import torch
 from psyche_client import _core
 from psyche_client.client import ClientDesynced, ClientOptions
 from psyche_client.client import apply as apply_mod
+from psyche_client.client import resync as resync_mod
 from psyche_client.client.apply import apply_ready, fetch_missing
 from psyche_client.client.context import ClientContext
 from psyche_client.client.duties import Duty
@@ -28,6 +29,8 @@ from psyche_client.client.results import Received
 from psyche_client.client.warmup import warmup
 from psyche_client.client.witness import attest, witness
 from psyche_client.identity import NodeKey
+from psyche_client.p2p.errors import ModelUnavailable
+from psyche_client.p2p.manifest import Manifest
 from tests.client.memory_backend import MemoryBackend, MemoryCoordinator
 
 T0 = 1_000_000
@@ -245,11 +248,22 @@ def test_witness_waits_for_missing_results_until_they_arrive(tmp_path: Path) -> 
 
 
 class PullFeeds:
-    """A stand-in p2p node: a pull makes the missing result arrive (as a fetch would)."""
+    """A stand-in p2p node: a pull makes the missing result arrive (as a fetch would); it
+    serves no model, so a client that cannot get the result cannot catch up either."""
+
+    current_step = None
 
     def __init__(self, deliver: Callable[[], None] | None) -> None:
         self.deliver = deliver
         self.pulls = 0
+        self.model_fetches = 0
+
+    def share_model(self, config: bytes, tensors: dict[str, bytes]) -> Any:
+        return Manifest.build(NodeKey.generate(), "run", config, tensors)
+
+    async def fetch_model(self, peers: list[bytes], **_kw: Any) -> Any:
+        self.model_fetches += 1
+        raise ModelUnavailable("no peer served a trusted model manifest")
 
     async def pull(self, step: int) -> int:
         self.pulls += 1
@@ -285,6 +299,8 @@ def test_apply_fetches_an_attested_result_it_missed_instead_of_diverging(
 ) -> None:
     """A client lacking a result that the witnesses attested must not apply a smaller set."""
     monkeypatch.setattr(apply_mod, "FETCH_WAIT_S", 0.02)
+    monkeypatch.setattr(resync_mod, "MIN_WAIT_S", 0.05)
+    monkeypatch.setattr(resync_mod, "POLL_S", 0.01)
 
     async def go(deliver: bool) -> None:
         (tmp_path / str(deliver)).mkdir()
@@ -320,9 +336,17 @@ def test_apply_fetches_an_attested_result_it_missed_instead_of_diverging(
             assert run.trainers[0].applied == run.trainers[1].applied
             assert len(run.trainers[0].applied[0]) == len(state.assignments(0))
         else:
+            # It cannot catch up either (no model is served): each reaction tries again within
+            # the round's bound, and after MAX_FAILED_ATTEMPTS it stops following the run.
+            for _ in range(resync_mod.MAX_FAILED_ATTEMPTS - 1):
+                await apply_ready(lacking, lacking.backend.state())
+                assert lacking.status.desynced and lacking.behind == 0
             with pytest.raises(ClientDesynced, match="attested"):
                 await apply_ready(lacking, lacking.backend.state())
             assert run.trainers[0].applied == [], "nothing is applied without the full set"
+            assert node.model_fetches >= resync_mod.MAX_FAILED_ATTEMPTS
+            failed = run.events(lacking, "resync_failed")
+            assert [e["attempts"] for e in failed] == [1, 2, 3]
 
     asyncio.run(go(True))
     asyncio.run(go(False))
