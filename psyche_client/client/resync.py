@@ -50,12 +50,12 @@ MAX_FAILED_ATTEMPTS = 3
 
 
 def resync_deadline(state: _core.Coordinator) -> int:
-    """When the current attempt stops waiting: the end of this round's train window, or of the
-    cooldown (the clock of the core's round start times)."""
-    cfg = state.config
+    """When the current attempt stops waiting: the end of this round's train window (the core's
+    adaptive choice), or of the cooldown (the clock of the core's round start times)."""
     if state.phase in ROUND_PHASES:
-        return state.round(state.height).started_at + cfg.max_round_train_secs
-    return state.phase_started_at + cfg.cooldown_secs
+        rnd = state.round(state.height)
+        return rnd.started_at + rnd.train_secs
+    return state.phase_started_at + state.config.cooldown_secs
 
 
 def model_peers(ctx: ClientContext, state: _core.Coordinator) -> list[bytes]:
