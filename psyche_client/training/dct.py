@@ -148,3 +148,32 @@ def encode(x: torch.Tensor, chunk: tuple[int, ...]) -> torch.Tensor:
 def decode(y: torch.Tensor, shape: tuple[int, ...], chunk: tuple[int, ...]) -> torch.Tensor:
     """Inverse of `encode`: (num_chunks, chunk_numel) coefficients → tensor of `shape`."""
     return from_chunks(decode_chunks(y, chunk), shape, chunk)
+
+
+@lru_cache(maxsize=64)
+def integer_basis(
+    chunk: tuple[int, ...],
+    levels: int,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """`chunk_basis(chunk)` scaled so its largest entry is `levels`, rounded to integers.
+
+    The apply step only needs the sign of the inverse transform, and a product of small integers
+    summed in floating point is exact whatever the summation order, so with this basis every
+    machine, BLAS kernel and thread count computes the very same value (see `training.aggregate`).
+    Rounding moves each entry by at most 0.5 / levels of the largest: a slightly different, but
+    fixed and shared, reconstruction.
+    """
+    k = chunk_basis(chunk, torch.float64)
+    return torch.round(k * (levels / float(k.abs().max()))).to(dtype=dtype, device=device)
+
+
+@lru_cache(maxsize=64)
+def integer_side_basis(
+    n: int, levels: int, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """The 1-D basis of side n as integers in [-levels, levels] (the separable path for large
+    tiles; see `integer_basis`)."""
+    b = dct_basis(n, torch.float64)
+    return torch.round(b * (levels / float(b.abs().max()))).to(dtype=dtype, device=device)

@@ -12,7 +12,6 @@ from psyche_client.training.model import LlamaConfig, build_model
 from psyche_client.training.optimizer import (
     DeMo,
     DeMoConfig,
-    aggregate_direction,
     apply_results,
     compress_step,
 )
@@ -44,8 +43,10 @@ def test_topk_keeps_the_largest_coefficients_of_every_chunk() -> None:
     assert comp.indices.dtype == torch.uint8
     assert comp.indices.tolist() == [[1, 5], [0, 7]]  # sorted within each chunk
     assert torch.allclose(comp.values, torch.tensor([[3.0, -4.0], [-2.0, 1.0]]), atol=1e-5)
-    # Error feedback: what was sent left the momentum; the unsent 0.5 stays.
-    left = dct.encode(mom["w"], (8,))
+    # Error feedback: what was sent left the momentum (held as DCT coefficients) exactly; the
+    # unsent 0.5 stays.
+    left = mom["w"].view(2, 8)
+    assert left[0, [1, 5]].tolist() == [0.0, 0.0] and left[1, [0, 7]].tolist() == [0.0, 0.0]
     assert abs(float(left[0, 2]) - 0.5) < 1e-5
     assert float(left.abs().sum()) == pytest.approx(0.5, abs=1e-4)
 
@@ -60,13 +61,14 @@ def test_momentum_is_fp32_for_bf16_models_so_decay_is_not_lost() -> None:
     demo = DeMo(model.named_parameters(), DeMoConfig(momentum_decay=0.999))
     assert all(m.dtype == torch.float32 for m in demo.momentum.values())
     assert torch.tensor(0.999, dtype=torch.bfloat16).item() == 1.0  # why fp32 is needed
-    # k = chunk numel sends everything, leaving 0; k = 1 of 3 leaves decayed, unsent energy.
+    # Momentum is held as DCT coefficients. k = chunk numel sends everything, leaving 0;
+    # k = 1 of 3 leaves the decayed, unsent coefficients.
     m = {"x": torch.ones(3)}
     compress_step(m, {}, DeMoConfig(momentum_decay=0.999, topk=3, chunk_size=3))
-    assert float(m["x"].abs().max()) < 1e-6
-    m = {"x": torch.ones(3)}
+    assert float(m["x"].abs().max()) == 0.0
+    m = {"x": torch.tensor([1.0, 0.25, -0.5])}
     compress_step(m, {}, DeMoConfig(momentum_decay=0.5, topk=1, chunk_size=3))
-    assert float(m["x"].abs().max()) < 1e-6  # a constant vector is one DC coefficient
+    assert m["x"].tolist() == [0.0, 0.125, -0.25]
     m = {"x": torch.tensor([1.0, -1.0, 0.0])}
     res = compress_step(
         m, {}, DeMoConfig(momentum_decay=0.5, topk=3, chunk_size=3, value_mode=ValueMode.FP32)
@@ -97,14 +99,32 @@ def test_one_bit_mode_keeps_exact_zeros_as_zero() -> None:
     assert float(params["w"].abs().max()) == pytest.approx(cfg.lr)
 
 
+def _direction(results: list[DeMoResult], n: int = 16) -> torch.Tensor:
+    """The applied step direction: −Δp for lr = 1 from zero parameters."""
+    cfg = DeMoConfig(lr=1.0, chunk_size=n, topk=results[0].params["w"].k, value_mode=ValueMode.FP32)
+    p = {"w": torch.zeros(n)}
+    apply_results(p, results, cfg)
+    return -p["w"]
+
+
 def test_aggregation_is_the_mean_over_peers_that_picked_each_coefficient() -> None:
     a = _one_param_result([[0, 3]], [[2.0, 1.0]])
     b = _one_param_result([[0, 5]], [[4.0, -1.0]])
     # Coefficient 0: mean(2, 4) = 3; coefficient 3: 1 (only a); 5: -1 (only b).
-    expected = torch.zeros(1, 16)
+    expected = torch.zeros(1, 16, dtype=torch.float64)
     expected[0, 0], expected[0, 3], expected[0, 5] = 3.0, 1.0, -1.0
-    direction = aggregate_direction("w", (16,), (16,), [a, b])
-    assert torch.equal(direction, torch.sign(dct.decode(expected.double(), (16,), (16,))).float())
+    exact = dct.decode(expected, (16,), (16,))
+    direction = _direction([a, b])
+    # The apply path decodes with an integer basis (exact, identical everywhere); it matches
+    # the exact inverse DCT's sign wherever that is not within rounding of the basis from 0.
+    clear = exact.abs() > 0.02 * exact.abs().max()
+    assert clear.sum() >= 12
+    assert torch.equal(direction[clear], torch.sign(exact[clear]).float())
+    # A peer that did not pick a coefficient does not dilute it: b alone on coefficient 0 with
+    # 3 gives the same direction as a and b with mean 3.
+    c = _one_param_result([[0, 3]], [[3.0, 1.0]])
+    d = _one_param_result([[5, 15]], [[-1.0, 0.0]])
+    assert torch.equal(_direction([c, d]), direction)
 
 
 def test_apply_is_sign_step_with_decoupled_weight_decay() -> None:
@@ -112,7 +132,8 @@ def test_apply_is_sign_step_with_decoupled_weight_decay() -> None:
     res = _one_param_result([[0, 3]], [[2.0, 1.0]])
     p = {"w": torch.full((16,), 1.0)}
     apply_results(p, [res], cfg)
-    direction = aggregate_direction("w", (16,), (16,), [res])
+    direction = _direction([res])
+    assert set(direction.tolist()) <= {-1.0, 0.0, 1.0}
     assert torch.equal(p["w"], torch.full((16,), 1.0) * (1 - 0.1 * 0.5) - 0.1 * direction)
     before = p["w"].clone()
     apply_results(p, [], cfg)  # an empty round is not a step
@@ -170,8 +191,9 @@ def test_demo_training_reduces_loss_single_and_multi_client() -> None:
 
 
 def test_keeping_every_coefficient_reduces_to_sign_sgd() -> None:
-    """With k = chunk size nothing is compressed away: one client's DeMo step must equal
-    p − lr·sign(g) exactly (the DCT, top-k, aggregation and inverse DCT cancel out)."""
+    """With k = chunk size nothing is compressed away: one client's DeMo step is p − lr·sign(g)
+    (the DCT, top-k, aggregation and inverse DCT cancel out), up to the integer basis of the
+    apply step, which can only flip entries that are tiny next to their chunk's largest."""
     cfg = DeMoConfig(lr=0.01, chunk_size=8, topk=64, value_mode=ValueMode.FP32)
     g = torch.Generator().manual_seed(3)
     grads = {"w": torch.randn(16, 24, generator=g), "b": torch.randn(24, generator=g)}
@@ -179,7 +201,9 @@ def test_keeping_every_coefficient_reduces_to_sign_sgd() -> None:
     expected = {n: p - cfg.lr * torch.sign(grads[n]) for n, p in params.items()}
     mom = {n: torch.zeros(t.shape) for n, t in grads.items()}
     res = compress_step(mom, grads, cfg)
-    assert all(float(m.abs().max()) < 1e-5 for m in mom.values())  # everything was sent
+    assert all(float(m.abs().max()) == 0.0 for m in mom.values())  # everything was sent
     apply_results(params, [res], cfg)
     for n in params:
-        assert torch.equal(params[n], expected[n]), n
+        same = params[n] == expected[n]
+        assert bool(same[grads[n].abs() > 0.05 * grads[n].abs().max()].all()), n
+        assert float(same.float().mean()) > 0.97, n
