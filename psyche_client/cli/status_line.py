@@ -41,6 +41,8 @@ class StatusLine:
         )
         if getattr(st, "empty_rounds", 0):
             line += f" | {st.empty_rounds} rounds exchanged nothing: peers unreachable?"
+        if getattr(st, "network", ""):
+            line += f" | {st.network}"
         if self._live is not None:
             self._live.update(Text(line))
         elif line.split(" tok/s")[0] != self._last.split(" tok/s")[0]:

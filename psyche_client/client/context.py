@@ -81,6 +81,8 @@ class ClientStatus:
     """Times this client lacked an agreed result and caught up from its peers' model."""
     desynced: bool = False
     """Lacking an agreed result and not yet caught up (not training meanwhile)."""
+    network: str = ""
+    """A p2p connectivity problem in one line ("" when fine), e.g. no peer reachable."""
 
 
 @dataclass
@@ -110,6 +112,8 @@ class ClientContext:
     last_loss: float | None = None
     tokens_per_s: float = 0.0
     connected: set[bytes] = field(default_factory=set)
+    """Peers dialled (in flight) or connected; peers.watch_reachability drops lost ones."""
+    dialing: set[bytes] = field(default_factory=set)
     fetching: set[bytes] = field(default_factory=set)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     scratch: LlamaForCausalLM | None = None

@@ -9,6 +9,7 @@ no payload can be presented as both kinds under one commitment.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from psyche_client import _core
@@ -58,7 +59,15 @@ async def start_node(ctx: ClientContext) -> P2PNode:
     )
     ctx.node = node
     await node.start()
+    log.info(
+        "p2p listening on %s port %d (fast path %d), advertising %s",
+        node.config.listen_host,
+        node.listen_port,
+        node.fast_port,
+        node.p2p_addr,
+    )
     ctx.spawn(consume_announcements(ctx))
+    ctx.spawn(watch_reachability(ctx))
     return node
 
 
@@ -92,16 +101,81 @@ async def connect_peers(ctx: ClientContext, state: _core.Coordinator) -> None:
             continue
         if node_key in members and addrs.get("p2p_addr"):
             ctx.connected.add(node_key)
+            ctx.dialing.add(node_key)
             ctx.spawn(_dial(ctx, node_key, addrs["p2p_addr"]))
 
 
 async def _dial(ctx: ClientContext, node_key: bytes, addr: str) -> None:
+    """Direct dial, else through a relay (p2p host); a failure is retried on a later state."""
     assert ctx.node is not None
     try:
         await ctx.node.connect(addr)
     except Exception as e:  # noqa: BLE001 - a peer that is down is retried later
         log.info("connect to %s failed: %r", node_key.hex()[:8], e)
         ctx.connected.discard(node_key)
+    finally:
+        ctx.dialing.discard(node_key)
+
+
+REACH_CHECK_S = 2.0
+
+
+def unreachable_bound(config: _core.Config, connect_timeout: float) -> float:
+    """How long a client may have no p2p connection to any other member before it says so:
+    one maximal round-train window (by then its first results are due at the witnesses and
+    it has missed theirs), but at least long enough for a direct dial and a relayed one to
+    time out (3 x connect_timeout)."""
+    return max(float(config.max_round_train_secs), 3 * connect_timeout)
+
+
+async def watch_reachability(ctx: ClientContext) -> None:
+    """Forever: keep `ctx.connected` true to the real connections (so lost peers are dialled
+    again) and warn once, in one line (log, event, status), when no other member has been
+    reachable for `unreachable_bound`; say so again when one is."""
+    loop = asyncio.get_running_loop()
+    since: float | None = None
+    warned = False
+    while True:
+        await asyncio.sleep(REACH_CHECK_S)
+        node = ctx.node
+        if node is None:
+            continue
+        try:
+            kinds = await node.connection_kinds()
+        except Exception as e:  # noqa: BLE001 - node stopping
+            log.debug("reachability check: %r", e)
+            continue
+        state = ctx.backend.state()
+        others = {c.node_key for c in state.clients()} - {ctx.key.public}
+        ctx.connected.intersection_update(set(kinds) | ctx.dialing)
+        reached = [n for n in others if n in kinds]
+        if reached or not others:
+            if warned:
+                relayed = sum(1 for n in reached if kinds[n] == "relayed")
+                log.warning(
+                    "p2p: reaching %d of %d peers again (%d relayed)",
+                    len(reached),
+                    len(others),
+                    relayed,
+                )
+                ctx.event("peers_reachable", peers=len(reached), relayed=relayed)
+            ctx.status.network = ""
+            since, warned = None, False
+            continue
+        now = loop.time()
+        since = now if since is None else since
+        bound = unreachable_bound(state.config, node.config.connect_timeout)
+        if not warned and now - since >= bound:
+            warned = True
+            msg = (
+                f"cannot reach any of the run's {len(others)} other clients over p2p for "
+                f"{bound:.0f}s (advertising {node.p2p_addr}); check the firewall/NAT for TCP "
+                f"ports {node.listen_port} and {node.fast_port}, or set --listen/--public-addr "
+                "(docs/operator.md, Network)"
+            )
+            log.warning("%s", msg)
+            ctx.event("peers_unreachable", members=len(others), after_s=bound, addr=node.p2p_addr)
+            ctx.status.network = f"no peer reachable for {bound:.0f}s"
 
 
 async def consume_announcements(ctx: ClientContext) -> None:
