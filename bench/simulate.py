@@ -232,15 +232,21 @@ class Sim:
             if last >= 0:
                 self.check_apply(last)  # applied as Cooldown starts
             self.check_coverage()
-            writer = next(
-                (
-                    cl
-                    for cl in c.clients()
-                    if cl.state == core.ClientState.Healthy and self.alive(cl.wallet)
-                ),
-                None,
-            )
-            if writer is not None:
+            # Only the designated checkpointer may record it; a dead one means no checkpoint.
+            slot = c.checkpointer()
+            assert slot is not None, "Cooldown with healthy members has a checkpointer"
+            writer = c.client(slot)
+            assert writer.state == core.ClientState.Healthy
+            for other in c.clients():
+                if other.slot != slot and other.state == core.ClientState.Healthy:
+                    try:
+                        c.checkpoint(other.wallet, core.ModelRef.peers("0" * 64), self.now)
+                    except core.NotCheckpointer:
+                        pass
+                    else:
+                        raise AssertionError("a non-designated member recorded the checkpoint")
+                    break
+            if self.alive(writer.wallet):
                 rev = f"epoch-{c.epoch}"
                 c.checkpoint(writer.wallet, core.ModelRef.hugging_face("org/sim", rev), self.now)
             while c.phase == core.Phase.Cooldown:

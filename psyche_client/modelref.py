@@ -32,14 +32,15 @@ class ModelRefError(ValueError):
 def model_ref_of(kind: Any, location: str = "", revision: str = "") -> _core.ModelRef:
     """A core `ModelRef` of a kind (one of `KINDS`); `ModelRefError` if the core refuses it."""
     try:
+        # For every kind but HuggingFace the revision is empty or the content hash.
         if kind == "LocalPath":
-            return _core.ModelRef.local_path(location)
+            return _core.ModelRef.local_path(location, revision)
         if kind == "HttpUrl":
-            return _core.ModelRef.http_url(location)
+            return _core.ModelRef.http_url(location, revision)
         if kind == "HuggingFace":
             return _core.ModelRef.hugging_face(location, revision)
         if kind == "Peers":
-            return _core.ModelRef.peers()
+            return _core.ModelRef.peers(revision)
     except _core.CoordinatorError as e:
         raise ModelRefError(e.name, str(e)) from None
     raise ModelRefError("InvalidModelRef", f"unknown model kind {kind!r}; one of {KINDS}")

@@ -1,6 +1,6 @@
 """Checkpoint duty: at cooldown, once every round of the epoch is applied, save the model, serve
-it to joiners, and (the lowest healthy slot) declare it as the run's checkpoint; at the end of
-the run, save the final model."""
+it to joiners, and (the core's designated checkpointer) declare it, with its content hash, as the
+run's checkpoint; at the end of the run, save the final model."""
 
 from __future__ import annotations
 
@@ -27,9 +27,14 @@ async def cooldown(ctx: ClientContext, state: _core.Coordinator, slot: int) -> N
     directory = save_epoch(ctx, epoch)
     last = state.epoch_rounds - 1
     share_model(ctx, epoch, last, state.round(last).step)
-    healthy = [c.slot for c in state.clients() if c.state == _core.ClientState.Healthy]
-    if healthy and slot == min(healthy) and not state.checkpointed:
-        ref = {"kind": "LocalPath", "location": str(directory.resolve()), "revision": ""}
+    if slot == state.checkpointer() and not state.checkpointed:
+        # The core accepts only the designated checkpointer, and only with the content hash,
+        # which every loader checks (checkpoint.io.load_checkpoint, warmup).
+        ref = {
+            "kind": "LocalPath",
+            "location": str(directory.resolve()),
+            "revision": param_hash(ctx.trainer.model),
+        }
         if await ctx.send("checkpoint", ctx.backend.checkpoint(ref)) is None:
             ctx.duties.retry(Duty.COOLDOWN, epoch, 0)
     ctx.event("checkpoint", epoch=epoch, path=str(directory))

@@ -50,14 +50,19 @@ async def load_model(ctx: ClientContext, state: _core.Coordinator) -> None:
     if peers and ctx.node is not None:
         try:
             model, spec = await _model_from_peers(ctx, peers)
-            ctx.event("model", source="peers", hash=param_hash(model))
+            digest = param_hash(model)
+            # Equal to the run's checkpoint hash: the coordinator vouches for it. Different: the
+            # peers' majority does (an epoch may end without a checkpoint).
+            ctx.event("model", source="peers", hash=digest, pinned=digest == ref.content_hash)
         except Exception as e:  # noqa: BLE001 - fall back to the checkpoint below
             log.warning("model from peers failed (%r); using the checkpoint", e)
     if model is None:
         if ref.kind == _core.ModelKind.Peers:
             raise RuntimeError("the run's model lives with its peers and none could serve it")
         location = ref.location
-        model = await asyncio.to_thread(load_checkpoint, location, ref.revision or None)
+        pinned = ref.content_hash  # checked against the weights by load_checkpoint
+        revision = None if pinned else (ref.revision or None)
+        model = await asyncio.to_thread(load_checkpoint, location, revision, content_hash=pinned)
         spec = load_spec(location) if ref.kind == _core.ModelKind.LocalPath else TrainingSpec()
         ctx.event("model", source=ref.kind.name, hash=param_hash(model))
     ctx.spec = spec

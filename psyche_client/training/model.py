@@ -21,6 +21,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+MAX_PARAMS = 1 << 40
+"""Largest model a config may describe (a sanity bound, far above anything trainable here)."""
+_INT_BOUNDS = {
+    "vocab_size": (1, 1 << 22),
+    "hidden_size": (2, 1 << 16),
+    "intermediate_size": (1, 1 << 18),
+    "num_hidden_layers": (1, 1024),
+    "num_attention_heads": (1, 1024),
+    "num_key_value_heads": (1, 1024),
+    "max_position_embeddings": (1, 1 << 20),
+}
+
 
 @dataclass
 class LlamaConfig:
@@ -39,6 +51,22 @@ class LlamaConfig:
     initializer_range: float = 0.02
 
     def __post_init__(self) -> None:
+        # A config may come from a peer or a URL: check types and sizes before any arithmetic or
+        # allocation (vocab 10^12 would try to allocate terabytes, 0 heads divides by zero).
+        for name, (lo, hi) in _INT_BOUNDS.items():
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise ValueError(f"{name} must be an integer in [{lo}, {hi}], not {v!r}")
+        for name in ("rms_norm_eps", "rope_theta", "initializer_range"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < 1e12:
+                raise ValueError(f"{name} must be a positive finite number, not {v!r}")
+        if not isinstance(self.tie_word_embeddings, bool):
+            raise ValueError("tie_word_embeddings must be true or false")
+        if self.param_count() > MAX_PARAMS:
+            raise ValueError(
+                f"the config implies {self.param_count():,} parameters (> {MAX_PARAMS:,})"
+            )
         if self.hidden_size % self.num_attention_heads:
             raise ValueError("hidden_size must be a multiple of num_attention_heads")
         if self.num_attention_heads % self.num_key_value_heads:
@@ -48,6 +76,18 @@ class LlamaConfig:
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
+
+    def param_count(self) -> int:
+        """Parameters the model built from this config has (computed without building it)."""
+        h, kv = (
+            self.hidden_size,
+            self.num_key_value_heads * (self.hidden_size // self.num_attention_heads),
+        )
+        attn = h * h * 2 + h * kv * 2
+        mlp = 3 * h * self.intermediate_size
+        layer = attn + mlp + 2 * h
+        head = 0 if self.tie_word_embeddings else self.vocab_size * h
+        return self.vocab_size * h + self.num_hidden_layers * layer + h + head
 
     @property
     def head_dim(self) -> int:

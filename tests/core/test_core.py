@@ -254,9 +254,18 @@ def test_full_epoch_through_the_bindings() -> None:
     accepted = c.apply_set(last, list(reversed(cands)))
     assert [(a[0], a[1], a[2]) for a in accepted] == sorted(cands)
     assert all(a[3] == len(c.round(last + 1).submissions) for a in accepted)
-    c.checkpoint(wallet(0), core.ModelRef.hugging_face("org/m", "epoch-0"), now)
+    ck = c.checkpointer()
+    assert ck is not None
+    ck_wallet = c.client(ck).wallet
+    other = next(x.wallet for x in c.clients() if x.slot != ck)
+    digest = "ab" * 32
+    with pytest.raises(core.NotCheckpointer):
+        c.checkpoint(other, core.ModelRef.local_path("/ckpt", digest), now)
+    with pytest.raises(core.CheckpointUnhashed):
+        c.checkpoint(ck_wallet, core.ModelRef.local_path("/ckpt"), now)
+    c.checkpoint(ck_wallet, core.ModelRef.hugging_face("org/m", "epoch-0"), now)
     with pytest.raises(core.AlreadyCheckpointed):
-        c.checkpoint(wallet(1), core.ModelRef.peers(), now)
+        c.checkpoint(ck_wallet, core.ModelRef.peers(digest), now)
     tick_until_change(c, now)
     assert c.phase == core.Phase.WaitingForMembers
     assert c.epoch == 1 and c.epochs_completed == 1

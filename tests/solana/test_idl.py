@@ -108,7 +108,7 @@ def test_errors_match_the_program_and_the_core(idl: Idl) -> None:
             r"^\s+(\w+) = (\d+) => \"", (CORE / "error.rs").read_text(), re.MULTILINE
         )
     }
-    assert len(core_errors) == 37
+    assert len(core_errors) == 39
     assert {e.name: e.code for e in idl.errors or []} == core_errors | program_errors
     assert "const CORE_ERROR_BASE: u32 = 6000;" in (CORE / "layout.rs").read_text()
 

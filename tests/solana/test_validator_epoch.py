@@ -61,7 +61,7 @@ async def act(client: SolanaBackend, rejected: list[str]) -> None:
             sent = [trainer for trainer, _start, _end in s.assignments(h - 1)] if h >= 1 else []
             results, trainers = s.witness_filters(h, pos, [], sent)
             await client.witness(pos, results, trainers, 2000, 500, 10)
-        elif s.phase == _core.Phase.Cooldown and not s.checkpointed and slot == 0:
+        elif s.phase == _core.Phase.Cooldown and not s.checkpointed and slot == s.checkpointer():
             await client.checkpoint({"kind": "HuggingFace", "location": "org/m", "revision": "e0"})
     except CoordinatorRejected as e:
         rejected.append(e.name)

@@ -335,7 +335,12 @@ class EpochDriver:
         actors = self.active()
         if self.mirror.phase != _core.Phase.Cooldown or self.mirror.checkpointed or not actors:
             return
-        _, m = actors[0]
+        designated = self.mirror.checkpointer()
+        if designated is None:
+            return
+        m = next((m for slot, m in actors if slot == designated), None)
+        if m is None:
+            return  # the designated checkpointer is not acting: no checkpoint this epoch
         model = _core.ModelRef.hugging_face("org/model", f"epoch-{self.mirror.epoch}")
         ix = self.svm.p.checkpoint(m.keypair.pubkey(), *self.svm.accounts, model)
         self.svm.member("checkpoint", m.keypair, ix)

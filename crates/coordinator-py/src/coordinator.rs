@@ -164,6 +164,10 @@ impl PyCoordinator {
     fn checkpointed(&self) -> bool {
         self.state.checkpointed != 0
     }
+    /// The slot that may record this epoch's checkpoint (Cooldown only, else None).
+    fn checkpointer(&self) -> Option<usize> {
+        self.state.checkpointer()
+    }
     #[getter]
     fn config(&self) -> PyConfig {
         PyConfig::from_core(&self.state.config)

@@ -21,22 +21,36 @@ pub fn model_new(kind: ModelKind, loc: &str, rev: &str) -> PyResult<PyModelRef> 
 
 #[pymethods]
 impl PyModelRef {
+    /// A checkpoint directory; `content_hash` (64 lowercase hex) pins what it must contain.
     #[staticmethod]
-    fn local_path(path: &str) -> PyResult<Self> {
-        model_new(ModelKind::LocalPath, path, "")
+    #[pyo3(signature = (path, content_hash=""))]
+    fn local_path(path: &str, content_hash: &str) -> PyResult<Self> {
+        model_new(ModelKind::LocalPath, path, content_hash)
     }
+    /// A checkpoint served over http(s); `content_hash` as for `local_path`.
     #[staticmethod]
-    fn http_url(url: &str) -> PyResult<Self> {
-        model_new(ModelKind::HttpUrl, url, "")
+    #[pyo3(signature = (url, content_hash=""))]
+    fn http_url(url: &str, content_hash: &str) -> PyResult<Self> {
+        model_new(ModelKind::HttpUrl, url, content_hash)
     }
     #[staticmethod]
     #[pyo3(signature = (repo, revision=""))]
     fn hugging_face(repo: &str, revision: &str) -> PyResult<Self> {
         model_new(ModelKind::HuggingFace, repo, revision)
     }
+    /// The model lives with the run's members; `content_hash` as for `local_path`.
     #[staticmethod]
-    fn peers() -> PyResult<Self> {
-        model_new(ModelKind::Peers, "", "")
+    #[pyo3(signature = (content_hash=""))]
+    fn peers(content_hash: &str) -> PyResult<Self> {
+        model_new(ModelKind::Peers, "", content_hash)
+    }
+    /// The content hash this reference pins (never for HuggingFace), or None.
+    #[getter]
+    fn content_hash(&self) -> Option<String> {
+        self.inner
+            .content_hash()
+            .and_then(|b| core::str::from_utf8(b).ok())
+            .map(str::to_owned)
     }
     #[getter]
     fn kind(&self) -> PyResult<PyModelKind> {

@@ -84,7 +84,7 @@ errors! {
     /// A checkpoint was already recorded this epoch.
     AlreadyCheckpointed = 20 => "a checkpoint is recorded at most once per epoch",
     /// The model reference is malformed.
-    InvalidModelRef = 21 => "a model reference needs a known kind, UTF-8 location (at most 248 bytes; required except for Peers; http(s):// for HttpUrl) and revision (at most 64 bytes; HuggingFace only)",
+    InvalidModelRef = 21 => "a model reference needs a known kind, UTF-8 location (at most 248 bytes; required except for Peers; http(s):// for HttpUrl) and revision (at most 64 bytes; for HuggingFace a hub revision, for the other kinds empty or a content hash of 64 lowercase hex digits)",
     /// The action needs the run to be paused.
     NotHalted = 22 => "the run must be paused for this",
     /// Already paused.
@@ -99,6 +99,10 @@ errors! {
     Banned = 27 => "the wallet was ejected from this run and may not join again",
     /// No trainer of the round was attested by a majority of the next round's witnesses.
     NothingWitnessed = 28 => "a round applies only if a strict majority of the next round's witnesses attest at least one of its trainers; none did, so its data is trained again and it does not count as a step",
+    /// Only the epoch's designated checkpointer may record the checkpoint.
+    NotCheckpointer = 29 => "only the epoch's designated checkpointer (a healthy member picked by the drain round's seed) may record the checkpoint",
+    /// A checkpoint must name its content hash.
+    CheckpointUnhashed = 30 => "a checkpoint must carry the model's content hash (64 lowercase hex digits) as its revision, unless it is a HuggingFace revision",
     /// Config: min_clients must be at least 1 and at most max_clients.
     ConfigMinClients = 100 => "min_clients must be ≥ 1 and ≤ max_clients",
     /// Config: max_clients must be 1..=MAX_CLIENTS.

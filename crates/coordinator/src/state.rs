@@ -154,6 +154,16 @@ pub const MODEL_LOCATION_BYTES: usize = 248;
 /// Bytes for a model revision (HF revision / commit, or empty).
 pub const MODEL_REVISION_BYTES: usize = 64;
 
+/// Hex digits of a content hash (SHA-256) in a model reference's revision.
+pub const CONTENT_HASH_HEX: usize = 64;
+
+/// 64 lowercase hex digits: the form of a content hash.
+pub fn is_content_hash(b: &[u8]) -> bool {
+    b.len() == CONTENT_HASH_HEX
+        && b.iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
 /// Model / checkpoint reference. 320 bytes. Strings are UTF-8, length-prefixed, zero padded.
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable, PartialEq, Eq)]
@@ -214,10 +224,11 @@ impl ModelRef {
         if !tail_zero || core::str::from_utf8(loc).is_err() || core::str::from_utf8(rev).is_err() {
             return Err(CoreError::InvalidModelRef);
         }
+        let hash_or_empty = rev.is_empty() || is_content_hash(rev);
         let ok = match kind {
-            ModelKind::Peers => loc.is_empty() && rev.is_empty(),
+            ModelKind::Peers => loc.is_empty() && hash_or_empty,
             ModelKind::HuggingFace => !loc.is_empty(),
-            ModelKind::LocalPath | ModelKind::HttpUrl => !loc.is_empty() && rev.is_empty(),
+            ModelKind::LocalPath | ModelKind::HttpUrl => !loc.is_empty() && hash_or_empty,
         };
         if !ok {
             return Err(CoreError::InvalidModelRef);
@@ -228,6 +239,13 @@ impl ModelRef {
             return Err(CoreError::InvalidModelRef);
         }
         Ok(())
+    }
+
+    /// The content hash this reference pins (64 lowercase hex digits in `revision`; never for
+    /// HuggingFace, whose revision is a hub revision), if any.
+    pub fn content_hash(&self) -> Option<&[u8]> {
+        let rev = self.revision_bytes()?;
+        (self.kind != ModelKind::HuggingFace as u8 && is_content_hash(rev)).then_some(rev)
     }
 
     /// Used location bytes, if the length is in range.

@@ -9,8 +9,8 @@ use crate::derive::{
 use crate::error::{CoreError, CoreResult};
 use crate::rng::round_seed;
 use crate::state::{
-    bit_get, bit_set, Client, ClientState, ModelRef, Phase, Round, RoundKind, Span, State,
-    WitnessInput,
+    bit_get, bit_set, Client, ClientState, ModelKind, ModelRef, Phase, Round, RoundKind, Span,
+    State, WitnessInput,
 };
 use crate::timing;
 use crate::{MAX_BANNED, MAX_CLIENTS, MAX_WITNESSES, REQUEUE_CAP, ROUND_RING, STATE_VERSION};
@@ -671,15 +671,48 @@ impl State {
         if self.phase()? != Phase::Cooldown {
             return Err(CoreError::WrongPhase);
         }
-        self.healthy_slot(wallet)?;
+        let slot = self.healthy_slot(wallet)?;
         if self.checkpointed != 0 {
             return Err(CoreError::AlreadyCheckpointed);
         }
         model.validate()?;
+        if self.checkpointer() != Some(slot) {
+            return Err(CoreError::NotCheckpointer);
+        }
+        if model.kind != ModelKind::HuggingFace as u8 && model.content_hash().is_none() {
+            return Err(CoreError::CheckpointUnhashed);
+        }
         self.model = *model;
         self.checkpointed = 1;
         self.touch(now);
         Ok(())
+    }
+
+    /// The slot that may record this epoch's checkpoint (Cooldown only): the healthy member at
+    /// index `seed mod n` of the healthy slots in slot order, with the drain round's seed. A
+    /// member cannot choose it (the seed comes after the epoch's last join), and one that
+    /// squats the lowest slot no longer owns every checkpoint.
+    pub fn checkpointer(&self) -> Option<usize> {
+        if self.phase().ok()? != Phase::Cooldown {
+            return None;
+        }
+        let r = self.round(self.progress.height).ok()?;
+        let n = self.healthy_count();
+        if n == 0 {
+            return None;
+        }
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&r.seed[..8]);
+        let mut pick = (u64::from_le_bytes(b) % n as u64) as usize;
+        for s in 0..MAX_CLIENTS {
+            if self.clients[s].is_healthy() {
+                if pick == 0 {
+                    return Some(s);
+                }
+                pick -= 1;
+            }
+        }
+        None
     }
 
     // ------------------------------------------------------------------ operator

@@ -446,14 +446,16 @@ fn rounds_advance_data_and_step_and_the_epoch_drains() {
     let mut cands = candidates(&s, last);
     let n = cands.len();
     assert_eq!(apply_set(&s, last, &mut cands), Ok(n));
+    let ck = s.checkpointer().expect("a designated checkpointer");
+    let ck_wallet = s.clients[ck].wallet;
     s.checkpoint(
-        &wallet(0),
+        &ck_wallet,
         &ModelRef::new(ModelKind::HuggingFace, b"org/m", b"epoch0").expect("m"),
         now,
     )
     .expect("checkpoint");
     assert_eq!(
-        s.checkpoint(&wallet(1), &model(), now),
+        s.checkpoint(&ck_wallet, &model(), now),
         Err(CoreError::AlreadyCheckpointed)
     );
     assert_eq!(s.model.revision_str(), "epoch0");
@@ -1113,4 +1115,92 @@ fn corrupt_state_bytes_are_rejected_not_panicking() {
     s.version = 99;
     assert_eq!(s.pause(T0), Err(CoreError::InvalidState));
     assert!(State::from_bytes(&[0u8; 10]).is_err());
+}
+
+// ------------------------------------------------------------------ checkpoint
+
+/// A run in Cooldown after one honest epoch of 4 members.
+fn in_cooldown() -> (Box<State>, i64) {
+    let cfg = fast_config();
+    let mut s = run_with(&cfg, 4);
+    let mut now = start_epoch(&mut s, T0);
+    while phase(&s) != Phase::Cooldown {
+        now = honest_round(&mut s, now);
+    }
+    (s, now)
+}
+
+const HASH: &[u8; 64] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+#[test]
+fn only_the_designated_checkpointer_records_the_checkpoint() {
+    let (mut s, now) = in_cooldown();
+    let ck = s.checkpointer().expect("designated");
+    assert!(s.clients[ck].is_healthy());
+    let hashed = ModelRef::new(ModelKind::LocalPath, b"/ckpt/epoch-0", HASH).expect("m");
+    for slot in 0..4 {
+        if slot != ck {
+            let w = s.clients[slot].wallet;
+            assert_eq!(
+                s.checkpoint(&w, &hashed, now),
+                Err(CoreError::NotCheckpointer)
+            );
+        }
+    }
+    let w = s.clients[ck].wallet;
+    let unhashed = ModelRef::new(ModelKind::LocalPath, b"/ckpt/epoch-0", b"").expect("m");
+    assert_eq!(
+        s.checkpoint(&w, &unhashed, now),
+        Err(CoreError::CheckpointUnhashed)
+    );
+    s.checkpoint(&w, &hashed, now).expect("designated, hashed");
+    assert_eq!(s.model.content_hash(), Some(&HASH[..]));
+    // Outside Cooldown there is no checkpointer.
+    let mut s2 = run_with(&fast_config(), 2);
+    assert_eq!(s2.checkpointer(), None);
+    assert_eq!(
+        s2.checkpoint(&wallet(0), &hashed, T0),
+        Err(CoreError::WrongPhase)
+    );
+    s2.tick(T0, &rand32(1)).expect("tick");
+}
+
+#[test]
+fn the_checkpointer_follows_the_seed_not_the_lowest_slot() {
+    let mut picked = std::collections::BTreeSet::new();
+    for i in 0..24u64 {
+        let cfg = fast_config();
+        let mut s = run_with(&cfg, 4);
+        let mut now = start_epoch(&mut s, T0 + i as i64 * 1000);
+        while phase(&s) != Phase::Cooldown {
+            all_witness(&mut s, now);
+            let h = s.progress.height;
+            while matches!(phase(&s), Phase::RoundTrain | Phase::RoundWitness)
+                && s.progress.height == h
+            {
+                now += 1;
+                s.tick(now, &rand32(now as u64 ^ (i << 40))).expect("tick");
+            }
+        }
+        picked.insert(s.checkpointer().expect("designated"));
+    }
+    assert!(picked.len() > 1, "always slot {picked:?}");
+}
+
+#[test]
+fn a_content_hash_is_64_lowercase_hex_digits() {
+    assert!(ModelRef::new(ModelKind::HttpUrl, b"https://h/c", HASH).is_ok());
+    assert!(ModelRef::new(ModelKind::Peers, b"", HASH).is_ok());
+    let upper = HASH.to_ascii_uppercase();
+    assert_eq!(
+        ModelRef::new(ModelKind::LocalPath, b"/c", &upper).err(),
+        Some(CoreError::InvalidModelRef)
+    );
+    assert_eq!(
+        ModelRef::new(ModelKind::LocalPath, b"/c", &HASH[..63]).err(),
+        Some(CoreError::InvalidModelRef)
+    );
+    // A HuggingFace revision is never read as a content hash.
+    let hf = ModelRef::new(ModelKind::HuggingFace, b"org/m", HASH).expect("hf");
+    assert_eq!(hf.content_hash(), None);
 }
