@@ -25,6 +25,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -151,7 +152,6 @@ class Wan:
     hosts: dict[str, Host] = field(default_factory=dict)
     _created: list[str] = field(default_factory=list)
     _delayer: subprocess.Popen[str] | None = None
-    _partitions: list[tuple[frozenset[str], frozenset[str]]] = field(default_factory=list)
     _delayed: set[str] = field(default_factory=set)
 
     @property
@@ -264,20 +264,26 @@ class Wan:
     def partition(self, side_a: Iterable[str], side_b: Iterable[str]) -> None:
         """Drop every packet between the hosts of `side_a` and those of `side_b` (both ways)."""
         a, b = frozenset(side_a), frozenset(side_b)
-        self._partitions.append((a, b))
         rules = []
         for x, y in ((a, b), (b, a)):
             src = ", ".join(self.hosts[n].public for n in sorted(x))
             dst = ", ".join(self.hosts[n].public for n in sorted(y))
             rules.append(
-                f"add rule inet wan partition ip saddr {{ {src} }} ip daddr {{ {dst} }} drop"
+                f"add rule inet wan partition ip saddr {{ {src} }} ip daddr {{ {dst} }} "
+                "counter drop"
             )
         self.nft(self.router, "\n".join(rules))
 
-    def heal(self) -> None:
-        """Remove every partition."""
-        self._partitions.clear()
+    def heal(self) -> int:
+        """Remove every partition; return how many packets the partitions dropped."""
+        dropped = self.dropped("partition")
         self.nft(self.router, "flush chain inet wan partition")
+        return dropped
+
+    def dropped(self, chain: str) -> int:
+        """Packets dropped so far by the rules of `chain` ("partition" or "loss")."""
+        listing = self.exec(self.router, "nft", "list", "chain", "inet", "wan", chain)
+        return sum(int(n) for n in re.findall(r"counter packets (\d+)", listing))
 
     def exec_argv(self, name_or_ns: str, argv: list[str]) -> list[str]:
         """The command line that runs `argv` inside host `name_or_ns` (or that namespace)."""
@@ -328,7 +334,7 @@ class Wan:
                 for way in ("saddr", "daddr"):
                     lines.append(
                         f"add rule inet wan loss ip {way} {host.public} "
-                        f"numgen random mod 100 < {pct} drop"
+                        f"numgen random mod 100 < {pct} counter drop"
                     )
         self.nft(self.router, "\n".join(lines))
 
