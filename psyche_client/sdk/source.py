@@ -56,6 +56,16 @@ class TcpSource:
         self._pinger: asyncio.Task[None] | None = None
 
     async def start(self, timeout_s: float) -> _core.Coordinator:
+        # The connection retries refused connects until its timeout (a coordinator that
+        # restarts); a first probe makes "nothing listens there" an immediate answer.
+        try:
+            _, probe = await asyncio.wait_for(
+                asyncio.open_connection(self.conn.host, self.conn.port), timeout_s
+            )
+            probe.close()
+        except (OSError, TimeoutError) as e:
+            reason = getattr(e, "strerror", None) or "no answer"
+            raise UserError(f"cannot reach coordinator {self.address}: {reason}") from None
         try:
             await self.conn.start(timeout_s)
         except (OSError, TimeoutError) as e:
