@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from psyche_client.cli.common import setup_logging
+from psyche_client.cli.prepare import data_prepare, data_verify
 from psyche_client.errors import UserError
 
 data_app = typer.Typer(help="Prepare or serve tokenized training data.", no_args_is_help=True)
@@ -24,9 +25,10 @@ def check_data_sources(sources: list[str]) -> None:
         raise UserError("--data sources must all be files, all URLs, or one tcp:// server")
     if kinds == {"tcp"} and len(sources) != 1:
         raise UserError("give exactly one tcp:// data server")
-    for source in sources:
-        if _data_kind(source) == "file" and not Path(source).is_file():
-            raise UserError(f"data file {source} does not exist")
+    if kinds == {"file"}:  # files, prepared directories, a mixture (checked: data/mixture.py)
+        from psyche_client.data.mixture import check_sources
+
+        check_sources(sources)
 
 
 def _data_kind(source: str) -> str:
@@ -43,14 +45,14 @@ def open_data(sources: list[str], seq_len: int, key: object) -> object:
 
     from psyche_client.backend.tcp import parse_address
     from psyche_client.data.http import HttpTokenProvider
-    from psyche_client.data.local import LocalTokenProvider
+    from psyche_client.data.mixture import open_sources
     from psyche_client.data.provider import DataError
     from psyche_client.data.tcp import TcpDataProvider
     from psyche_client.identity import NodeKey
 
     kind = _data_kind(sources[0])
     if kind == "file":
-        return LocalTokenProvider(sources, seq_len)
+        return open_sources(sources, seq_len)
     if kind == "http":
         return HttpTokenProvider(sources, seq_len)
     assert isinstance(key, NodeKey)
@@ -129,3 +131,5 @@ def data_make_corpus(
 
 data_app.command("make-corpus")(data_make_corpus)
 data_app.command("serve")(data_serve)
+data_app.command("prepare")(data_prepare)
+data_app.command("verify")(data_verify)

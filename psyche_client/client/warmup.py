@@ -68,6 +68,8 @@ async def load_model(ctx: ClientContext, state: _core.Coordinator) -> None:
     ctx.spec = spec
     ctx.model_config = model.config
     ctx.data = ctx.options.data(spec.seq_len)
+    if ctx.data is not None:  # (in-process tests run without data)
+        ctx.data.require_vocab(model.config.vocab_size)  # a one-line DataError, not mid-step
     ctx.trainer = Trainer(model, spec.demo, ctx.data, spec.micro_batch)
 
 

@@ -171,3 +171,43 @@ def make_corpus(
         part.astype(token_dtype(dtype)).tofile(f)
         files.append(f)
     return files
+
+
+def generate_documents(n_docs: int, doc_bytes: int = 400, seed: int = 0) -> list[str]:
+    """n_docs short texts of the grammar above (about doc_bytes each), deterministic per seed."""
+    text = generate_text(n_docs * doc_bytes, seed)
+    return [text[i * doc_bytes : (i + 1) * doc_bytes].strip() for i in range(n_docs)]
+
+
+def train_tokenizer(
+    texts: list[str],
+    path: str | os.PathLike[str],
+    vocab_size: int = 512,
+    eos: str = "<|endoftext|>",
+) -> Path:
+    """Train a byte-level BPE tokenizer on `texts` locally and save it as a tokenizer.json.
+
+    Tests and demos need a real HF `tokenizers` tokenizer without downloads; a few hundred
+    merges on the generated prose take well under a second. `eos` is its only special token
+    (id 0), the document separator `data prepare` finds by name. `path` is a file or a
+    directory (tokenizer.json inside, with a tokenizer_config.json naming the EOS).
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[eos],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    out = Path(path)
+    if out.suffix != ".json":
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "tokenizer_config.json").write_text(f'{{"eos_token": "{eos}"}}\n')
+        out = out / "tokenizer.json"
+    tok.save(str(out))
+    return out

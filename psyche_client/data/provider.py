@@ -16,11 +16,14 @@ import bisect
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from psyche_client.errors import UserError
+
+if TYPE_CHECKING:  # torch loads with the first batch: `join`'s input checks import this module
+    import torch
 
 TOKEN_DTYPES: dict[str, np.dtype] = {"u16": np.dtype("<u2"), "u32": np.dtype("<u4")}
 
@@ -40,6 +43,10 @@ class TokenDataProvider(ABC):
     """Random access to fixed-length token windows."""
 
     seq_len: int
+    vocab_size: int | None = None
+    """Vocabulary of the tokenizer the data was prepared with, where known (prepared dirs)."""
+    token_limit: int | None = None
+    """Once set (`require_vocab`), every batch is checked to hold only ids below it."""
 
     @abstractmethod
     def __len__(self) -> int:
@@ -51,7 +58,30 @@ class TokenDataProvider(ABC):
 
     def get_batch(self, indices: Sequence[int]) -> torch.Tensor:
         """Samples stacked into a (len(indices), seq_len + 1) int64 tensor."""
-        return torch.from_numpy(np.stack([self.get(int(i)) for i in indices]))
+        import torch
+
+        batch = np.stack([self.get(int(i)) for i in indices])
+        self._check_ids(batch)
+        return torch.from_numpy(batch)
+
+    def require_vocab(self, model_vocab: int) -> None:
+        """Refuse data tokenized with more ids than the model's embedding has, before training
+        (a smaller data vocabulary is fine: padded model vocabularies); from then on a batch
+        holding an id past the embedding (flat files say nothing of their tokenizer) is a
+        DataError, not an index error deep inside the model."""
+        if self.vocab_size is not None and self.vocab_size > model_vocab:
+            raise DataError(
+                f"the data was tokenized with a vocabulary of {self.vocab_size}, the model has "
+                f"vocab_size {model_vocab}: prepare it with the model's tokenizer"
+            )
+        self.token_limit = model_vocab
+
+    def _check_ids(self, batch: np.ndarray) -> None:
+        if self.token_limit is not None and batch.size and int(batch.max()) >= self.token_limit:
+            raise DataError(
+                f"the data holds token id {int(batch.max())}, the model's vocab_size is "
+                f"{self.token_limit}: the data was tokenized for another model"
+            )
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release files or connections."""
