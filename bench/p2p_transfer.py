@@ -9,6 +9,13 @@ Prints, then a last line of key=value pairs:
   fanout_s          8 receiver processes each fetching one 16 MB result from one announcer
 Best of --repeat runs for the 64 MB figures; TCP and fast path alternate run by run.
 Run: .venv/bin/python bench/p2p_transfer.py
+
+--relay: instead, sender and receiver advertise addresses nobody can dial (as clients behind
+NAT do) and reach each other only through a third process acting as circuit relay v2; prints
+  relayed_MBps      --size-mb through P2PNode.fetch over the relayed libp2p connection
+  direct_libp2p_MBps  the same payload size between two directly connected nodes, libp2p only
+  relay_ratio       relayed_MBps / direct_libp2p_MBps
+Run: .venv/bin/python bench/p2p_transfer.py --relay --size-mb 16
 """
 
 from __future__ import annotations
@@ -59,7 +66,13 @@ def _tcp_sender(conn: Connection, size: int) -> None:
     asyncio.run(main())
 
 
-def _node_proc(conn: Connection, seed: bytes, members: list[bytes], fast: bool) -> None:
+UNDIALABLE = {"public_host": "127.0.0.1", "public_port": 1, "connect_timeout": 3.0}
+"""Advertise 127.0.0.1:1 (nothing listens there): like a NATed client's private address."""
+
+
+def _node_proc(
+    conn: Connection, seed: bytes, members: list[bytes], fast: bool, extra: dict[str, Any]
+) -> None:
     """A node that publishes what it is told to and fetches what it is told to."""
 
     async def main() -> None:
@@ -67,7 +80,7 @@ def _node_proc(conn: Connection, seed: bytes, members: list[bytes], fast: bool) 
             NodeKey(seed),
             RUN,
             is_member=set(members).__contains__,
-            config=P2PConfig(fast_path=fast, uploads_per_peer=4, uploads_total=32),
+            config=P2PConfig(fast_path=fast, uploads_per_peer=4, uploads_total=32, **extra),
         )
         await node.start()
         node.set_step(1)
@@ -79,6 +92,12 @@ def _node_proc(conn: Connection, seed: bytes, members: list[bytes], fast: bool) 
             if cmd["op"] == "connect":
                 await node.connect(cmd["addr"])
                 conn.send({})
+            elif cmd["op"] == "reserved":
+                while not node.relay_reservations:
+                    await asyncio.sleep(0.05)
+                conn.send({})
+            elif cmd["op"] == "kinds":
+                conn.send({k.hex(): v for k, v in (await node.connection_kinds()).items()})
             elif cmd["op"] == "publish":
                 base = os.urandom(cmd["size"])
                 raws = []
@@ -159,14 +178,17 @@ async def paired(size: int, repeat: int) -> tuple[float, float, float]:
     return tcp, fast, cpu
 
 
-def _spawn_nodes(n: int, fast: list[bool]) -> tuple[list[Any], list[Connection], list[bytes]]:
+def _spawn_nodes(
+    n: int, fast: list[bool], extra: list[dict[str, Any]] | None = None
+) -> tuple[list[Any], list[Connection], list[bytes]]:
     ctx = mp.get_context("spawn")
     keys = [NodeKey.generate() for _ in range(n)]
     members = [k.node_id for k in keys]
     procs, conns = [], []
     for i, k in enumerate(keys):
         parent, child = ctx.Pipe()
-        p = ctx.Process(target=_node_proc, args=(child, k.seed, members, fast[i]))
+        opts = extra[i] if extra else {}
+        p = ctx.Process(target=_node_proc, args=(child, k.seed, members, fast[i], opts))
         p.start()
         procs.append(p)
         conns.append(parent)
@@ -225,14 +247,52 @@ async def fanout(receivers: int, size: int) -> float:
     return secs
 
 
+async def relayed(size: int, repeat: int) -> tuple[float, list[str]]:
+    """Best MB/s of a fetch between two undialable nodes through a relay process, and the
+    receiver's connection kinds (to show it really was relayed)."""
+    procs, conns, members = _spawn_nodes(3, [True, True, True], [{}, UNDIALABLE, UNDIALABLE])
+    relay, sender, receiver = conns
+    addrs = [await _recv(c) for c in conns]
+    for c in (sender, receiver):
+        c.send({"op": "connect", "addr": addrs[0]["p2p"]})
+        await _recv(c)
+        c.send({"op": "reserved"})
+        await _recv(c)
+    sender.send({"op": "publish", "size": size, "count": repeat})
+    raws = (await _recv(sender))["raws"]
+    best = 0.0
+    for raw in raws:
+        receiver.send({"op": "fetch", "raw": raw})
+        r = await _recv(receiver)
+        assert r["size"] == size
+        best = max(best, size / MB / r["secs"])
+    receiver.send({"op": "kinds"})
+    kinds = await _recv(receiver)
+    await _close(procs, conns)
+    return best, [kinds.get(members[0].hex(), "-"), kinds.get(members[1].hex(), "-")]
+
+
+async def relay_main(size: int, repeat: int) -> None:
+    rel, kinds = await relayed(size, repeat)
+    print(f"relayed (receiver -> relay {kinds[0]}, -> sender {kinds[1]}): {rel:.1f} MB/s")
+    direct, _ = await result_path(size, repeat, fast=False)
+    print(f"direct, libp2p only: {direct:.1f} MB/s", flush=True)
+    assert kinds[1] == "relayed", kinds
+    print(f"relayed_MBps={rel:.1f} direct_libp2p_MBps={direct:.1f} relay_ratio={rel / direct:.2f}")
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--size-mb", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--fanout", type=int, default=8)
     ap.add_argument("--fanout-mb", type=int, default=16)
+    ap.add_argument("--relay", action="store_true", help="relayed vs direct libp2p only")
     args = ap.parse_args()
     size = args.size_mb * MB
+    if args.relay:
+        await relay_main(size, args.repeat)
+        return
     tcp, fast, cpu_fast = await paired(size, args.repeat)
     print(f"plain asyncio TCP: {tcp:.0f} MB/s", flush=True)
     print(f"result path, fast path: {fast:.0f} MB/s, {cpu_fast * 1000:.2f} ms CPU/MB", flush=True)

@@ -33,9 +33,12 @@ class P2PConfig:
     cannot dial this node directly can reach it through one of them (0 = never)."""
     relay_max_circuits: int = 64
     """Relayed connections this node carries for others at once."""
-    unreachable_after: float = 60.0
-    """A direct fast-path dial that failed is not retried towards that peer for this long
-    (libp2p streams, possibly relayed, are used instead)."""
+    unreachable_after: float = 300.0
+    """A fast-path dial that failed is not retried towards that peer for this long (libp2p
+    streams, possibly relayed, are used instead): a NATed peer's advertised address would
+    otherwise cost a connect timeout on every fetch."""
+    fast_connect_timeout: float = 3.0
+    """TCP connect of the fast path; short because libp2p is the fallback (3 s = two SYNs)."""
     heartbeat_interval: int = 1
     """py-libp2p's default is 120 s, far too slow to repair a mesh within one round."""
     gossip_degree: int = 6

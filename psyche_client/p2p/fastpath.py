@@ -194,7 +194,7 @@ async def fast_fetch(
     try:
         try:
             connect = loop.sock_connect(sock, sockaddr)
-            await asyncio.wait_for(connect, config.connect_timeout)
+            await asyncio.wait_for(connect, min(config.fast_connect_timeout, idle))
             hello = await _recv_exactly(loop, sock, _HELLO, idle)
         except (OSError, ValueError, TimeoutError) as exc:
             raise wire.TransferError(f"fast connect {addr}: {exc!r}") from exc

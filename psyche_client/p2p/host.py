@@ -262,6 +262,8 @@ class Libp2pHost:
             with trio.fail_after(self.config.connect_timeout):
                 await self._host.connect(info)
         except Exception as direct:  # noqa: BLE001 - any dial failure: try the relays
+            if self._host.get_network().connections.get(info.peer_id):
+                return node  # it dialled us meanwhile (a peer behind NAT does)
             if self.relays is None:
                 raise
             try:

@@ -25,10 +25,14 @@ REPO = Path(__file__).resolve().parents[2]
 class PeerProc:
     """One peer process; `call` sends a command and waits for its reply."""
 
-    def __init__(self, key: NodeKey, members: list[bytes], *extra: str) -> None:
+    def __init__(
+        self, key: NodeKey, members: list[bytes], *extra: str, prefix: tuple[str, ...] = ()
+    ) -> None:
+        """`prefix`: e.g. ("ip", "netns", "exec", NS) to run the peer in a network namespace."""
         self.key = key
         self.node_id = key.node_id.hex()
         args = [
+            *prefix,
             sys.executable,
             str(PEER_SCRIPT),
             "--seed",

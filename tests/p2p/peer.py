@@ -36,6 +36,8 @@ class Peer:
             rpc_timeout=args.idle_timeout,
             upload_rate_limit=args.rate,
             reannounce_interval=args.reannounce,
+            listen_host=args.listen_host,
+            route_hint=args.route_hint,
         )
         self.node = P2PNode(self.key, args.run, is_member=members.__contains__, config=config)
         self.seen: dict[tuple[str, int, int], Announcement] = {}
@@ -140,6 +142,13 @@ class Peer:
                 "config": hashlib.sha256(snap.config).hexdigest(),
                 "tensors": {k: hashlib.sha256(v).hexdigest() for k, v in snap.tensors.items()},
             }
+        if op == "kinds":
+            return {"kinds": {k.hex(): v for k, v in (await node.connection_kinds()).items()}}
+        if op == "reservations":
+            deadline = time.monotonic() + cmd.get("timeout", 30.0)
+            while node.relay_reservations < cmd["at_least"] and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            return {"reservations": node.relay_reservations}
         if op == "stats":
             s = node.stats
             return {
@@ -192,6 +201,8 @@ async def main() -> None:
     ap.add_argument("--fetch-timeout", type=float, default=60.0)
     ap.add_argument("--rate", type=float, default=0.0)
     ap.add_argument("--reannounce", type=float, default=2.0)
+    ap.add_argument("--listen-host", default="127.0.0.1")
+    ap.add_argument("--route-hint", default="")
     peer = Peer(ap.parse_args())
     await peer.node.start()
     loop = asyncio.get_running_loop()
