@@ -29,14 +29,17 @@ import torch
 from psyche_client.data.corpus import make_corpus
 from psyche_client.data.local import LocalTokenProvider
 from psyche_client.training.model import LlamaConfig, LlamaForCausalLM, build_model
-from psyche_client.training.optimizer import DeMoConfig
+from psyche_client.training.optimizer import DeMo, DeMoConfig
 from psyche_client.training.result import ValueMode
-from psyche_client.training.trainer import Trainer, compute_gradients
+from psyche_client.training.trainer import compute_gradients
+
+WARMUP_FRAC = 0.1
 
 
-def lr_at(step: int, steps: int, peak: float) -> float:
-    """Linear warmup over 10% of steps, then cosine decay to 10% of peak (same for both)."""
-    warm = max(1, steps // 10)
+def lr_at(step: int, steps: int, peak: float, warmup: float | None = None) -> float:
+    """Linear warmup over `warmup` (default 10%) of the steps, then cosine decay to 10% of peak
+    (the same schedule for both optimisers)."""
+    warm = max(1, int(steps * (WARMUP_FRAC if warmup is None else warmup)))
     if step < warm:
         return peak * (step + 1) / warm
     t = (step - warm) / max(1, steps - warm)
@@ -66,7 +69,7 @@ def run_adamw(args: argparse.Namespace, data: LocalTokenProvider, lr: float, hel
     gb = args.clients * args.batch
     for step in range(args.steps):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.steps, lr)
+            g["lr"] = lr_at(step, args.steps, lr, args.warmup)
         grads, _ = compute_gradients(model, data.get_batch(batch_indices(step, gb, n_train)))
         for name, p in model.named_parameters():
             p.grad = grads.get(name)
@@ -76,29 +79,39 @@ def run_adamw(args: argparse.Namespace, data: LocalTokenProvider, lr: float, hel
     return held_out_loss(model, data, held), model.num_parameters()
 
 
-def run_demo(args: argparse.Namespace, data: LocalTokenProvider, lr: float, held: list[int]):
-    model = build_model(model_config(args), seed=args.seed)
-    cfg = DeMoConfig(
+def demo_config(args: argparse.Namespace, lr: float) -> DeMoConfig:
+    return DeMoConfig(
         lr=lr,
         momentum_decay=args.beta,
         chunk_size=args.chunk,
         topk=args.topk,
         weight_decay=args.weight_decay,
         value_mode=ValueMode[args.values.upper()],
+        lr_weighted=args.lr_weighted,
+        aggregate=args.aggregate,
     )
+
+
+def run_demo(args: argparse.Namespace, data: LocalTokenProvider, lr: float, held: list[int]):
+    model = build_model(model_config(args), seed=args.seed)
+    cfg = demo_config(args, lr)
     # N clients over one shared model: every honest client would hold these same parameters.
-    clients = [Trainer(model, cfg, data) for _ in range(args.clients)]
+    clients = [DeMo(model.named_parameters(), cfg) for _ in range(args.clients)]
     n_train = len(data) - len(held)
     gb = args.clients * args.batch
     sent = 0
+    model.train()
     for step in range(args.steps):
         idx = batch_indices(step, gb, n_train)
+        step_lr = lr_at(step, args.steps, lr, args.warmup)
         results = []
-        for c, tr in enumerate(clients):
-            res = tr.train_step(idx[c * args.batch : (c + 1) * args.batch]).result
+        for c, demo in enumerate(clients):
+            batch = data.get_batch(idx[c * args.batch : (c + 1) * args.batch])
+            grads, _ = compute_gradients(model, batch)
+            res = demo.compress(grads, lr=step_lr)
             sent += len(res.to_bytes())
             results.append(res)
-        clients[0].apply(results, lr=lr_at(step, args.steps, lr))
+        clients[0].apply(results, lr=step_lr)
         _log(args, "demo", step, model, data, held)
     per_client_step = sent / (args.steps * args.clients)
     return held_out_loss(model, data, held), per_client_step
@@ -159,6 +172,11 @@ def main() -> None:
     ap.add_argument("--topk", type=int, default=4)
     ap.add_argument("--values", choices=["sign", "bf16", "fp32"], default="sign")
     ap.add_argument("--beta", type=float, default=0.999)
+    ap.add_argument("--warmup", type=float, default=WARMUP_FRAC, help="warmup fraction of steps")
+    ap.add_argument(
+        "--lr-weighted", action="store_true", help="momentum accumulates lr·g (DeMo paper)"
+    )
+    ap.add_argument("--aggregate", choices=["mean", "sum"], default="mean")
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--adamw-lr", type=float, default=2e-3)
     ap.add_argument("--demo-lr", type=float, default=2e-3)
@@ -202,7 +220,8 @@ def main() -> None:
         f"tokens_per_step={args.clients * args.batch * args.seq} chunk={args.chunk} "
         f"topk={args.topk} values={args.values} beta={args.beta} seed={args.seed} "
         f"tied={args.tied} batch_per_client={args.batch} seq={args.seq} "
-        f"adamw_lr={args.adamw_lr:g} demo_lr={args.demo_lr:g} seconds={seconds:.0f}"
+        f"adamw_lr={args.adamw_lr:g} demo_lr={args.demo_lr:g} warmup={args.warmup:g} "
+        f"lr_weighted={args.lr_weighted} aggregate={args.aggregate} seconds={seconds:.0f}"
     )
     print(
         f"adamw_loss={adamw_loss:.4f} demo_loss={demo_loss:.4f} "

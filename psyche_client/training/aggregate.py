@@ -81,6 +81,7 @@ def quantised_mean(
     vals: list[torch.Tensor],
     mode: ValueMode,
     q_levels: int,
+    aggregate: str = "mean",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(all peers' indices side by side, the integer mean q at each of them), both
     (rows, P·k). `buf` is a dense int32 scratch of (rows, chunk_numel); it is left zeroed."""
@@ -91,6 +92,8 @@ def quantised_mean(
         buf.scatter_add_(1, i, ones)
     count = buf.gather(1, every)
     buf.scatter_(1, every, 0)
+    if aggregate == "sum":  # the mean over all peers: every count is the number of results
+        count = torch.full_like(count, len(idx))
     if mode is ValueMode.SIGN:
         for i, v in zip(idx, vals, strict=True):
             buf.scatter_add_(1, i, v.to(torch.int32))
@@ -116,6 +119,7 @@ def direction_rows(
     mode: ValueMode,
     device: torch.device,
     scratch: ApplyScratch,
+    aggregate: str = "mean",
 ) -> torch.Tensor:
     """The {-1, 0, 1} step direction of every chunk of the group, (rows, chunk_numel) fp32."""
     idx = _stack(results, group, device, values=False)
@@ -124,7 +128,7 @@ def direction_rows(
     separable = group.numel > SEPARABLE_ABOVE or nnz > FP32_MAX_NNZ
     q_levels, b_levels = (MEAN_LEVELS, BASIS_LEVELS) if separable else levels(nnz)
     buf = scratch.get(0, group, device)
-    every, q = quantised_mean(buf, idx, vals, mode, q_levels)
+    every, q = quantised_mean(buf, idx, vals, mode, q_levels, aggregate)
     out = scratch.get(1, group, device).view(torch.float32)
     if not separable:
         dense = buf.view(torch.float32)
@@ -158,6 +162,7 @@ def apply_layout(
     lr: float,
     weight_decay: float,
     scratch: ApplyScratch,
+    aggregate: str = "mean",
 ) -> None:
     """p ← p·(1 − lr·wd) − lr·direction for every parameter; results already validated."""
     if weight_decay:
@@ -165,5 +170,5 @@ def apply_layout(
             p.mul_(1.0 - lr * weight_decay)
     for group in layout:
         device = params[group.slots[0].name].device
-        rows = direction_rows(group, results, mode, device, scratch)
+        rows = direction_rows(group, results, mode, device, scratch, aggregate)
         add_rows(group, params, rows, -lr)

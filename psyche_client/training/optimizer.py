@@ -52,12 +52,24 @@ class DeMoConfig:
     topk: int = 4  # coefficients kept per chunk
     weight_decay: float = 0.0  # decoupled, as in AdamW: p ← p·(1 − lr·wd)
     value_mode: ValueMode = ValueMode.SIGN
+    # m ← β·m + lr·g (the DeMo paper's algorithm) instead of m ← β·m + g. Only changes anything
+    # under a learning-rate schedule: top-k and sign do not see a constant scale.
+    lr_weighted: bool = False
+    # "mean": each coefficient averaged over the peers that picked it; "sum": over all peers
+    # (a coefficient several peers agree on weighs more).
+    aggregate: str = "mean"
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1 or self.topk < 1:
             raise ValueError("chunk_size and topk must be positive")
         if not 0.0 <= self.momentum_decay < 1.0:
             raise ValueError("momentum_decay must be in [0, 1)")
+        if self.aggregate not in ("mean", "sum"):
+            raise ValueError("aggregate must be 'mean' or 'sum'")
+
+    def grad_weight(self, lr: float | None) -> float:
+        """The factor on the gradient added to the momentum at a step with learning rate lr."""
+        return (self.lr if lr is None else lr) if self.lr_weighted else 1.0
 
 
 def param_layout(
@@ -74,6 +86,7 @@ def compress_step(
     grads: Mapping[str, torch.Tensor | None],
     cfg: DeMoConfig,
     update_momentum: bool = True,
+    lr: float | None = None,
 ) -> DeMoResult:
     """Folds `grads` into `momentum` and extracts the top-k DCT components to share.
 
@@ -81,7 +94,8 @@ def compress_step(
     parameter) with that parameter's momentum as DCT coefficients, chunk after chunk (as
     `DeMo.momentum` and a decoded momentum disclosure hold it); a missing gradient counts as
     zero. With update_momentum=False the momentum dict is left untouched (verifiers use this to
-    recompute a peer's result without disturbing their own state). Computes exactly what
+    recompute a peer's result without disturbing their own state). `lr` is the step's learning
+    rate (default cfg.lr; it only matters with cfg.lr_weighted). Computes exactly what
     `DeMo.compress` computes, bit for bit.
     """
     layout = TileLayout({n: tuple(m.shape) for n, m in momentum.items()}, cfg.chunk_size)
@@ -89,7 +103,14 @@ def compress_step(
     bufs = layout.buffers(device)
     load_momentum(layout, momentum, bufs)
     out = compress_layout(
-        layout, bufs, grads, layout.buffers(device), cfg.momentum_decay, cfg.topk, cfg.value_mode
+        layout,
+        bufs,
+        grads,
+        layout.buffers(device),
+        cfg.momentum_decay,
+        cfg.topk,
+        cfg.value_mode,
+        cfg.grad_weight(lr),
     )
     if update_momentum:
         for name, view in momentum_views(layout, bufs).items():
@@ -136,6 +157,7 @@ def apply_results(
         step,
         cfg.weight_decay,
         scratch if scratch is not None else ApplyScratch(),
+        cfg.aggregate,
     )
 
 
@@ -162,9 +184,11 @@ class DeMo:
     def layout(self) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
         return param_layout(self.params, self.cfg.chunk_size)
 
-    def compress(self, grads: Mapping[str, torch.Tensor | None] | None = None) -> DeMoResult:
+    def compress(
+        self, grads: Mapping[str, torch.Tensor | None] | None = None, lr: float | None = None
+    ) -> DeMoResult:
         """Client side: fold the gradients (default: each parameter's .grad) into momentum and
-        return what to broadcast."""
+        return what to broadcast. `lr`: this step's learning rate (used with cfg.lr_weighted)."""
         if grads is None:
             grads = {n: p.grad for n, p in self.params.items()}
         if self._scratch is None:
@@ -178,6 +202,7 @@ class DeMo:
             cfg.momentum_decay,
             cfg.topk,
             cfg.value_mode,
+            cfg.grad_weight(lr),
         )
 
     def apply(self, results: Sequence[DeMoResult], lr: float | None = None) -> None:

@@ -50,10 +50,12 @@ def recompute_result(
     momentum: dict[str, torch.Tensor],
     cfg: DeMoConfig,
     micro_batch: int | None = None,
+    lr: float | None = None,
 ) -> DeMoResult:
-    """The result an honest peer with this momentum would have sent for this batch."""
+    """The result an honest peer with this momentum would have sent for this batch (at a step
+    with learning rate `lr`, default cfg.lr)."""
     grads, _ = compute_gradients(model, batch, micro_batch)
-    return compress_step(momentum, grads, cfg, update_momentum=False)
+    return compress_step(momentum, grads, cfg, update_momentum=False, lr=lr)
 
 
 def _slot_matches(a: torch.Tensor, b: torch.Tensor, mode: ValueMode) -> torch.Tensor:
@@ -94,6 +96,7 @@ def verify_result(
     cfg: DeMoConfig,
     threshold: float = PASS_THRESHOLD,
     micro_batch: int | None = None,
+    lr: float | None = None,
 ) -> VerifyReport:
     """Recomputes the peer's result and scores the claim; a malformed claim scores 0."""
     try:
@@ -101,7 +104,7 @@ def verify_result(
         check_matches(claimed, layout, k=cfg.topk, mode=cfg.value_mode)
     except ResultFormatError as e:
         return VerifyReport(0.0, False, f"malformed: {e}")
-    ref = recompute_result(model, batch, momentum, cfg, micro_batch)
+    ref = recompute_result(model, batch, momentum, cfg, micro_batch, lr)
     score = score_results(claimed, ref)
     ok = score >= threshold
     return VerifyReport(score, ok, f"score {score:.4f} vs threshold {threshold}")

@@ -207,3 +207,37 @@ def test_keeping_every_coefficient_reduces_to_sign_sgd() -> None:
         same = params[n] == expected[n]
         assert bool(same[grads[n].abs() > 0.05 * grads[n].abs().max()].all()), n
         assert float(same.float().mean()) > 0.97, n
+
+
+def test_lr_weighted_momentum_is_scale_free_under_a_constant_lr() -> None:
+    """m ← β·m + lr·g: with one lr for every step, top-k and sign see only a scale, so the
+    results equal the unweighted ones; under a schedule they differ."""
+    g = torch.Generator().manual_seed(4)
+    grads = [{"w": torch.randn(32, 32, generator=g)} for _ in range(4)]
+    plain, weighted = DeMoConfig(), DeMoConfig(lr_weighted=True)
+    mp, mw = {"w": torch.zeros(32, 32)}, {"w": torch.zeros(32, 32)}
+    for gr in grads:
+        rp, rw = compress_step(mp, gr, plain), compress_step(mw, gr, weighted, lr=0.5)
+        assert torch.equal(rp.params["w"].indices, rw.params["w"].indices)
+        assert torch.equal(rp.params["w"].values, rw.params["w"].values)
+    assert torch.allclose(mw["w"], 0.5 * mp["w"])
+    ms = {"w": torch.zeros(32, 32)}
+    picks = [
+        compress_step(ms, gr, weighted, lr=lr).params["w"].indices
+        for gr, lr in zip(grads, [1e-4, 1e-3, 1e-2, 1e-1], strict=True)
+    ]
+    assert not torch.equal(picks[-1], rp.params["w"].indices)
+
+
+def test_sum_aggregation_weighs_agreement() -> None:
+    a = _one_param_result([[0, 3]], [[1.0, 1.0]])
+    b = _one_param_result([[0, 5]], [[1.0, -1.0]])
+    cfg = DeMoConfig(lr=1.0, chunk_size=16, topk=2, value_mode=ValueMode.FP32, aggregate="sum")
+    p = {"w": torch.zeros(16)}
+    apply_results(p, [a, b], cfg)
+    expected = torch.zeros(1, 16, dtype=torch.float64)
+    expected[0, 0], expected[0, 3], expected[0, 5] = 1.0, 0.5, -0.5  # the mean over both peers
+    exact = dct.decode(expected, (16,), (16,))
+    clear = exact.abs() > 0.02 * exact.abs().max()
+    assert torch.equal(-p["w"][clear], torch.sign(exact[clear]).float())
+    assert not torch.equal(-p["w"], _direction([a, b]))  # differs from the mean over pickers
