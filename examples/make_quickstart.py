@@ -94,8 +94,11 @@ else:
 print(run)
 run.status()""",
     ),
-    ("markdown", "## Join it with three clients\n\n"
-     "Each `join` returns at once; the client trains in the background until the run ends."),
+    (
+        "markdown",
+        "## Join it with three clients\n\n"
+        "Each `join` returns at once; the client trains in the background until the run ends.",
+    ),
     (
         "code",
         """n_clients = 2 if BACKEND == "solana" else 3
@@ -106,8 +109,11 @@ clients = [
 ]
 clients""",
     ),
-    ("markdown", "## Watch it live\n\n"
-     "`watch()` yields a new status snapshot whenever something changes, until `Finished`."),
+    (
+        "markdown",
+        "## Watch it live\n\n"
+        "`watch()` yields a new status snapshot whenever something changes, until `Finished`.",
+    ),
     (
         "code",
         """last = None
@@ -162,7 +168,8 @@ print("SUMMARY", summary)""",
 
 def build() -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    kernel = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = kernel
     for kind, source in CELLS:
         make = nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell
         nb.cells.append(make(source))
