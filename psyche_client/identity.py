@@ -99,14 +99,20 @@ def load_keypair(path: str | Path) -> NodeKey:
     """Read a Solana keypair file, with a one-line error naming the file on any problem."""
     p = Path(path).expanduser()
     try:
-        raw = p.read_text()
+        blob = p.read_bytes()
     except FileNotFoundError:
         raise KeyFileError(f"key file {p} does not exist") from None
+    except IsADirectoryError:
+        raise KeyFileError(f"key file {p} is a directory") from None
     except OSError as e:
         raise KeyFileError(f"cannot read key file {p}: {e.strerror}") from None
+    if len(blob) > 4096:  # a keypair file is ~200 bytes; never parse a large file
+        raise KeyFileError(f"key file {p} is not a Solana keypair ({len(blob)} bytes)")
     try:
-        data = json.loads(raw)
-    except json.JSONDecodeError:
+        data = json.loads(blob.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise KeyFileError(f"key file {p} is not a Solana keypair (not text)") from None
+    except (json.JSONDecodeError, RecursionError, ValueError):
         raise KeyFileError(f"key file {p} is not JSON (expected a Solana keypair file)") from None
     if (
         not isinstance(data, list)

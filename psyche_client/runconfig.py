@@ -51,7 +51,22 @@ def config_with(fields: Mapping[str, Any], base: _core.Config | None = None) -> 
             "InvalidMessage", f"unknown config field ({e}); known fields: {known}"
         ) from None
     except OverflowError:
-        raise ConfigError("InvalidMessage", "a config value is out of range") from None
+        bad = [f"{k}={v}" for k, v in fields.items() if not _fits(k, v)]
+        raise ConfigError(
+            "InvalidMessage", f"config value out of range: {', '.join(bad) or 'one of them'}"
+        ) from None
+
+
+def _fits(name: str, value: int) -> bool:
+    from psyche_client import _core
+
+    try:
+        _core.Config(**{name: value})
+    except OverflowError:
+        return False
+    except TypeError:
+        pass
+    return True
 
 
 def checked(config: _core.Config) -> _core.Config:

@@ -49,6 +49,18 @@ class NotACoordinator(UserError, ConnectionError):
     """The first connection reached something that is not this run's Psyche coordinator."""
 
 
+class CoordinatorUnreachable(UserError, ConnectionError):
+    """The first connection could not be made at all (refused, no route, unknown host)."""
+
+
+OPEN_FRAME = wire.encode_frame(
+    wire.KIND_CONTROL,
+    wire.canonical_json({"type": "open", "protocol": "psyche-tcp/1"}) + b"\r\n\r\n",
+)
+"""The client's first bytes. The trailing CRLFs are JSON whitespace to a coordinator, and end a
+(bad) request line to an HTTP server, which then answers at once instead of waiting."""
+
+
 class AddressError(UserError, ValueError):
     """A coordinator address is not host:port."""
 
@@ -76,9 +88,11 @@ class TcpCoordinatorClient:
         request_timeout_s: float = 30.0,
         max_backoff_s: float = 5.0,
         join_token: str | None = None,
+        retry_first: bool = True,
     ) -> None:
         self.host, self.port = parse_address(address)
         self.join_token = join_token
+        self.retry_first = retry_first
         self.key = key
         self.run_id = run_id
         self.max_state_bytes = max_state_bytes
@@ -109,8 +123,14 @@ class TcpCoordinatorClient:
         if waiter not in done:
             waiter.cancel()
             await self.stop()
-            if self._first_error is not None:
-                raise NotACoordinator(str(self._first_error)) from None
+            first = self._first_error
+            if isinstance(first, wire.WireError):
+                raise NotACoordinator(str(first)) from None
+            if isinstance(first, OSError):
+                reason = first.strerror or str(first) or type(first).__name__
+                raise CoordinatorUnreachable(
+                    f"cannot reach coordinator {self.host}:{self.port}: {reason}"
+                ) from None
             raise ConnectionError(f"no answer from coordinator {self.host}:{self.port}")
         await self.wait_state(lambda s: True, timeout_s)
 
@@ -149,7 +169,7 @@ class TcpCoordinatorClient:
             self._seq += 1
             fut: asyncio.Future[dict[str, Any]] = loop.create_future()
             self._pending[seq] = fut
-            if kind == "join" and self.join_token:
+            if kind in ("join", "may_join") and self.join_token:
                 proof = join_proof(self.join_token, self._challenge, self.key.public)
                 body = {**body, "token_proof": proof.hex()}
             self._last_sent = time.monotonic()
@@ -186,7 +206,7 @@ class TcpCoordinatorClient:
                 backoff = 0.1
             except (OSError, EOFError, wire.WireError, TimeoutError) as e:
                 if not self._connected.is_set() and self.reconnects == 0:
-                    if isinstance(e, wire.WireError):
+                    if isinstance(e, wire.WireError) or not self.retry_first:
                         self._first_error = e
                         return
                 log.info("coordinator connection lost (%s); reconnecting", e)
@@ -225,7 +245,7 @@ class TcpCoordinatorClient:
         keepalive: asyncio.Task[None] | None = None
         try:
             limit = wire.DEFAULT_MAX_CONTROL_BYTES
-            writer.write(wire.encode_control({"type": "open", "protocol": "psyche-tcp/1"}))
+            writer.write(OPEN_FRAME)
             challenge_msg = await self._open(reader)
             challenge = wire.hex_field(challenge_msg, "nonce", 32)
             run_id = challenge_msg.get("run_id")
@@ -268,6 +288,24 @@ class TcpCoordinatorClient:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+
+async def preflight(
+    address: str, key: NodeKey, join_token: str | None = None, timeout_s: float = 10.0
+) -> None:
+    """One attempt, before anything heavy is loaded: is `address` a Psyche coordinator that
+    would let `key` join? Raises a one-line `UserError` saying what is wrong."""
+    conn = TcpCoordinatorClient(address, key, join_token=join_token, retry_first=False)
+    await conn.start(timeout_s)
+    try:
+        await conn.request("may_join", {})
+    except CoordinatorRejected as e:
+        if e.name in JOIN_REFUSALS:
+            raise JoinRefused(
+                f"the coordinator refused to let this client join: {e.message}"
+            ) from None
+    finally:
+        await conn.stop()
 
 
 class TcpBackend:

@@ -38,25 +38,36 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, mapping user errors to one line and exit code 2."""
     register_commands()
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="psyche-client", standalone_mode=False)
     except UserError as e:
-        print(f"psyche-client: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(str(e))
     except KeyboardInterrupt:
         print("psyche-client: interrupted", file=sys.stderr)
         return 130
     except typer.Exit as e:
         return int(e.exit_code or 0)
-    except Exception as e:  # click usage errors carry their own exit code and message
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            return e.exit_code
-        if isinstance(e, click.exceptions.Abort):
-            return 130
-        raise
+    except typer.Abort:
+        print("psyche-client: aborted", file=sys.stderr)
+        return 130
+    except typer.TyperException as e:  # typer's bundled click: usage errors and file errors
+        return _usage_error(e)
     return 0
+
+
+def _fail(message: str, code: int = 2) -> int:
+    line = " ".join(message.split())  # one line, whatever the message held
+    print(f"psyche-client: error: {line}", file=sys.stderr)
+    return code
+
+
+def _usage_error(e: typer.TyperException) -> int:
+    """One line for a usage error (click prints usage, a hint and the error on three)."""
+    ctx = getattr(e, "ctx", None)
+    if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+        print(ctx.get_help())  # a bare group or command: its help is the answer
+        return 2
+    hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+    return _fail(f"{e.format_message()}{hint}", int(getattr(e, "exit_code", 2) or 2))
 
 
 __all__ = ["UserError", "app", "main"]

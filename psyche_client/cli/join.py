@@ -38,7 +38,14 @@ def join(
     ),
     events: Annotated[Path | None, typer.Option(help="Append JSON-line events here.")] = None,
     max_epochs: Annotated[int | None, typer.Option(help="Leave after this many epochs.")] = None,
-    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
+    threads: Annotated[int, typer.Option(help="torch CPU threads.", min=1)] = 1,
+    join_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PSYCHE_JOIN_TOKEN",
+            help="The run's join token, if its operator set one (or PSYCHE_JOIN_TOKEN).",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No live status line.")] = False,
     rpc: Annotated[str, typer.Option(help="Solana RPC URL (Solana runs).")] = (
         "http://127.0.0.1:8899"
@@ -65,17 +72,19 @@ def join(
     """Join a run and train with the others until it finishes (Ctrl-C leaves cleanly)."""
     setup_logging(verbose)
     endpoints = _endpoints(run, rpc, listen, public_addr)
+    from psyche_client.identity import load_or_create_keypair
+
+    # Every check a user can fail runs before torch loads: a mistake is one line, at once.
+    node_key = load_or_create_keypair(key)
+    check_data_sources(data)
+    backend = _backend_for(run, node_key, rpc, wallet, join_token)
     import torch
 
     from psyche_client.cli.status_line import StatusLine
     from psyche_client.client import ClientOptions, RunClient
-    from psyche_client.identity import load_or_create_keypair
     from psyche_client.p2p.config import P2PConfig
 
-    node_key = load_or_create_keypair(key)
-    check_data_sources(data)
     torch.set_num_threads(threads)
-    backend = _backend_for(run, node_key, rpc, wallet)
     status = StatusLine(enabled=not quiet)
     options = ClientOptions(
         p2p=endpoints.apply(P2PConfig()),
@@ -141,7 +150,9 @@ def _looks_like_tcp(run: str) -> bool:
     return bool(sep and host and port.isdigit()) or run.startswith("tcp://")
 
 
-def _backend_for(run: str, node_key: object, rpc: str, wallet: Path) -> object:
+def _backend_for(
+    run: str, node_key: object, rpc: str, wallet: Path, join_token: str | None = None
+) -> object:
     """TCP backend for host:port, else the Solana backend for a run id or run account."""
     from psyche_client.backend.tcp import TcpBackend, parse_address
     from psyche_client.identity import NodeKey, load_keypair
@@ -149,7 +160,10 @@ def _backend_for(run: str, node_key: object, rpc: str, wallet: Path) -> object:
     assert isinstance(node_key, NodeKey)
     if _looks_like_tcp(run) or ":" in run:
         parse_address(run)
-        return TcpBackend(run, node_key)
+        from psyche_client.backend.tcp import preflight
+
+        asyncio.run(preflight(run, node_key, join_token))  # reachable, a coordinator, may join
+        return TcpBackend(run, node_key, join_token=join_token)
     from solders.keypair import Keypair
     from solders.pubkey import Pubkey
 
@@ -165,9 +179,14 @@ def _backend_for(run: str, node_key: object, rpc: str, wallet: Path) -> object:
         account = Pubkey.from_string(run) if len(run) > 32 else None
     except ValueError:
         account = None
-    if account is not None:
-        return SolanaBackend(rpc, payer, node_key.public, account)
-    from psyche_client.runid import run_id_bytes
+    from psyche_client.cli.run import preflight_run
 
-    run_id_bytes(run)  # validates the name with a clear error
-    return SolanaBackend.for_run(rpc, payer, node_key.public, run)
+    if account is not None:
+        backend = SolanaBackend(rpc, payer, node_key.public, account)
+    else:
+        from psyche_client.runid import run_id_bytes
+
+        run_id_bytes(run)  # validates the name with a clear error
+        backend = SolanaBackend.for_run(rpc, payer, node_key.public, run)
+    preflight_run(rpc, backend.run, run)  # the RPC answers and the run exists
+    return backend

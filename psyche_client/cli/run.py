@@ -19,6 +19,7 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from psyche_client import _core
+from psyche_client.errors import UserError
 from psyche_client.identity import load_keypair
 from psyche_client.modelref import model_ref_from_kind
 from psyche_client.runconfig import config_from_sets
@@ -42,12 +43,19 @@ Sets = Annotated[
 ]
 
 
-def keypair(path: str) -> Keypair:
+def keypair(path: str | None) -> Keypair:
+    """The owner keypair at `path`; a throwaway one for reads (`None`), which sign nothing."""
+    if path is None:
+        return Keypair()
     key = load_keypair(path)
     return Keypair.from_seed(key.seed)
 
 
-def run_async(fn: Callable[[SolanaCoordinatorClient], Awaitable[T]], rpc: str, key: str) -> T:
+def run_async(
+    fn: Callable[[SolanaCoordinatorClient], Awaitable[T]], rpc: str, key: str | None
+) -> T:
+    from solana.exceptions import SolanaRpcException
+
     async def go() -> T:
         sdk = SolanaCoordinatorClient(rpc, keypair(key))
         try:
@@ -57,12 +65,37 @@ def run_async(fn: Callable[[SolanaCoordinatorClient], Awaitable[T]], rpc: str, k
 
     try:
         return asyncio.run(go())
+    except SolanaRpcException as e:
+        cause = e.__cause__ or e
+        raise UserError(f"cannot reach Solana RPC {rpc}: {type(cause).__name__}: {cause}") from None
     except ProgramRejected as e:
         typer.echo(f"rejected: {e.name}", err=True)
         raise typer.Exit(1) from None
     except (SendFailed, LookupError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(1) from None
+
+
+def preflight_run(rpc: str, run: Pubkey, label: str) -> None:
+    """Before `join` loads torch: the RPC answers and the run account exists (one-line errors)."""
+    from solana.exceptions import SolanaRpcException
+
+    async def go() -> None:
+        sdk = SolanaCoordinatorClient(rpc, Keypair())
+        try:
+            await sdk.run_account(run)
+        finally:
+            await sdk.close()
+
+    try:
+        asyncio.run(go())
+    except SolanaRpcException as e:
+        cause = e.__cause__ or e
+        raise UserError(
+            f"cannot reach Solana RPC {rpc} for run {label}: {type(cause).__name__}: {cause}"
+        ) from None
+    except (LookupError, ValueError) as e:
+        raise UserError(f"run {label}: {e} on {rpc}") from None
 
 
 def status_dict(run: Pubkey, state: _core.Coordinator, account: Any) -> dict[str, Any]:
@@ -176,8 +209,14 @@ def update(
 
 
 @run_app.command()
-def status(run_id: RunId, rpc: Rpc = DEFAULT_RPC, key: KeyPath = DEFAULT_KEYPAIR) -> None:
-    """Print the run's state as JSON."""
+def status(
+    run_id: RunId,
+    rpc: Rpc = DEFAULT_RPC,
+    key: Annotated[
+        str | None, typer.Option("--keypair", help="not needed: status only reads")
+    ] = None,
+) -> None:
+    """Print the run's state as JSON (a read: no keypair needed)."""
 
     async def go(sdk: SolanaCoordinatorClient) -> dict[str, Any]:
         run = sdk.program.run_address(run_id_bytes(run_id))

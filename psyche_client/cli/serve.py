@@ -20,8 +20,9 @@ def serve(
     run: Annotated[str, typer.Option(help="Run name (1-32 letters, digits, '.', '-', '_').")],
     state_dir: Annotated[Path, typer.Option(help="Where the run's state is persisted.")],
     model: Annotated[
-        str, typer.Option(help="Initial model: a directory, http(s) URL, or 'peers'.")
-    ] = "peers",
+        str | None,
+        typer.Option(help="Initial model: a directory, http(s) URL, or 'peers' (the default)."),
+    ] = None,
     listen: Annotated[
         str | None,
         typer.Option(
@@ -42,6 +43,24 @@ def serve(
         list[str] | None, typer.Option("--set", help="Config field, e.g. --set min_clients=3.")
     ] = None,
     paused: Annotated[bool, typer.Option(help="Create the run paused.")] = False,
+    reconfigure: Annotated[
+        bool,
+        typer.Option(help="Apply --set/--model to a saved run (pauses it, then resumes)."),
+    ] = False,
+    allow: Annotated[
+        Path | None,
+        typer.Option(
+            help="Only node keys listed in this file may join (one base58 or hex key a line; "
+            "re-read when it changes)."
+        ),
+    ] = None,
+    join_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PSYCHE_JOIN_TOKEN",
+            help="Only clients given this token (join --join-token) may join.",
+        ),
+    ] = None,
     port_file: Annotated[Path | None, typer.Option(help="Write host:port here once bound.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
@@ -55,26 +74,33 @@ def serve(
     from psyche_client.runid import run_id_bytes
     from psyche_client.server.app import CoordinatorServer
     from psyche_client.server.core_host import CoreStateHost
+    from psyche_client.server.join_policy import AllowList, JoinPolicy
     from psyche_client.server.persist import load_state
+    from psyche_client.server.resume import reconcile
 
     run_id = run_id_bytes(run)
+    policy = JoinPolicy(allow=AllowList(allow) if allow else None, token=join_token or None)
     state_path = state_dir / "state.bin"
     saved = load_state(state_path)
     if saved is not None:
         coordinator = _core.Coordinator.from_bytes(saved)
         if coordinator.run_id != run_id:
             raise UserError(f"{state_path} holds another run; use a different --state-dir")
+        asked_model = parse_model_arg(model) if model is not None else None
+        applied = reconcile(coordinator, set_ or [], asked_model, reconfigure, int(time.time()))
         print(f"resuming run {run} at epoch {coordinator.epoch} step {coordinator.step}")
+        if applied:
+            print(f"applied {', '.join(applied)}")
     else:
         now = int(time.time())
         coordinator = _core.Coordinator(
-            run_id, config_from_sets(set_ or []), parse_model_arg(model), now
+            run_id, config_from_sets(set_ or []), parse_model_arg(model or "peers"), now
         )
         if not paused:
             coordinator.resume(now)
     key = load_keypair(authority).public if authority else None
     server = CoordinatorServer(
-        CoreStateHost(coordinator, key), run, state_path, bind.host, bind.port
+        CoreStateHost(coordinator, key), run, state_path, bind.host, bind.port, join_policy=policy
     )
 
     async def main() -> None:

@@ -360,6 +360,9 @@ class CoordinatorServer:
         if kind == "advertise":
             self._directory.advertise(node_key, body, self.core.members())
             return
+        if kind == "may_join":  # a client's preflight: would its join pass join control?
+            self.join_policy.check(node_key, challenge, body)
+            return
         if kind == "join":
             self.join_policy.check(node_key, challenge, body)
             body = {k: v for k, v in body.items() if k != "token_proof"}
