@@ -7,8 +7,7 @@ whose algorithms may change between versions):
 
 - weights become the smallest integers with the same ratios (w_d, W = Σ w_d);
 - samples come in blocks of W slots; dataset d owns w_d slots of every block, at positions fixed
-  by a seeded Fisher–Yates shuffle, so every block (and so any W consecutive samples) follows the
-  weights exactly;
+  by a seeded Fisher–Yates shuffle, so every block follows the weights exactly;
 - slot s of block b, owned by d as its r-th slot, reads d's sample (b·w_d + r) mod len_d, passed
   (with `shuffle`, the default) through a seeded permutation of range(len_d): a Feistel network
   with cycle-walking, O(1) memory whatever the dataset size.
