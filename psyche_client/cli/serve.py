@@ -87,10 +87,12 @@ def serve(
         if coordinator.run_id != run_id:
             raise UserError(f"{state_path} holds another run; use a different --state-dir")
         asked_model = parse_model_arg(model) if model is not None else None
-        applied = reconcile(coordinator, set_ or [], asked_model, reconfigure, int(time.time()))
+        done = reconcile(coordinator, set_ or [], asked_model, reconfigure, int(time.time()))
         print(f"resuming run {run} at epoch {coordinator.epoch} step {coordinator.step}")
-        if applied:
-            print(f"applied {', '.join(applied)}")
+        for note in done.notes:
+            print(note)
+        if done.applied:
+            print(f"applied {', '.join(done.applied)}")
     else:
         now = int(time.time())
         coordinator = _core.Coordinator(

@@ -287,3 +287,16 @@ def test_status_reads_json_of_a_tcp_key_file_unchanged(tmp_path: Path) -> None:
     save_keypair(key, tmp_path / "id.json")
     assert json.loads((tmp_path / "id.json").read_text())[:32] == list(key.seed)
     assert load_keypair(tmp_path / "id.json").public == key.public
+
+
+def test_resume_with_another_model_says_it_is_not_applied(tmp_path: Path) -> None:
+    """`--model` is the initial model (checkpoints move a run's model on): a different one on
+    resume is a note, not an error, and --reconfigure applies it."""
+    state = tmp_path / "state"
+    (tmp_path / "m").mkdir()
+    proc, _ = _start_serve(state)
+    _stop(proc)
+    proc, _ = _start_serve(state, f"--model={tmp_path / 'm'}")
+    proc.terminate()
+    out, _ = proc.communicate(timeout=30)
+    assert "not applied" in out and "--reconfigure" in out
