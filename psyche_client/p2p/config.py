@@ -31,6 +31,9 @@ class P2PConfig:
     relay_reservations: int = 3
     """Keep a relay reservation at up to this many directly connected members, so peers that
     cannot dial this node directly can reach it through one of them (0 = never)."""
+    hole_punch: bool = True
+    """Try DCUtR (hole punching) on every relayed connection, so two NATed peers end up
+    directly connected when their NATs allow it; the relay stays the fallback."""
     relay_max_circuits: int = 64
     """Relayed connections this node carries for others at once."""
     unreachable_after: float = 300.0

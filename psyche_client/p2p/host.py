@@ -215,6 +215,7 @@ class Libp2pHost:
                 background_trio_service(pubsub),
                 background_trio_service(router),
                 background_trio_service(relays.protocol),
+                background_trio_service(relays.hole_puncher()),
             ):
                 await pubsub.wait_until_ready()
                 host.get_network().register_notifee(_MembershipGate(self))
@@ -270,6 +271,10 @@ class Libp2pHost:
                 await self.relays.dial(info.peer_id)
             except ConnectionError as relayed:
                 raise wire.TransferError(f"direct: {direct!r}; {relayed}") from None
+            return node
+        if self.relays is not None and self.nursery is not None:
+            # A new direct peer: reserve a way in through it now rather than at the next sweep.
+            self.nursery.start_soon(self.relays.sweep)
         return node
 
     def connection_kinds(self) -> dict[NodeId, str]:

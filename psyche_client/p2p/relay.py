@@ -32,6 +32,7 @@ from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL_ID
 from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
 from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
+from libp2p.tools.anyio_service import Service
 
 from .config import P2PConfig
 
@@ -88,7 +89,17 @@ class Relays:
         self.reserved: dict[ID, float] = {}
         """relay peer -> when our reservation there expires (unix time)."""
         self._refused: dict[ID, float] = {}
+        self._sweeping = trio.Lock()
         self.relayed_dials = 0
+
+    def hole_puncher(self) -> Any:
+        """DCUtR: upgrade relayed connections to direct ones by TCP simultaneous open (py-libp2p
+        drives it by itself for every relayed connection); a do-nothing service when off."""
+        if not self.config.hole_punch:
+            return _Idle()
+        from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
+
+        return DCUtRProtocol(self.host, dial_timeout=int(self.config.connect_timeout))
 
     # ---- reservations ---------------------------------------------------------------------
 
@@ -111,6 +122,13 @@ class Relays:
             await trio.sleep(RESERVE_EVERY)
 
     async def sweep(self) -> None:
+        """Reserve where we have none yet (or it is about to lapse); one sweep at a time."""
+        if self._sweeping.locked():
+            return
+        async with self._sweeping:
+            await self._sweep()
+
+    async def _sweep(self) -> None:
         now = time.time()
         direct = self.direct_peers()
         live = set(direct)
@@ -167,3 +185,8 @@ class Relays:
             log.info("connected to %s through relay %s", target, relay)
             return relay
         raise ConnectionError(f"no relay reaches {target}: {errors or 'no direct peers'}")
+
+
+class _Idle(Service):
+    async def run(self) -> None:
+        await self.manager.wait_finished()

@@ -38,6 +38,7 @@ class Peer:
             reannounce_interval=args.reannounce,
             listen_host=args.listen_host,
             route_hint=args.route_hint,
+            hole_punch=not args.no_hole_punch,
         )
         self.node = P2PNode(self.key, args.run, is_member=members.__contains__, config=config)
         self.seen: dict[tuple[str, int, int], Announcement] = {}
@@ -203,6 +204,7 @@ async def main() -> None:
     ap.add_argument("--reannounce", type=float, default=2.0)
     ap.add_argument("--listen-host", default="127.0.0.1")
     ap.add_argument("--route-hint", default="")
+    ap.add_argument("--no-hole-punch", action="store_true")
     peer = Peer(ap.parse_args())
     await peer.node.start()
     loop = asyncio.get_running_loop()

@@ -8,7 +8,9 @@ which nobody outside can dial. Needs root, like the rest of the WAN tests (CI ru
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -33,45 +35,73 @@ def wan() -> Iterator[Wan]:
         net.close()
 
 
-def test_natted_peers_exchange_through_a_relay(wan: Wan) -> None:
-    pub = wan.add_host("pub")
-    nat1 = wan.add_host("nat1", nat=True)
-    nat2 = wan.add_host("nat2", nat=True)
-    keys = [NodeKey.generate() for _ in range(3)]
+def _natted_trio(wan: Wan, *extra: str) -> tuple[list[PeerProc], list[Any]]:
+    """A public peer and two behind NAT, each listening on all interfaces and advertising
+    its route towards the public one; the NATed two dial out to it and reserve a relay slot."""
+    hosts = [wan.add_host("pub"), wan.add_host("nat1", nat=True), wan.add_host("nat2", nat=True)]
+    keys = [NodeKey.generate() for _ in hosts]
     members = [k.node_id for k in keys]
-    peers: list[PeerProc] = []
-    try:
-        for key, host in zip(keys, (pub, nat1, nat2), strict=True):
-            prefix = ("ip", "netns", "exec", host.ns)
-            extra = ("--listen-host=0.0.0.0", f"--route-hint={pub.addr}", "--idle-timeout=5")
-            peers.append(PeerProc(key, members, *extra, prefix=prefix))
-        relay, a, c = (p.wait_ready() for p in peers)
-        # Each advertises the address it has inside its own namespace.
-        assert relay.p2p_addr.startswith(f"/ip4/{pub.addr}/tcp/")
-        assert a.p2p_addr.startswith(f"/ip4/{nat1.addr}/tcp/") and nat1.addr != nat1.public
-        for p in peers:
-            p.call("step", step=1)
-        # The premise: nobody outside can dial a NATed peer at the address it knows.
-        refused = relay.wait(relay.send("connect", addr=a.p2p_addr), 60)
-        assert not refused["ok"], refused
-        a.call("connect", addr=relay.p2p_addr)
-        c.call("connect", addr=relay.p2p_addr)
-        assert a.call("reservations", at_least=1)["reservations"] >= 1
-        assert c.call("reservations", at_least=1)["reservations"] >= 1
+    args = ("--listen-host=0.0.0.0", f"--route-hint={hosts[0].addr}", "--idle-timeout=5", *extra)
+    peers = [
+        PeerProc(key, members, *args, prefix=("ip", "netns", "exec", host.ns))
+        for key, host in zip(keys, hosts, strict=True)
+    ]
+    return peers, hosts
 
-        pub_c = c.call("publish", step=1, batch=0, seed=7, size=SIZE)
-        got = a.call("fetch_raw", wait_s=120, raw=pub_c["raw"], timeout=90)
-        assert got["fetched"], got
-        assert got["sha256"] == _sha(7, SIZE)
+
+def _ready(peers: list[PeerProc], hosts: list[Any]) -> tuple[PeerProc, PeerProc, PeerProc]:
+    relay, a, c = (p.wait_ready() for p in peers)
+    pub, nat1, _ = hosts
+    assert relay.p2p_addr.startswith(f"/ip4/{pub.addr}/tcp/")
+    assert a.p2p_addr.startswith(f"/ip4/{nat1.addr}/tcp/") and nat1.addr != nat1.public
+    for p in peers:
+        p.call("step", step=1)
+    # The premise: nobody outside can dial a NATed peer at the address it knows.
+    refused = relay.wait(relay.send("connect", addr=a.p2p_addr), 60)
+    assert not refused["ok"], refused
+    a.call("connect", addr=relay.p2p_addr)
+    c.call("connect", addr=relay.p2p_addr)
+    assert a.call("reservations", at_least=1)["reservations"] >= 1
+    assert c.call("reservations", at_least=1)["reservations"] >= 1
+    return relay, a, c
+
+
+def _fetch(publisher: PeerProc, fetcher: PeerProc, batch: int) -> None:
+    pub = publisher.call("publish", step=1, batch=batch, seed=batch, size=SIZE)
+    got = fetcher.call("fetch_raw", wait_s=120, raw=pub["raw"], timeout=90)
+    assert got["fetched"], got
+    assert got["sha256"] == _sha(batch, SIZE)
+
+
+def test_natted_peers_exchange_through_a_relay(wan: Wan) -> None:
+    peers, hosts = _natted_trio(wan, "--no-hole-punch")
+    try:
+        relay, a, c = _ready(peers, hosts)
+        _fetch(c, a, 0)
         kinds = a.call("kinds")["kinds"]
         assert kinds[c.node_id] == "relayed" and kinds[relay.node_id] == "direct"
-
-        # And the public member's result comes over its fast path (outbound from the NAT).
-        pub_r = relay.call("publish", step=1, batch=1, seed=8, size=SIZE)
-        got = a.call("fetch_raw", wait_s=120, raw=pub_r["raw"], timeout=90)
-        assert got["fetched"] and got["sha256"] == _sha(8, SIZE), got
-        # Attempts: fast (c's private address: no route) then p2p (relayed), then fast from pub.
+        # The public member's result comes over its fast path (outbound through the NAT).
+        _fetch(relay, a, 1)
+        # Attempts: fast (c's private address: no route), p2p (relayed), fast from the relay.
         assert a.call("stats")["transports"] == {"fast": 2, "p2p": 1}
+    finally:
+        for p in peers:
+            p.close()
+
+
+def test_natted_peers_hole_punch_to_a_direct_connection(wan: Wan) -> None:
+    """DCUtR: the relayed connection is upgraded by TCP simultaneous open through both
+    masquerading NATs; results then flow without the relay."""
+    peers, hosts = _natted_trio(wan)
+    try:
+        _relay, a, c = _ready(peers, hosts)
+        _fetch(c, a, 0)  # relayed or already punched: either way it arrives
+        for _ in range(60):
+            if a.call("kinds")["kinds"].get(c.node_id) == "direct":
+                break
+            time.sleep(1)
+        assert a.call("kinds")["kinds"].get(c.node_id) == "direct"
+        _fetch(a, c, 1)
     finally:
         for p in peers:
             p.close()
