@@ -151,7 +151,7 @@ class CoordinatorServer:
         try:
             self._server = await asyncio.start_server(self._handle, self.host, self.port)
         except OSError as e:
-            reason = e.strerror or str(e)
+            reason = os.strerror(e.errno) if e.errno else str(e)
             raise ListenError(f"cannot listen on {self.host}:{self.port}: {reason}") from None
         self.port = self._server.sockets[0].getsockname()[1]
         self._last_state = self.core.state_bytes()
