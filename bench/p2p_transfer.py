@@ -66,8 +66,14 @@ def _tcp_sender(conn: Connection, size: int) -> None:
     asyncio.run(main())
 
 
-UNDIALABLE = {"public_host": "127.0.0.1", "public_port": 1, "connect_timeout": 3.0}
-"""Advertise 127.0.0.1:1 (nothing listens there): like a NATed client's private address."""
+UNDIALABLE = {
+    "public_host": "127.0.0.1",
+    "public_port": 1,
+    "connect_timeout": 3.0,
+    "hole_punch": False,
+}
+"""Advertise 127.0.0.1:1 (nothing listens there): like a NATed client's private address. No hole
+punching: on loopback it would find the real ports and bypass the relay being measured."""
 
 
 def _node_proc(
