@@ -43,6 +43,10 @@ def serve(
         list[str] | None, typer.Option("--set", help="Config field, e.g. --set min_clients=3.")
     ] = None,
     paused: Annotated[bool, typer.Option(help="Create the run paused.")] = False,
+    max_connections: Annotated[
+        int,
+        typer.Option(min=1, help="Most client connections at once (also kept under ulimit -n)."),
+    ] = 1024,
     reconfigure: Annotated[
         bool,
         typer.Option(help="Apply --set/--model to a saved run (pauses it, then resumes)."),
@@ -72,7 +76,7 @@ def serve(
     from psyche_client.modelref import parse_model_arg
     from psyche_client.runconfig import config_from_sets
     from psyche_client.runid import run_id_bytes
-    from psyche_client.server.app import CoordinatorServer
+    from psyche_client.server.app import CoordinatorServer, ServerLimits
     from psyche_client.server.core_host import CoreStateHost
     from psyche_client.server.join_policy import AllowList, JoinPolicy
     from psyche_client.server.persist import load_state
@@ -102,7 +106,13 @@ def serve(
             coordinator.resume(now)
     key = load_keypair(authority).public if authority else None
     server = CoordinatorServer(
-        CoreStateHost(coordinator, key), run, state_path, bind.host, bind.port, join_policy=policy
+        CoreStateHost(coordinator, key),
+        run,
+        state_path,
+        bind.host,
+        bind.port,
+        limits=ServerLimits(max_connections=max_connections),
+        join_policy=policy,
     )
 
     async def main() -> None:

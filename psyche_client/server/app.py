@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from typing import Any, Protocol
 from psyche_client.errors import UserError
 from psyche_client.server import wire
 from psyche_client.server.directory import PeerDirectory
-from psyche_client.server.guard import RefusalLog, install_accept_guard
+from psyche_client.server.guard import RefusalLog, fd_bounded, install_accept_guard
 from psyche_client.server.join_policy import JoinPolicy
 from psyche_client.server.persist import load_state, save_state
 from psyche_client.server.rejection import CoreRejection
@@ -40,9 +39,6 @@ from psyche_client.server.rejection import CoreRejection
 log = logging.getLogger("psyche.server")
 
 __all__ = ["CoordinatorServer", "CoreHost", "CoreRejection", "ListenError", "ServerLimits"]
-
-FD_RESERVE = 64
-"""File descriptors kept free of client connections (state file, logs, the listener)."""
 
 
 class ListenError(UserError, OSError):
@@ -147,7 +143,7 @@ class CoordinatorServer:
         Binding comes first so that a start that cannot listen leaves no state behind for the
         next start to resume. `ListenError` (a `UserError`) says why it cannot.
         """
-        self.max_connections = _fd_bounded(self.limits.max_connections)
+        self.max_connections = fd_bounded(self.limits.max_connections, log)
         try:
             self._server = await asyncio.start_server(self._handle, self.host, self.port)
         except OSError as e:
@@ -375,24 +371,6 @@ class _Idle(Exception):
 
 def _host(peer: Any) -> str:
     return str(peer[0]) if isinstance(peer, tuple) and peer else "a peer"
-
-
-def _fd_bounded(cap: int) -> int:
-    """`cap`, lowered to what the process's open-file limit allows."""
-    try:
-        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    except (OSError, ValueError):
-        return cap
-    if soft == resource.RLIM_INFINITY or soft - FD_RESERVE >= cap:
-        return cap
-    bounded = max(1, soft - FD_RESERVE)
-    log.warning(
-        "connection cap lowered from %d to %d by the open-file limit (ulimit -n %d)",
-        cap,
-        bounded,
-        soft,
-    )
-    return bounded
 
 
 def load_persisted_state(state_path: str | Path) -> bytes | None:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 ACCEPT_OUT_OF_RESOURCES = "socket.accept() out of system resource"
+FD_RESERVE = 64
+"""File descriptors kept free of client connections (state file, logs, the listener)."""
 
 
 @dataclass
@@ -78,3 +81,21 @@ def install_accept_guard(
 
     loop.set_exception_handler(handler)
     return lambda: loop.set_exception_handler(previous)
+
+
+def fd_bounded(cap: int, logger: logging.Logger) -> int:
+    """`cap`, lowered to what the process's open-file limit allows."""
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return cap
+    if soft == resource.RLIM_INFINITY or soft - FD_RESERVE >= cap:
+        return cap
+    bounded = max(1, soft - FD_RESERVE)
+    logger.warning(
+        "connection cap lowered from %d to %d by the open-file limit (ulimit -n %d)",
+        cap,
+        bounded,
+        soft,
+    )
+    return bounded

@@ -174,3 +174,32 @@ def test_fd_exhaustion_is_one_rate_limited_line(
     lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(lines) == 1, [r.getMessage() for r in lines]
     assert lines[0].exc_info is None and "Too many open files" in lines[0].getMessage()
+
+
+def test_connection_cap_stays_under_the_fd_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    import resource
+
+    from psyche_client.server import guard
+
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (256, 4096))
+    assert guard.fd_bounded(1024, logging.getLogger("t")) == 256 - guard.FD_RESERVE
+    assert guard.fd_bounded(100, logging.getLogger("t")) == 100
+
+
+def test_refusal_log_summarises_what_it_held_back(caplog: pytest.LogCaptureFixture) -> None:
+    from psyche_client.server.guard import RefusalLog
+
+    now = [0.0]
+    refusals = RefusalLog(logging.getLogger("t"), interval_s=60, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO):
+        for _ in range(5):
+            refusals.note("cap", "refused")
+        refusals.note("idle", "idle")
+        now[0] = 61.0
+        refusals.note("cap", "refused")
+    assert [r.getMessage() for r in caplog.records] == [
+        "refused",
+        "idle",
+        "refused (4 more like it in the last 61 s)",
+    ]
+    assert refusals.counts == {"cap": 6, "idle": 1}
