@@ -26,8 +26,9 @@ def join(
     data: Annotated[
         list[str],
         typer.Option(
-            help="Training data: token file(s) (flat u16), http(s) URL(s) of such files, "
-            "or tcp://host:port of a `psyche-client data serve`."
+            help="Training data: a `data prepare` directory (DIR:WEIGHT repeated, or a "
+            "mixture .json, mixes several), token file(s) (flat u16), http(s) URL(s) of such "
+            "files, or tcp://host:port of a `psyche-client data serve`."
         ),
     ],
     key: Annotated[Path, typer.Option(help="Node keypair file (created if missing).")] = Path(
