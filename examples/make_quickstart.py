@@ -37,28 +37,22 @@ can use with top-level `await`.""",
     (
         "code",
         """import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import psyche_client as psyche
+from psyche_client.cli.model import model_init
+from psyche_client.data.corpus import make_corpus
 
 BACKEND = os.environ.get("PSYCHE_QUICKSTART_BACKEND", "tcp")
 RPC = os.environ.get("PSYCHE_RPC", "http://127.0.0.1:8899")
 work = Path(os.environ.get("PSYCHE_QUICKSTART_DIR") or tempfile.mkdtemp(prefix="psyche-nb-"))
 work.mkdir(parents=True, exist_ok=True)
 
-
-def cli(*args):
-    cmd = [sys.executable, "-m", "psyche_client.cli", *map(str, args)]
-    subprocess.run(cmd, check=True, capture_output=True)
-
-
-# A small token corpus and a ~0.1M-parameter model (what `make demo` uses).
-cli("data", "make-corpus", work / "corpus")
-cli("model", "init", work / "model")
-data = work / "corpus" / "tokens_000.u16.bin"
+# A small token corpus and a ~0.1M-parameter model: what `psyche-client data make-corpus`
+# and `psyche-client model init` write (and `make demo` uses).
+data = make_corpus(work / "corpus", n_tokens=200_000)[0]
+model_init(work / "model")
 print("backend:", BACKEND, "| files in", work)""",
     ),
     ("markdown", "## Create the run"),
@@ -84,7 +78,7 @@ if BACKEND == "solana":
     from solders.keypair import Keypair
 
     owner = Keypair()  # a throwaway owner, funded by the local faucet
-    config.update(total_steps=4, rounds_per_epoch=4, min_clients=2, witnesses_per_round=2,
+    config.update(total_steps=3, rounds_per_epoch=3, min_clients=2, witnesses_per_round=2,
                   witness_quorum_pct=50, round_witness_secs=10, witness_grace_secs=2)
     run = psyche.create_run(f"nb-{os.getpid()}", config=config, model=work / "model",
                             backend="solana", rpc=RPC, keypair=owner, airdrop_sol=5)
@@ -116,13 +110,16 @@ clients""",
     ),
     (
         "code",
-        """last = None
+        """import time
+
+t0, last = time.monotonic(), None
 async for s in run.watch(timeout_s=120):
     line = (s.phase, s.epoch, s.steps_done)
     if line != last:
         loss = "-" if s.loss is None else f"{s.loss:.3f}"
-        print(f"{s.phase:17} epoch {s.epoch} steps {s.steps_done:2}/{s.total_steps} "
-              f"healthy {s.clients['Healthy']} loss {loss}")
+        print(f"{time.monotonic() - t0:5.1f}s {s.phase:17} epoch {s.epoch} "
+              f"steps {s.steps_done:2}/{s.total_steps} healthy {s.clients['Healthy']} "
+              f"loss {loss}")
         last = line""",
     ),
     ("markdown", "## History: loss, tokens/s and clients per step"),

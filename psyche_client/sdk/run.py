@@ -23,7 +23,7 @@ from psyche_client import _core
 from psyche_client.errors import UserError
 from psyche_client.sdk.handle import RunHandle, open_handle
 from psyche_client.sdk.loop import run_async, run_sync
-from psyche_client.sdk.source import DEFAULT_RPC
+from psyche_client.sdk.source import DEFAULT_RPC, reason_of
 
 ConfigArg = Mapping[str, int] | _core.Config | None
 ModelArg = str | Path | _core.ModelRef
@@ -150,6 +150,7 @@ async def _create_solana(
     airdrop_sol: float,
     paused: bool,
 ) -> RunHandle:
+    from solana.exceptions import SolanaRpcException
     from solders.keypair import Keypair
     from solders.pubkey import Pubkey
 
@@ -169,9 +170,12 @@ async def _create_solana(
         if not paused:
             await sdk.send([sdk.program.set_paused(payer.pubkey(), run, coordinator, False)])
     except ProgramRejected as e:
-        raise UserError(f"creating run {run_id}: the program refused: {e.name}") from None
-    except (SendFailed, OSError) as e:
-        raise UserError(f"creating run {run_id} on {rpc}: {e}") from None
+        hint = ""
+        if "AccountNotFound" in str(e):
+            hint = " (the owner's wallet holds no SOL: fund it, or pass airdrop_sol= on localnet)"
+        raise UserError(f"creating run {run_id}: refused: {e}{hint}") from None
+    except (SendFailed, OSError, SolanaRpcException) as e:
+        raise UserError(f"creating run {run_id} on {rpc}: {reason_of(e)}") from None
     finally:
         await sdk.close()
     return await open_handle(str(run), rpc)

@@ -136,7 +136,7 @@ class SolanaSource:
         except Exception as e:  # noqa: BLE001 - RPC transport errors of several libraries
             await self.stop()
             raise UserError(
-                f"cannot reach Solana RPC {self.rpc} for run {self.run}: {e!r}"
+                f"cannot reach Solana RPC {self.rpc} for run {self.run}: {reason_of(e)}"
             ) from None
         self.run_account, self.coordinator = account, account.coordinator
         self.address = str(run)
@@ -157,6 +157,14 @@ class SolanaSource:
         if self.client is not None:
             with contextlib.suppress(Exception):
                 await self.client.close()
+
+
+def reason_of(e: BaseException) -> str:
+    """The transport error under an RPC library's wrapper (which often prints empty)."""
+    cause = e.__cause__ or e.__context__
+    if cause is not None and not str(e):
+        return f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
 
 
 def source_for(target: str, rpc: str | None = None) -> StateSource:

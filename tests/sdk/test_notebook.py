@@ -72,4 +72,4 @@ def test_quickstart_on_localnet(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rpc_url: str
 ) -> None:
     text = execute(tmp_path, monkeypatch, PSYCHE_QUICKSTART_BACKEND="solana", PSYCHE_RPC=rpc_url)
-    check(text, "solana", steps=4, clients=2)
+    check(text, "solana", steps=3, clients=2)
