@@ -68,7 +68,9 @@ def open_data(sources: list[str], seq_len: int, key: object) -> object:
 
 
 def data_serve(
-    data: Annotated[list[Path], typer.Option(help="Token file(s) to serve (flat u16).")],
+    data: Annotated[
+        list[Path], typer.Option(help="Token file(s) (flat u16) or `data prepare` directories.")
+    ],
     seq_len: Annotated[int, typer.Option(help="Sample length the run trains on.")],
     coordinator: Annotated[
         str, typer.Option(help="host:port of the run's TCP coordinator (who may fetch).")
@@ -84,14 +86,13 @@ def data_serve(
     setup_logging(verbose)
     from psyche_client import _core
     from psyche_client.backend.tcp import TcpCoordinatorClient
-    from psyche_client.data.local import LocalTokenProvider
+    from psyche_client.data.mixture import check_sources, open_sources
     from psyche_client.data.tcp import serve_data
     from psyche_client.identity import load_or_create_keypair
 
-    for path in data:
-        if not path.is_file():
-            raise UserError(f"data file {path} does not exist")
-    provider = LocalTokenProvider(data, seq_len)
+    sources = [str(p) for p in data]
+    check_sources(sources)  # as `join` does: sizes, and sha256 once, of prepared directories
+    provider = open_sources(sources, seq_len)
     watcher = TcpCoordinatorClient(coordinator, load_or_create_keypair(key))
 
     def authorize(node_key: bytes) -> bool:

@@ -183,3 +183,17 @@ def test_sha256_file_reports_progress(ds: Path) -> None:
     seen: list[int] = []
     assert sha256_file(shard, seen.append) == load_manifest(ds).shards[0].sha256
     assert sum(seen) == shard.stat().st_size
+
+
+def test_data_serve_checks_its_sources_first(
+    ds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from psyche_client.cli.app import main
+
+    base = ["data", "serve", "--seq-len=16", "--coordinator=127.0.0.1:9", f"--key={tmp_path / 'k'}"]
+    assert main([*base, f"--data={tmp_path / 'nope.bin'}"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (ds / load_manifest(ds).shards[0].name).unlink()
+    assert main([*base, f"--data={ds}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is missing" in err
