@@ -12,20 +12,23 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from solders.keypair import Keypair
-from solders.pubkey import Pubkey
 
-from psyche_client import _core
 from psyche_client.errors import UserError
 from psyche_client.identity import load_keypair
 from psyche_client.modelref import model_ref_from_kind
 from psyche_client.runconfig import config_from_sets
 from psyche_client.runid import run_id_bytes
-from psyche_client.solana.program import CoordinatorProgram
-from psyche_client.solana.rpc import ProgramRejected, SendFailed, SolanaCoordinatorClient
+
+if TYPE_CHECKING:  # the Solana client (anchorpy, httpx, ...) loads inside the commands only
+    from solders.keypair import Keypair
+    from solders.pubkey import Pubkey
+
+    from psyche_client import _core
+    from psyche_client.solana.program import CoordinatorProgram
+    from psyche_client.solana.rpc import SolanaCoordinatorClient
 
 DEFAULT_RPC = "http://127.0.0.1:8899"
 DEFAULT_KEYPAIR = "~/.config/solana/id.json"
@@ -45,6 +48,8 @@ Sets = Annotated[
 
 def keypair(path: str | None) -> Keypair:
     """The owner keypair at `path`; a throwaway one for reads (`None`), which sign nothing."""
+    from solders.keypair import Keypair
+
     if path is None:
         return Keypair()
     key = load_keypair(path)
@@ -55,6 +60,8 @@ def run_async(
     fn: Callable[[SolanaCoordinatorClient], Awaitable[T]], rpc: str, key: str | None
 ) -> T:
     from solana.exceptions import SolanaRpcException
+
+    from psyche_client.solana.rpc import ProgramRejected, SendFailed, SolanaCoordinatorClient
 
     async def go() -> T:
         sdk = SolanaCoordinatorClient(rpc, keypair(key))
@@ -79,6 +86,9 @@ def run_async(
 def preflight_run(rpc: str, run: Pubkey, label: str) -> None:
     """Before `join` loads torch: the RPC answers and the run account exists (one-line errors)."""
     from solana.exceptions import SolanaRpcException
+    from solders.keypair import Keypair
+
+    from psyche_client.solana.rpc import SolanaCoordinatorClient
 
     async def go() -> None:
         sdk = SolanaCoordinatorClient(rpc, Keypair())
@@ -99,6 +109,8 @@ def preflight_run(rpc: str, run: Pubkey, label: str) -> None:
 
 
 def status_dict(run: Pubkey, state: _core.Coordinator, account: Any) -> dict[str, Any]:
+    from psyche_client import _core
+
     return {
         "run": str(run),
         "coordinator": str(account.coordinator),
@@ -143,7 +155,12 @@ def create(
     """Create a run (coordinator account + run PDA, one transaction); it starts paused."""
     config = config_from_sets(sets or [])
     model = model_ref_from_kind(model_kind, model_location, model_revision)
-    gate = None if join_authority is None else Pubkey.from_string(join_authority)
+    from solders.pubkey import Pubkey
+
+    try:
+        gate = None if join_authority is None else Pubkey.from_string(join_authority)
+    except ValueError:
+        raise UserError(f"--join-authority {join_authority!r} is not a base58 pubkey") from None
 
     async def go(sdk: SolanaCoordinatorClient) -> tuple[Pubkey, Pubkey]:
         if airdrop:
@@ -235,6 +252,8 @@ def close(run_id: RunId, rpc: Rpc = DEFAULT_RPC, key: KeyPath = DEFAULT_KEYPAIR)
 @run_app.command("new-keypair")
 def new_keypair(path: Path) -> None:
     """Write a fresh Solana keypair file (for localnet demos)."""
+    from solders.keypair import Keypair
+
     kp = Keypair()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(list(bytes(kp))))
