@@ -211,3 +211,32 @@ def train_tokenizer(
         out = out / "tokenizer.json"
     tok.save(str(out))
     return out
+
+
+def make_prepared_corpus(
+    directory: str | os.PathLike[str],
+    n_docs: int = 400,
+    vocab_size: int = 512,
+    seed: int = 0,
+    seq_len: int | None = None,
+    dtype: str | None = "u32",
+) -> tuple[Path, Path]:
+    """A BPE tokenizer trained on generated documents, and those documents prepared with it, as
+    a real run would have them: returns (tokenizer directory, prepared data directory).
+
+    u32 by default, so a tiny model exercises the Llama-3-sized token path end to end. The
+    documents go through a jsonl file and `data prepare` itself (the same code as the CLI).
+    """
+    import json
+
+    from psyche_client.data.prepare import prepare
+
+    root = Path(directory)
+    root.mkdir(parents=True, exist_ok=True)
+    docs = generate_documents(n_docs, seed=seed)
+    tok_dir = train_tokenizer(docs, root / "tokenizer", vocab_size=vocab_size).parent
+    jsonl = root / "docs.jsonl"
+    jsonl.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    out = root / "data"
+    prepare([jsonl], tok_dir, out, seq_len=seq_len, dtype=dtype, overwrite=True)
+    return tok_dir, out

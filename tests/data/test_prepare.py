@@ -213,3 +213,15 @@ def test_cli_prepare_and_verify(
         == 2
     )
     assert "no tokenizer.json" in capsys.readouterr().err
+
+
+def test_make_prepared_corpus_gives_a_u32_dataset_and_its_tokenizer(tmp_path: Path) -> None:
+    from psyche_client.data.corpus import make_prepared_corpus
+
+    tok_dir, data = make_prepared_corpus(tmp_path, n_docs=40, vocab_size=300, seq_len=8)
+    m = load_manifest(data)
+    assert m.dtype == "u32" and m.vocab_size == 300 and m.documents == 40 and m.seq_len == 8
+    assert load_tokenizer(tok_dir).eos_id == m.separator_id == 0
+    p = LocalTokenProvider([data], seq_len=8)
+    p.require_vocab(300)
+    assert p.get_batch([0, len(p) - 1]).max() < 300
