@@ -238,8 +238,13 @@ def test_restart_with_other_settings_is_refused_or_applied(tmp_path: Path) -> No
     assert saved is not None
     config = _core.Coordinator.from_bytes(saved).config
     assert (config.total_steps, config.min_clients) == (30, 2)
-    proc, _ = _start_serve(state)  # no settings given: resumes as saved
-    _stop(proc)
+    # --model names the initial model (checkpoints move a run's model on): another one on
+    # resume is a note, not an error
+    (tmp_path / "m").mkdir()
+    proc, _ = _start_serve(state, f"--model={tmp_path / 'm'}")
+    proc.terminate()
+    out, _ = proc.communicate(timeout=30)
+    assert "not applied" in out and "--reconfigure" in out
 
 
 def test_a_failed_start_leaves_no_state_behind(tmp_path: Path) -> None:
@@ -278,7 +283,7 @@ def test_join_control_errors(data_file: Path, tmp_path: Path) -> None:
         _stop(proc)
 
 
-def test_status_reads_json_of_a_tcp_key_file_unchanged(tmp_path: Path) -> None:
+def test_valid_key_files_still_load(tmp_path: Path) -> None:
     """A keypair written by the package stays loadable (the key checks did not get stricter
     for valid files)."""
     from psyche_client.identity import NodeKey, load_keypair, save_keypair
@@ -287,16 +292,3 @@ def test_status_reads_json_of_a_tcp_key_file_unchanged(tmp_path: Path) -> None:
     save_keypair(key, tmp_path / "id.json")
     assert json.loads((tmp_path / "id.json").read_text())[:32] == list(key.seed)
     assert load_keypair(tmp_path / "id.json").public == key.public
-
-
-def test_resume_with_another_model_says_it_is_not_applied(tmp_path: Path) -> None:
-    """`--model` is the initial model (checkpoints move a run's model on): a different one on
-    resume is a note, not an error, and --reconfigure applies it."""
-    state = tmp_path / "state"
-    (tmp_path / "m").mkdir()
-    proc, _ = _start_serve(state)
-    _stop(proc)
-    proc, _ = _start_serve(state, f"--model={tmp_path / 'm'}")
-    proc.terminate()
-    out, _ = proc.communicate(timeout=30)
-    assert "not applied" in out and "--reconfigure" in out
