@@ -234,8 +234,11 @@ class CoordinatorServer:
                 conn.directory_sent = self._directory.version
                 await self._send(conn, self._directory.frame())
 
-    async def _refuse(self, writer: asyncio.StreamWriter, kind: str, message: str) -> None:
-        self.refusals.note(kind, message)
+    async def _refuse(
+        self, writer: asyncio.StreamWriter, kind: str, message: str, level: int = logging.WARNING
+    ) -> None:
+        """Log (rate-limited) and tell the peer why it is being closed."""
+        self.refusals.note(kind, message, level)
         try:
             writer.write(wire.encode_control({"type": "fatal", "message": message}))
             await asyncio.wait_for(writer.drain(), 1.0)
@@ -303,11 +306,12 @@ class CoordinatorServer:
         except _SlowReader as e:
             self.refusals.note("slow", f"closed {_host(peer)}, a slow reader: {e}", logging.INFO)
         except _Idle as e:
-            await self._refuse(writer, "idle", str(e))
+            await self._refuse(writer, "idle", f"closing {_host(peer)}: {e}", logging.INFO)
         except wire.WireError as e:
             await self._refuse(writer, "protocol", f"closing {_host(peer)}: {e}")
         except Exception as e:  # a bug must not kill the server, nor log a traceback per peer
             self.refusals.note("internal", f"closing {_host(peer)} after {e!r}", logging.ERROR)
+            log.debug("unexpected error serving %s", _host(peer), exc_info=True)
         finally:
             self._open -= 1
             self._handlers.discard(me)  # type: ignore[arg-type]
@@ -331,7 +335,7 @@ class CoordinatorServer:
                     wire.read_frame(reader, self.limits.max_control_bytes), idle
                 )
             except TimeoutError:
-                raise _Idle(f"closing: nothing received for {idle:g} s (idle timeout)") from None
+                raise _Idle(f"nothing received for {idle:g} s (idle timeout)") from None
             now_m = time.monotonic()
             tokens = min(self.limits.burst, tokens + (now_m - last) * self.limits.messages_per_s)
             last = now_m
