@@ -107,13 +107,14 @@ class _Bars:
         from psyche_client.data.prepare import Progress
 
         files = self.bar.add_task("files", total=None, info="")
-        totals = {"docs": 0, "tokens": 0, "files": 0, "shards": 0}
+        totals: dict[str, Any] = {"docs": 0, "tokens": 0, "files": 0, "shards": 0, "name": ""}
 
         def on_files(paths: list[Path]) -> None:
             self.bar.update(files, total=len(paths))
 
         def on_file(path: Path) -> None:
-            self.bar.update(files, completed=totals["files"], info=path.name)
+            totals["name"] = path.name
+            self.bar.update(files, completed=totals["files"], info=self._info(totals))
             totals["files"] += 1
 
         def on_batch(docs: int, tokens: int) -> None:
@@ -130,8 +131,8 @@ class _Bars:
         return Progress(on_files, on_file, on_batch, on_shard, on_done)
 
     @staticmethod
-    def _info(t: dict[str, int]) -> str:
-        return f"{t['docs']:,} docs, {t['tokens']:,} tokens, {t['shards']} shards"
+    def _info(t: dict[str, Any]) -> str:
+        return f"{t['name']}: {t['docs']:,} docs, {t['tokens']:,} tokens, {t['shards']} shards"
 
     def hashing(self, total: int) -> Any:
         task = self.bar.add_task("sha256", total=total, info="")

@@ -225,3 +225,16 @@ def test_make_prepared_corpus_gives_a_u32_dataset_and_its_tokenizer(tmp_path: Pa
     p = LocalTokenProvider([data], seq_len=8)
     p.require_vocab(300)
     assert p.get_batch([0, len(p) - 1]).max() < 300
+
+
+def test_progress_bars_follow_files_documents_and_shards(corpus: Corpus, tmp_path: Path) -> None:
+    from psyche_client.cli.prepare import _Bars, _bars
+
+    assert _bars(quiet=False).__enter__() is None  # stderr is not a terminal under pytest
+    bars = _Bars()
+    with bars:
+        m = prepare(corpus.files, corpus.tokenizer, tmp_path / "o", shard_tokens=3000,
+                    progress=bars.progress())  # fmt: skip
+    (task,) = bars.bar.tasks
+    assert task.total == task.completed == 3
+    assert task.fields["info"] == f"c.parquet: 90 docs, {m.tokens:,} tokens, {len(m.shards)} shards"
