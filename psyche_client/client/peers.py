@@ -13,6 +13,7 @@ import asyncio
 import logging
 
 from psyche_client import _core
+from psyche_client.client.admission import Admission
 from psyche_client.client.context import ClientContext
 from psyche_client.client.results import Received
 from psyche_client.p2p.messages import KIND_ANNOUNCE, KIND_MOMENTUM, Announcement
@@ -44,11 +45,14 @@ def payload_commitment(run_id: bytes, kind: int, step: int, batch: int, payload:
 async def start_node(ctx: ClientContext) -> P2PNode:
     ctx.run_id = ctx.backend.state().run_id
     run_name = ctx.run_id.rstrip(b"\0").hex()
+    admission = Admission()  # which result claims this client admits (admission.py)
     node = P2PNode(
         ctx.key,
         run_name,
         is_member=lambda node_id: is_member(ctx, node_id),
-        validate_announcement=lambda ann: validate_announcement(ctx, ann),
+        validate_announcement=lambda ann: admission.refuse(
+            ctx.backend.state(), ctx.model_config, ann
+        ),
         payload_hasher=lambda ann: commitment_hasher(
             ctx.run_id, ann.step, ann.batch_id, ann.payload_size, _domain(ann.kind)
         ),
@@ -80,15 +84,6 @@ async def publish_momentum(ctx: ClientContext, step: int, batch: int, payload: b
 
 def is_member(ctx: ClientContext, node_id: bytes) -> bool:
     return any(c.node_key == node_id for c in ctx.backend.state().clients())
-
-
-def validate_announcement(ctx: ClientContext, ann: Announcement) -> str | None:
-    state = ctx.backend.state()
-    if not is_member(ctx, ann.sender):
-        return "sender is not a member"
-    if ann.step > state.step + 1:
-        return "step is in the future"
-    return None
 
 
 async def connect_peers(ctx: ClientContext, state: _core.Coordinator) -> None:
