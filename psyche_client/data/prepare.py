@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -166,6 +167,7 @@ def iter_documents(
     import datasets
 
     datasets.disable_progress_bars()
+    datasets.utils.logging.set_verbosity(logging.CRITICAL)  # its read errors become ours, below
     builder = _builder(path)
     kwargs: dict[str, Any] = {}
     if builder == "text":
@@ -173,9 +175,10 @@ def iter_documents(
         field = "text"
     else:
         field = text_field
-        if builder == "parquet":
-            kwargs["columns"] = [text_field]
     try:
+        if builder == "parquet":
+            _check_parquet_column(path, text_field)
+            kwargs["columns"] = [text_field]
         ds = datasets.load_dataset(
             builder, data_files=[str(path)], split="train", streaming=True, **kwargs
         )
@@ -197,6 +200,17 @@ def iter_documents(
         raise DataError(
             f"{path}: cannot read as {builder} ({msg[0] if msg else type(e).__name__})"
         ) from None
+
+
+def _check_parquet_column(path: Path, field: str) -> None:
+    """The text column must exist (read from the footer: datasets' own error is a schema dump)."""
+    import pyarrow.parquet as pq
+
+    names = pq.read_schema(path).names
+    if field not in names:
+        raise DataError(
+            f"{path}: no field {field!r} (fields: {', '.join(names)}); pass --text-field"
+        )
 
 
 class ShardWriter:

@@ -141,6 +141,11 @@ def test_input_errors_are_one_line(corpus: Corpus, tmp_path: Path) -> None:
         prepare([corpus.jsonl], tok, tmp_path / "o", text_field="body")
     with pytest.raises(DataError, match="holds int"):
         prepare([corpus.jsonl], tok, tmp_path / "o", text_field="id")
+    with pytest.raises(DataError, match="no field 'body' .fields: text, n."):
+        prepare([corpus.parquet], tok, tmp_path / "o", text_field="body")
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1")
+    with pytest.raises(DataError, match="cannot read as parquet"):
+        prepare([tmp_path / "bad.parquet"], tok, tmp_path / "o")
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"text": \n')
     with pytest.raises(DataError, match="cannot read as json"):
         prepare([tmp_path / "bad.jsonl"], tok, tmp_path / "o")
