@@ -10,7 +10,9 @@ A client that cannot obtain an attested result catches up from its peers' model 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from psyche_client import _core
 from psyche_client.client.context import (
@@ -32,10 +34,14 @@ log = logging.getLogger("psyche.client")
 GATHER_RETRY_S = 1.0
 """While a previous-round result is missing, pull announcements and HAVEs again this often."""
 
-FETCH_ATTEMPTS = 20
 FETCH_WAIT_S = 0.25
-"""An accepted result we lack: pull announcements from peers, wait this long for it to arrive,
-and try again, `FETCH_ATTEMPTS` times (5 s) before catching up from peers instead."""
+FETCH_BUDGET_S = 2.0
+"""An accepted result we lack at the apply: pull announcements from peers, wait up to
+`FETCH_WAIT_S` for it to arrive, and try again, for a quarter of the round's train window but
+at most `FETCH_BUDGET_S` (at least two waits). Peers stop serving a step's results when it is
+two steps old, which is about now (`gather_previous` did the real fetching in the round
+before), so only a fetch already under way can still succeed; catching up promptly
+(resync.py) leaves time to still train this round, which the core requires of a trainer."""
 
 
 async def gather_previous(ctx: ClientContext, state: _core.Coordinator, h: int) -> None:
@@ -59,6 +65,34 @@ async def gather_previous(ctx: ClientContext, state: _core.Coordinator, h: int) 
             return
         await ctx.node.pull(prev.step)
         await ctx.results.wait_all(prev.step, wanted, min(left, GATHER_RETRY_S))
+
+
+async def apply_in_turn(ctx: ClientContext, state: _core.Coordinator) -> None:
+    """`apply_ready`, without letting a wait on peers hold up the round.
+
+    Returns once the apply is done, or as soon as it has to wait for a missing result or a
+    resync (`ctx.stalled`): it then goes on in the background while this client keeps
+    witnessing and verifying (a witness that waited here would miss its window and be dropped),
+    and training skips rounds whose predecessors are not applied. One apply runs at a time; the
+    next call collects a finished one (raising what it raised, e.g. the final ClientDesynced)
+    before starting another."""
+    task = ctx.applying
+    if task is not None:
+        if not task.done():
+            return
+        ctx.applying = None
+        task.result()
+    ctx.stalled.clear()
+    task = ctx.spawn(apply_ready(ctx, state))
+    stalled = asyncio.ensure_future(ctx.stalled.wait())
+    try:
+        await asyncio.wait({task, stalled}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stalled.cancel()
+    if task.done():
+        task.result()
+    else:
+        ctx.applying = task
 
 
 async def apply_ready(ctx: ClientContext, state: _core.Coordinator) -> None:
@@ -168,12 +202,18 @@ async def fetch_attested(
         sender = state.client(slot).node_key
         if ctx.results.claimed(step, sender, batch_start) is not None:
             continue
-        for _ in range(FETCH_ATTEMPTS):
-            if ctx.node is not None:
-                await ctx.node.pull(step)
-            if await ctx.results.wait_claimed(step, sender, batch_start, FETCH_WAIT_S):
-                break
-        else:
+        ctx.stalled.set()
+        train_s = state.round(state.height).train_secs if state.phase in ROUND_PHASES else 0
+        budget = min(FETCH_BUDGET_S, max(2 * FETCH_WAIT_S, train_s / 4))
+        found = await _pull_until(
+            ctx,
+            step,
+            budget,
+            lambda wait_s, who=sender, batch=batch_start: ctx.results.wait_claimed(
+                step, who, batch, wait_s
+            ),
+        )
+        if not found:
             raise ClientDesynced(
                 f"the result of slot {slot} for step {step} (batch {batch_start}) was attested "
                 "by the witnesses but could not be fetched from any peer"
@@ -184,12 +224,34 @@ async def fetch_missing(
     ctx: ClientContext, step: int, sender: bytes, batch: int, digest: bytes
 ) -> Received:
     """An accepted result we never received: ask peers for its announcement, then await it."""
-    for _ in range(FETCH_ATTEMPTS):
-        if ctx.node is not None:
-            await ctx.node.pull(step)
-        rec = await ctx.results.wait_for(step, sender, batch, digest, FETCH_WAIT_S)
-        if rec is not None:
-            return rec
-    raise ClientDesynced(
-        f"the accepted result of step {step} batch {batch} could not be fetched from any peer"
+    ctx.stalled.set()
+    await _pull_until(
+        ctx,
+        step,
+        FETCH_BUDGET_S,
+        lambda wait_s: ctx.results.wait_for(step, sender, batch, digest, wait_s),
     )
+    rec = ctx.results.get(step, sender, batch, digest)
+    if rec is None:
+        raise ClientDesynced(
+            f"the accepted result of step {step} batch {batch} could not be fetched from any peer"
+        )
+    return rec
+
+
+async def _pull_until(
+    ctx: ClientContext, step: int, budget_s: float, arrived: Callable[[float], Awaitable[object]]
+) -> bool:
+    """Pull `step`'s announcements and HAVEs from peers and await `arrived` (a store lookup
+    taking a timeout), again every `FETCH_WAIT_S`, for at most `budget_s` in all (a silent
+    peer's pull is cut at the budget too). True if it arrived."""
+    loop = asyncio.get_running_loop()
+    stop = loop.time() + budget_s
+    while True:
+        if ctx.node is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ctx.node.pull(step), max(0.01, stop - loop.time()))
+        if await arrived(min(FETCH_WAIT_S, max(0.0, stop - loop.time()))):
+            return True
+        if loop.time() >= stop:
+            return False

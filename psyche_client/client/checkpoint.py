@@ -8,7 +8,7 @@ from pathlib import Path
 
 from psyche_client import _core
 from psyche_client.checkpoint.io import save_checkpoint
-from psyche_client.client.apply import apply_ready
+from psyche_client.client.apply import apply_in_turn
 from psyche_client.client.context import ClientContext
 from psyche_client.client.duties import Duty
 from psyche_client.client.sharing import share_model
@@ -17,7 +17,7 @@ from psyche_client.training.hashing import param_hash
 
 
 async def cooldown(ctx: ClientContext, state: _core.Coordinator, slot: int) -> None:
-    await apply_ready(ctx, state)
+    await apply_in_turn(ctx, state)
     epoch = state.epoch
     if ctx.trainer is None or not ctx.duties.once(Duty.COOLDOWN, epoch, 0):
         return

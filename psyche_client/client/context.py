@@ -127,6 +127,11 @@ class ClientContext:
     """Why that round could not be applied."""
     resync_failures: int = 0
     """Consecutive resync attempts that found no model a majority of peers agree on."""
+    applying: asyncio.Task[None] | None = None
+    """The apply under way (apply.py `apply_in_turn`), when it had to wait on peers."""
+    stalled: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set by the apply when it starts waiting on peers (a missing result, a resync), so the
+    round's other duties go on meanwhile."""
 
     def event(self, kind: str, **fields: Any) -> None:
         """Append one JSON-line event (tests and operators read these)."""

@@ -21,6 +21,9 @@ class Duty(enum.Enum):
     """Keep the parameters a round trains from, for verifying its results next round."""
     TRAIN = "train"
     """Train the assigned batch and announce the result and its momentum."""
+    LATE_TRAIN = "late_train"
+    """Train it after all: the round's first reaction skipped training (its predecessors were not
+    applied) and a resync applied them while the round still trains."""
     PULL = "pull"
     """Ask peers directly for announcements gossip may have missed."""
     GATHER = "gather"

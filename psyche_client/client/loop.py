@@ -27,7 +27,7 @@ from psyche_client import _core
 from psyche_client.backend.base import CoordinatorBackend
 from psyche_client.backend.tcp import CoordinatorRejected
 from psyche_client.client import peers
-from psyche_client.client.apply import apply_ready, gather_previous
+from psyche_client.client.apply import apply_in_turn, gather_previous
 from psyche_client.client.audit import verify
 from psyche_client.client.checkpoint import cooldown, finish
 from psyche_client.client.context import (
@@ -174,6 +174,19 @@ class RunClient:
         except Exception as e:  # noqa: BLE001 - transport trouble: retried on the next state
             log.info("join not delivered: %r", e)
 
+    def _training_missed(self, state: _core.Coordinator, slot: int, h: int) -> bool:
+        """This client skipped its batch of round h (round h-2 was not applied then) and can
+        train it now: exactly round h-2 is applied (the parameters verifiers recompute from)
+        and its result can still be attested (round h is current or previous)."""
+        ctx, epoch = self.ctx, state.epoch
+        if h < 0 or state.round(h).kind != _core.RoundKind.Data:
+            return False
+        if not ctx.duties.done(Duty.TRAIN, epoch, h) or ctx.applied.get(epoch, -1) != h - 2:
+            return False
+        span = state.assignment(h, slot)
+        step = state.round(h).step
+        return span is not None and ctx.results.claimed(step, ctx.key.public, span[0]) is None
+
     async def _round(self, state: _core.Coordinator, slot: int) -> None:
         ctx = self.ctx
         epoch, h = state.epoch, state.height
@@ -182,12 +195,17 @@ class RunClient:
             ctx.node.set_step(rnd.step)
         if ctx.duties.once(Duty.GATHER, epoch, h):
             ctx.spawn(gather_previous(ctx, state, h))
-        await apply_ready(ctx, state)
+        await apply_in_turn(ctx, state)
         await health_checks(ctx, state)
         if ctx.trainer is not None and ctx.applied.get(epoch, -1) >= h - 2:
             if ctx.duties.once(Duty.SNAPSHOT, epoch, h):
                 snapshot(ctx, rnd.step)
-        if rnd.kind == _core.RoundKind.Data and ctx.duties.once(Duty.TRAIN, epoch, h):
-            await train(ctx, state, slot, h)
+        if rnd.kind == _core.RoundKind.Data:
+            if ctx.duties.once(Duty.TRAIN, epoch, h):
+                await train(ctx, state, slot, h)
+        for late in (h - 1, h):  # a batch skipped while behind, trainable again after a resync
+            if self._training_missed(state, slot, late):
+                if ctx.duties.once(Duty.LATE_TRAIN, epoch, late):
+                    await train(ctx, state, slot, late)
         await witness(ctx, state, slot, h)
         await verify(ctx, state, slot, h)

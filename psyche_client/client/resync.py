@@ -76,6 +76,7 @@ async def catch_up(ctx: ClientContext, state: _core.Coordinator, height: int, wh
     when the client is in sync again (ctx.applied moved on); False to try again later. Raises
     ClientDesynced after `MAX_FAILED_ATTEMPTS` failed attempts."""
     epoch = state.epoch
+    ctx.stalled.set()
     if ctx.behind is None:
         ctx.behind, ctx.behind_why = height, why
         ctx.status.desynced = True
@@ -140,7 +141,9 @@ async def resync(
     while peers:
         left = stop - loop.time()
         try:
+            t0 = loop.time()
             snap = await ctx.node.fetch_model(peers, select=select, timeout=max(0.1, left))
+            log.info("resync: model from %d peers in %.2f s", len(snap.agreeing), loop.time() - t0)
             point = parse_point(bytes(snap.config))
             if point.epoch != state.epoch or point.height < height:
                 why = f"peers agree on epoch {point.epoch} round {point.height}"
@@ -148,7 +151,8 @@ async def resync(
                 _load(ctx, snap, point)
                 return point, snap
         except (P2PError, FetchFailed, ValueError, TimeoutError) as e:
-            why = str(e)
+            why = str(e) or repr(e)
+        log.info("resync attempt for round %d: %s", height, why)
         if loop.time() + POLL_S >= stop:
             break
         await asyncio.sleep(POLL_S)

@@ -8,10 +8,12 @@ the filters the core builds from the (commitment, trainer slot) pairs it holds.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable
 
 from psyche_client import _core
-from psyche_client.client.context import ClientContext, node_key_of, round_deadline
+from psyche_client.client.context import ROUND_PHASES, ClientContext, node_key_of, round_deadline
 from psyche_client.client.duties import Duty
 
 log = logging.getLogger("psyche.client")
@@ -46,7 +48,7 @@ async def attest(
     if not ctx.results.holds_all(prev_step, assigned) and wait_s > 0:
         if ctx.node is not None and ctx.duties.once(Duty.PULL, epoch, h):
             ctx.spawn(ctx.node.pull(prev_step))
-        await ctx.results.wait_all(prev_step, assigned, wait_s)
+        await _results_or_quorum(ctx, state, h, ctx.results.wait_all(prev_step, assigned, wait_s))
     commitments, slots = ctx.results.witness_inputs(prev_step, assigned)
     results, trainers = state.witness_filters(h, position, commitments, slots)
     loss = int((ctx.last_loss or 0.0) * 1000)
@@ -67,6 +69,29 @@ async def attest(
         "witnessed", epoch=epoch, height=h, results=len(commitments), expected=len(expected), ok=ok
     )
     return ok
+
+
+async def _results_or_quorum(
+    ctx: ClientContext, state: _core.Coordinator, h: int, held: Awaitable[bool]
+) -> None:
+    """Await `held` (every result in, or the deadline), but no longer once the other witnesses
+    of round h reached quorum: the round then ends after its short grace, and a witness still
+    waiting for a result would miss its window and be dropped (MissedWitness)."""
+    epoch = state.epoch
+
+    def others_reached_quorum(s: _core.Coordinator) -> bool:
+        if s.epoch != epoch or s.height != h or s.phase not in ROUND_PHASES:
+            return True
+        return len(s.round(h).submissions) >= s.quorum(h)
+
+    waits = [asyncio.ensure_future(held)]
+    waits.append(asyncio.ensure_future(ctx.backend.wait_state(others_reached_quorum, None)))
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
 
 
 async def health_checks(ctx: ClientContext, state: _core.Coordinator) -> None:

@@ -76,12 +76,16 @@ def agreed_by(needed: int, acceptable: Callable[[Manifest], bool] | None = None)
 async def _ask(
     node: NodeId, rpc: Rpc, trust: Callable[[Manifest], bool], want_manifest: bool
 ) -> tuple[str, Manifest | None]:
-    status, info = await rpc(node, wire.OP_INFO, b"")
-    raise_for_status(status)
     if not want_manifest:
+        status, info = await rpc(node, wire.OP_INFO, b"")
+        raise_for_status(status)
         return info.decode(), None
-    status, raw = await rpc(node, wire.OP_MANIFEST, b"")
+    # Both at once: each RPC opens a stream, which costs round trips on a slow link.
+    (status, info), (status_m, raw) = await asyncio.gather(
+        rpc(node, wire.OP_INFO, b""), rpc(node, wire.OP_MANIFEST, b"")
+    )
     raise_for_status(status)
+    raise_for_status(status_m)
     candidate = Manifest.decode(raw)
     if not trust(candidate):
         raise ManifestError("manifest signer not trusted")

@@ -276,6 +276,7 @@ def test_fetch_missing_awaits_a_pulled_result_or_gives_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(apply_mod, "FETCH_WAIT_S", 0.02)
+    monkeypatch.setattr(apply_mod, "FETCH_BUDGET_S", 0.2)
 
     async def go() -> None:
         run = Run(tmp_path)
@@ -289,7 +290,7 @@ def test_fetch_missing_awaits_a_pulled_result_or_gives_up(
         ctx.node = PullFeeds(None)  # type: ignore[assignment]
         with pytest.raises(ClientDesynced):
             await fetch_missing(ctx, 7, rec.sender, 4, b"x" * 32)
-        assert ctx.node.pulls == apply_mod.FETCH_ATTEMPTS  # type: ignore[attr-defined]
+        assert ctx.node.pulls >= 2, "pulled again while waiting, until the budget"  # type: ignore[attr-defined]
 
     asyncio.run(go())
 
@@ -299,6 +300,7 @@ def test_apply_fetches_an_attested_result_it_missed_instead_of_diverging(
 ) -> None:
     """A client lacking a result that the witnesses attested must not apply a smaller set."""
     monkeypatch.setattr(apply_mod, "FETCH_WAIT_S", 0.02)
+    monkeypatch.setattr(apply_mod, "FETCH_BUDGET_S", 0.2)
     monkeypatch.setattr(resync_mod, "MIN_WAIT_S", 0.05)
     monkeypatch.setattr(resync_mod, "POLL_S", 0.01)
 

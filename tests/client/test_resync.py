@@ -22,13 +22,13 @@ from psyche_client import _core
 from psyche_client.client import ClientDesynced, ClientOptions
 from psyche_client.client import apply as apply_mod
 from psyche_client.client import resync as resync_mod
-from psyche_client.client.apply import apply_ready
-from psyche_client.client.context import ClientContext
+from psyche_client.client.apply import apply_in_turn, apply_ready
+from psyche_client.client.context import ClientContext, round_deadline
 from psyche_client.client.duties import Duty
 from psyche_client.client.results import Received
 from psyche_client.client.sharing import parse_point
 from psyche_client.client.warmup import warmup
-from psyche_client.client.witness import witness
+from psyche_client.client.witness import attest, witness
 from psyche_client.identity import NodeKey
 from psyche_client.training.hashing import param_hash
 from tests.client.memory_backend import MemoryCoordinator
@@ -197,6 +197,7 @@ class Run:
 @pytest.fixture(autouse=True)
 def _quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(apply_mod, "FETCH_WAIT_S", 0.02)
+    monkeypatch.setattr(apply_mod, "FETCH_BUDGET_S", 0.2)
     monkeypatch.setattr(resync_mod, "MIN_WAIT_S", 0.3)
     monkeypatch.setattr(resync_mod, "POLL_S", 0.02)
 
@@ -307,5 +308,50 @@ def test_resync_gives_up_after_bounded_attempts(tmp_path: Path) -> None:
             await apply_ready(lacking, lacking.backend.state())
         with pytest.raises(ClientDesynced, match="majority of peers"):
             await apply_ready(lacking, lacking.backend.state())
+
+    asyncio.run(go())
+
+
+def test_a_client_lacking_a_result_keeps_its_witness_duty(tmp_path: Path) -> None:
+    """Missing a result must not get a client dropped before it can catch up: its witness
+    sends once the others reached quorum (rather than at its own deadline, after the round
+    ended), and its apply waits for peers in the background (`apply_in_turn`)."""
+
+    async def go() -> None:
+        run = Run(tmp_path)
+        await run.start()
+        lacking, trainer = run.ctxs[0], run.ctxs[1]
+        run.net.block(lacking.key.public, trainer.key.public)
+        run.train(0, skip={(run.slot(lacking), run.slot(trainer))})
+        await run.witness_all()
+        run.next_round()
+        run.train(1)
+        state = run.state()
+        assert run.hub.now < round_deadline(state, 1), "the lacking witness's deadline is ahead"
+        mine = asyncio.ensure_future(
+            attest(lacking, lacking.backend.state(), 1, state.position_of(1, run.slot(lacking)))
+        )
+        await asyncio.sleep(0.05)
+        assert not mine.done(), "it waits for the missing result while the round is open"
+        for ctx in run.ctxs[1:]:
+            await attest(ctx, ctx.backend.state(), 1, state.position_of(1, run.slot(ctx)))
+        assert len(run.state().round(1).submissions) >= run.state().quorum(1)
+        assert await asyncio.wait_for(mine, 2) is True, "sent as soon as the others had quorum"
+        ev = run.events(lacking, "witnessed")[-1]
+        assert ev["results"] == ev["expected"] - 1
+        run.next_round()
+        assert run.state().height == 2
+        await run.apply_all(run.ctxs[1:])
+
+        # The apply that has to wait on peers returns at once and goes on in the background.
+        await apply_in_turn(lacking, lacking.backend.state())
+        task = lacking.applying
+        assert task is not None and not task.done()
+        await apply_in_turn(lacking, lacking.backend.state())  # still under way: no second one
+        assert lacking.applying is task
+        await asyncio.wait_for(task, 10)
+        await apply_in_turn(lacking, lacking.backend.state())  # collects it
+        assert lacking.applying is None and lacking.status.resyncs == 1
+        assert hashes(run) == {param_hash(run.ctxs[1].trainer.model)}  # type: ignore[union-attr]
 
     asyncio.run(go())
