@@ -82,8 +82,16 @@ async def publish_momentum(ctx: ClientContext, step: int, batch: int, payload: b
     await ctx.node.publish(step, batch, payload, commitment=digest, kind=KIND_MOMENTUM)
 
 
+P2P_MEMBER_STATES = (_core.ClientState.Healthy, _core.ClientState.Pending)
+"""Who may use this client's p2p services: healthy members, and joiners (they fetch the model).
+Dropped, withdrawn and ejected clients are cut off at once, not at the epoch's end."""
+
+
 def is_member(ctx: ClientContext, node_id: bytes) -> bool:
-    return any(c.node_key == node_id for c in ctx.backend.state().clients())
+    return any(
+        c.node_key == node_id and c.state in P2P_MEMBER_STATES
+        for c in ctx.backend.state().clients()
+    )
 
 
 async def connect_peers(ctx: ClientContext, state: _core.Coordinator) -> None:

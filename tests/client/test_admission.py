@@ -74,3 +74,20 @@ def test_claims_for_the_next_rounds_are_admitted_one_batch_per_sender() -> None:
     assert "more than the model" in (
         gate.refuse(c, MODEL, claim(sender, ahead, 12, payload_bound(MODEL) + 1)) or ""
     )
+
+
+def test_dropped_withdrawn_and_ejected_clients_lose_p2p_membership_at_once() -> None:
+    from types import SimpleNamespace
+
+    from psyche_client.client.peers import is_member
+    from tests.core.test_core import wallet
+
+    c = new_run(4)
+    start_epoch(c, T0)
+    ctx = SimpleNamespace(backend=SimpleNamespace(state=lambda: c))
+    keys = [c.client(s).node_key for s in range(4)]
+    assert all(is_member(ctx, k) for k in keys)  # type: ignore[arg-type]
+    c.withdraw(wallet(3), T0 + 1)
+    assert not is_member(ctx, keys[3])  # type: ignore[arg-type]
+    assert c.join(wallet(5), node_key(5), T0 + 1) is not None  # a joiner: Pending
+    assert is_member(ctx, node_key(5))  # type: ignore[arg-type]
