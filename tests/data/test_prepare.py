@@ -243,3 +243,24 @@ def test_progress_bars_follow_files_documents_and_shards(corpus: Corpus, tmp_pat
     (task,) = bars.bar.tasks
     assert task.total == task.completed == 3
     assert task.fields["info"] == f"c.parquet: 90 docs, {m.tokens:,} tokens, {len(m.shards)} shards"
+
+
+def test_help_and_input_errors_load_no_heavy_module(tmp_path: Path) -> None:
+    """`data prepare --help` and a mistake in its arguments answer without importing torch,
+    datasets or tokenizers (seconds of imports for a one-line answer)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from psyche_client.cli import main\n"
+        "assert main(['data', 'prepare', '--help']) == 0\n"
+        f"assert main(['data', 'prepare', {str(tmp_path / 'nope.txt')!r}, '--tokenizer=t', "
+        "'--out=o']) == 2\n"
+        "heavy = [m for m in ('torch', 'datasets', 'tokenizers') if m in sys.modules]\n"
+        "print('heavy:', heavy)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "no such input file" in r.stderr and "Traceback" not in r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "heavy: []"
