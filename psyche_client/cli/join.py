@@ -68,6 +68,10 @@ def join(
             "machine's address on the route to the coordinator."
         ),
     ] = None,
+    metrics_port: Annotated[
+        str | None,
+        typer.Option(help="Serve Prometheus metrics on PORT (127.0.0.1) or HOST:PORT."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Join a run and train with the others until it finishes (Ctrl-C leaves cleanly)."""
@@ -96,6 +100,10 @@ def join(
         on_status=status.update,
     )
     client = RunClient(backend, node_key, options)
+    if metrics_port:
+        from psyche_client.metrics import serve_client_metrics
+
+        serve_client_metrics(metrics_port, lambda: client.status)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

@@ -66,6 +66,10 @@ def serve(
         ),
     ] = None,
     port_file: Annotated[Path | None, typer.Option(help="Write host:port here once bound.")] = None,
+    metrics_port: Annotated[
+        str | None,
+        typer.Option(help="Serve Prometheus metrics on PORT (127.0.0.1) or HOST:PORT."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Host a run's coordinator over TCP (resumes from --state-dir if a state is there)."""
@@ -116,6 +120,11 @@ def serve(
     )
 
     async def main() -> None:
+        if metrics_port:
+            from psyche_client.metrics import serve_server_metrics
+
+            _, bound = serve_server_metrics(metrics_port, server)
+            print(f"metrics on port {bound} (/metrics)", flush=True)
         await server.start()
         print(f"coordinator for run {run} listening on {_join_hint(server)}", flush=True)
         if port_file:
