@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from .addr import AddressError, check_host, parse_host_port
+from .addr import AddressError, check_host, host_multiaddr, parse_host_port
 from .config import P2PConfig
 
 
@@ -63,6 +63,8 @@ def endpoints_from_flags(
                 "--public-addr with a port needs --listen with a fixed port "
                 "(forward PORT and PORT+1 to it)"
             )
+    if public_host:
+        check_fits_directory(public_host)
     route_hint = check_host(coordinator, what="coordinator host") if coordinator else ""
     return Endpoints(
         listen_host=listen_host,
@@ -72,3 +74,22 @@ def endpoints_from_flags(
         public_port=public_port,
         route_hint=route_hint,
     )
+
+
+PEER_ID_CHARS = 52
+"""Length of an ed25519 libp2p peer id in base58 (12D3KooW...)."""
+
+
+def check_fits_directory(public_host: str) -> None:
+    """The advertised multiaddr must fit the run's peer directory: 128 bytes per address on
+    Solana (`_core.PEER_ADDR_BYTES`; the TCP server allows 256), so a long DNS name is refused
+    here rather than by every `advertise` later."""
+    from psyche_client import _core
+
+    limit = int(_core.PEER_ADDR_BYTES)
+    longest = len(host_multiaddr(public_host, 65535)) + len("/p2p/") + PEER_ID_CHARS
+    if longest > limit:
+        raise AddressError(
+            f"--public-addr {public_host!r} makes a {longest}-byte address; the run's peer "
+            f"directory holds {limit} bytes (use an IP address or a shorter name)"
+        )

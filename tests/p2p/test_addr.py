@@ -95,3 +95,10 @@ def test_endpoints_from_flags() -> None:
         endpoints_from_flags(None, "1.2.3.4:9000", "10.1.0.1")
     with pytest.raises(AddressError, match="PORT\\+1"):
         endpoints_from_flags("0.0.0.0:65535", None, "10.1.0.1")
+
+
+def test_public_name_must_fit_the_peer_directory() -> None:
+    assert endpoints_from_flags(None, "node-7.example.org", "").public_host == "node-7.example.org"
+    long_name = ".".join(["abcdefghij"] * 7)  # 76 chars
+    with pytest.raises(AddressError, match="peer directory holds 128 bytes"):
+        endpoints_from_flags(None, long_name, "")
