@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -33,6 +34,7 @@ STAMP_NAME = ".psyche-verified.json"
 FORMAT = "psyche-tokens"
 VERSION = 1
 _HASH_CHUNK = 1 << 22
+log = logging.getLogger("psyche.data")
 
 
 def dtype_for_vocab(vocab_size: int) -> str:
@@ -226,6 +228,14 @@ def verify_once(directory: str | os.PathLike[str], manifest: Manifest | None = N
     except (OSError, ValueError):
         stamp = None
     if stamp != _stamp(directory, manifest):
+        size = manifest.tokens * manifest.itemsize
+        if size >= 1 << 30:  # minutes, possibly: say why the client is quiet
+            log.warning(
+                "%s: checking the sha256 of %.1f GiB once (`psyche-client data verify` does "
+                "it ahead of time)",
+                directory,
+                size / (1 << 30),
+            )
         verify(directory, manifest)
     return manifest
 
