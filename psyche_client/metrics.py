@@ -25,11 +25,16 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
-
 from psyche_client.errors import UserError
+
+try:
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.registry import Collector
+except ImportError:  # pragma: no cover - only without the optional package
+    raise UserError(
+        "--metrics-port needs the prometheus_client package: pip install prometheus-client"
+    ) from None
 
 UNITS = (
     "seconds",
