@@ -153,12 +153,29 @@ def write_manifest(directory: str | os.PathLike[str], manifest: Manifest) -> Pat
 
 
 def write_atomic(path: Path, data: bytes) -> None:
+    """Temp file, fsync, rename, fsync of the directory (which also makes the renames of the
+    shards written before the manifest durable: after a power cut, no manifest without them)."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+    _fsync_dir(path.parent)
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return  # (platforms without directory fds)
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def check_sizes(directory: str | os.PathLike[str], manifest: Manifest) -> list[Path]:
