@@ -243,13 +243,18 @@ def check_sources(sources: Sequence[str]) -> None:
             raise DataError(f"data file {p} does not exist")
 
 
-def open_sources(sources: Sequence[str], seq_len: int) -> TokenDataProvider:
-    """The provider for local `--data` sources: a mixture, or files/directories in order."""
+def open_sources(
+    sources: Sequence[str], seq_len: int, seed: int | None = None
+) -> TokenDataProvider:
+    """The provider for local `--data` sources: a mixture, or files/directories in order.
+
+    `seed`, when given (a run-wide seed every client shares), replaces the mixture's own."""
     from psyche_client.data.local import LocalTokenProvider
 
     mixture = parse_sources(sources)
     if mixture is None:
         return LocalTokenProvider(list(sources), seq_len)
-    comps, seed, shuffle = mixture
+    comps, file_seed, shuffle = mixture
+    seed = file_seed if seed is None else seed
     providers = [LocalTokenProvider([c.path], seq_len) for c in comps]
     return MixtureProvider(providers, [c.weight for c in comps], seed=seed, shuffle=shuffle)

@@ -18,6 +18,7 @@ from psyche_client.data.mixture import (
     FeistelPermutation,
     MixtureProvider,
     integer_weights,
+    open_sources,
     parse_sources,
 )
 from psyche_client.data.prepare import prepare
@@ -141,6 +142,7 @@ def test_data_sources_with_weights_and_a_mixture_file(
     check_data_sources([str(mix)])
     c = open_data([str(mix)], 16, key=None)
     assert isinstance(c, MixtureProvider) and c.weights == [1, 2] and c.seed == 9
+    assert open_sources([str(mix)], 16, seed=4).seed == 4  # a run-wide seed wins
 
     with pytest.raises(DataError, match="weight to every"):
         parse_sources([f"{big}:3", str(small)])
