@@ -25,9 +25,9 @@ from tests.wan.run import COORDINATOR, WanRun
 
 pytestmark = pytest.mark.timeout(300)
 
-NAT_CLIENT = False
-"""Run the fourth client behind a NAT box (no inbound connections). It takes part only through
-a circuit relay (libp2p relay v2); off until the client supports relays."""
+NAT_CLIENT = True
+"""Run the fourth client behind a NAT box (no inbound connections): it dials out to the others,
+and peers reach it over those connections or through a member relaying (circuit relay v2)."""
 
 LINKS = {
     COORDINATOR: Link(up_mbit=50, down_mbit=50, delay_ms=5),
@@ -49,7 +49,14 @@ def wan_run(tmp_path: Path) -> Iterator[WanRun]:
         for name, link in LINKS.items():
             if name != "natted" or NAT_CLIENT:
                 wan.add_host(name, link, nat=name == "natted")
-        run = WanRun(tmp_path / "run", config=dict(CONFIG), run="wan", wan=wan)
+        fast = wan.hosts["fast"].addr
+        flags = {
+            # as a user on a multi-homed machine would: a fixed port, the address told to peers
+            "fast": [f"--listen={fast}:7100", f"--public-addr={fast}:7100"],
+            "lossy": ["--listen=:7200"],
+            # "asym" (and "natted") use the defaults: all interfaces, the address detected
+        }
+        run = WanRun(tmp_path / "run", config=dict(CONFIG), run="wan", wan=wan, client_flags=flags)
         try:
             yield run
         finally:
