@@ -23,6 +23,7 @@ from psyche_client.client.context import (
     round_deadline,
     slot_of,
 )
+from psyche_client.client.duties import Duty
 from psyche_client.client.results import Received
 from psyche_client.client.resync import catch_up
 from psyche_client.client.sharing import share_model
@@ -37,11 +38,11 @@ GATHER_RETRY_S = 1.0
 FETCH_WAIT_S = 0.25
 FETCH_BUDGET_S = 2.0
 """An accepted result we lack at the apply: pull announcements from peers, wait up to
-`FETCH_WAIT_S` for it to arrive, and try again, for a quarter of the round's train window but
-at most `FETCH_BUDGET_S` (at least two waits). Peers stop serving a step's results when it is
-two steps old, which is about now (`gather_previous` did the real fetching in the round
-before), so only a fetch already under way can still succeed; catching up promptly
-(resync.py) leaves time to still train this round, which the core requires of a trainer."""
+`FETCH_WAIT_S` for it to arrive, and try again, for `FETCH_BUDGET_S` in all, or only two waits
+when `gather_previous` already looked for it through the round before. Peers stop serving a
+step's results when it is two steps old, which is about now, so only a fetch already under way
+can still succeed; catching up promptly (resync.py) leaves time to still train this round,
+which the core requires of a trainer (MissingResult)."""
 
 
 async def gather_previous(ctx: ClientContext, state: _core.Coordinator, h: int) -> None:
@@ -203,8 +204,10 @@ async def fetch_attested(
         if ctx.results.claimed(step, sender, batch_start) is not None:
             continue
         ctx.stalled.set()
-        train_s = state.round(state.height).train_secs if state.phase in ROUND_PHASES else 0
-        budget = min(FETCH_BUDGET_S, max(2 * FETCH_WAIT_S, train_s / 4))
+        # `gather_previous` has been pulling for it since round height+1 began (and still
+        # does): then only a short last look, so a resync comes while this round still trains.
+        gathered = ctx.duties.done(Duty.GATHER, state.epoch, height + 1)
+        budget = 2 * FETCH_WAIT_S if gathered else FETCH_BUDGET_S
         found = await _pull_until(
             ctx,
             step,
