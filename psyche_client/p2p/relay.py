@@ -38,12 +38,20 @@ from .config import P2PConfig
 
 log = logging.getLogger(__name__)
 
-# py-libp2p logs every failed dial and every relay stream a peer closes as ERROR; a NATed peer
-# makes those routine. Our own log says what failed (INFO) and what it means (WARNING), so
-# these are muted unless the operator configures the loggers explicitly.
-for _name in ("libp2p.transport.tcp.tcp", "libp2p.relay.circuit_v2"):
-    if logging.getLogger(_name).level == logging.NOTSET:
-        logging.getLogger(_name).setLevel(logging.CRITICAL)
+# py-libp2p logs every failed dial, stream open (over several lines) and relay stream a peer
+# closes as ERROR; NATed and lossy peers make those routine. Our own log says what failed (INFO)
+# and what it means (WARNING), so unless INFO logging is on (`join -v`) or the operator set
+# these loggers' levels, they are muted.
+_NOISY = (
+    "libp2p.transport.tcp.tcp",
+    "libp2p.relay.circuit_v2",
+    "libp2p.host.basic_host",
+    "libp2p.protocol_muxer.multiselect_client",
+)
+if logging.getLogger().getEffectiveLevel() > logging.INFO:
+    for _name in _NOISY:
+        if logging.getLogger(_name).level == logging.NOTSET:
+            logging.getLogger(_name).setLevel(logging.CRITICAL)
 
 RESERVE_EVERY = 5.0
 """Seconds between reservation sweeps (new direct peers get one within this)."""
