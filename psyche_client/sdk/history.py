@@ -13,6 +13,7 @@ any loss. They are good for a curve, not for decisions.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -77,26 +78,33 @@ class History:
     def __init__(self, max_steps: int = 100_000) -> None:
         self.max_steps = max_steps
         self._steps: OrderedDict[int, StepRecord] = OrderedDict()
+        self._lock = threading.Lock()
+        """The SDK loop records while the user's thread reads (`records`, `copy`)."""
 
     def observe(self, state: _core.Coordinator) -> bool:
         """Record the rounds `state` holds; True if any record was added or changed."""
         changed = False
         lo = max(0, state.height - _core.ROUND_RING + 1)
-        for height in range(lo, state.height + 1):
-            with contextlib.suppress(_core.CoordinatorError):
-                rec = record_of(state, height)
-                if rec is None or self._steps.get(rec.step) == rec:
-                    continue
-                self._steps[rec.step] = rec
-                self._steps = OrderedDict(sorted(self._steps.items()))
-                changed = True
-        while len(self._steps) > self.max_steps:
-            self._steps.popitem(last=False)
+        with self._lock:
+            for height in range(lo, state.height + 1):
+                with contextlib.suppress(_core.CoordinatorError):
+                    rec = record_of(state, height)
+                    if rec is None or self._steps.get(rec.step) == rec:
+                        continue
+                    newest = next(reversed(self._steps), -1)
+                    self._steps[rec.step] = rec
+                    if rec.step < newest:
+                        self._steps = OrderedDict(sorted(self._steps.items()))
+                    changed = True
+            while len(self._steps) > self.max_steps:
+                self._steps.popitem(last=False)
         return changed
 
     def records(self, include_requeued: bool = False) -> list[StepRecord]:
         """Steps in order; requeued rounds (nothing applied) only when asked for."""
-        return [r for r in self._steps.values() if include_requeued or not r.requeued]
+        with self._lock:
+            values = list(self._steps.values())
+        return [r for r in values if include_requeued or not r.requeued]
 
     def latest(self) -> StepRecord | None:
         """The newest step with a witness report (None before any)."""
@@ -118,7 +126,8 @@ class History:
 
     def copy(self) -> History:
         out = History(self.max_steps)
-        out._steps = OrderedDict(self._steps)
+        with self._lock:
+            out._steps = OrderedDict(self._steps)
         return out
 
     def __len__(self) -> int:

@@ -47,7 +47,8 @@ def test_create_connect_and_watch_a_program_run(rpc_url: str) -> None:
         assert by_name.status() == s
 
         async def resume_and_watch() -> list[str]:
-            phases: list[str] = []
+            watching = by_name.watch(timeout_s=30)
+            phases = [(await anext(watching)).phase]  # the snapshot before the change
             sdk = SolanaCoordinatorClient(rpc_url, owner)
             try:
                 account = await sdk.run_account(
@@ -62,7 +63,7 @@ def test_create_connect_and_watch_a_program_run(rpc_url: str) -> None:
                 )
             finally:
                 await sdk.close()
-            async for status in by_name.watch(timeout_s=30):
+            async for status in watching:
                 phases.append(status.phase)
                 if status.phase != "Paused":
                     break

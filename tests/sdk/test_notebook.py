@@ -10,6 +10,7 @@ client applied every step, the watch saw the phases, and the reported loss fell.
 from __future__ import annotations
 
 import ast
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOK = Path(__file__).resolve().parents[2] / "examples" / "quickstart.ipynb"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+NOTEBOOK = EXAMPLES / "quickstart.ipynb"
+GENERATOR = EXAMPLES / "make_quickstart.py"
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -61,6 +64,19 @@ def check(text: str, backend: str, steps: int, clients: int) -> None:
     for phase in ("WaitingForMembers", "Warmup", "RoundTrain", "Cooldown", "Finished"):
         assert phase in text, f"the watch never showed {phase}:\n{text}"
     assert f"over {steps} steps" in text, "the history holds every step"
+
+
+def test_the_notebook_is_its_generator_output() -> None:
+    """examples/quickstart.ipynb is written by examples/make_quickstart.py; no hand edits."""
+    spec = importlib.util.spec_from_file_location("make_quickstart", GENERATOR)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    stored = nbformat.read(NOTEBOOK, as_version=4)
+    built = module.build()
+    assert [(c.cell_type, c.source) for c in stored.cells] == [
+        (c.cell_type, c.source) for c in built.cells
+    ], "run `.venv/bin/python examples/make_quickstart.py --execute`"
 
 
 def test_quickstart_on_a_local_tcp_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -146,10 +146,10 @@ async def _backend(run: str, key: Any, rpc: str, wallet: Any, airdrop_sol: float
             raise UserError(f"a Solana run needs a funded wallet: {path} does not exist")
         payer = Keypair.from_seed(load_keypair(path).seed)
     if len(run) > 32:
-        backend = SolanaBackend(rpc, payer, key.public, Pubkey.from_string(run))
+        backend = SolanaBackend(rpc, payer, key, Pubkey.from_string(run))
     else:
         run_id_bytes(run)
-        backend = SolanaBackend.for_run(rpc, payer, key.public, run)
+        backend = SolanaBackend.for_run(rpc, payer, key, run)
     if airdrop_sol:
         await backend.client.airdrop(payer.pubkey(), int(airdrop_sol * 1e9))
     return backend
