@@ -84,29 +84,36 @@ def quantised_mean(
     aggregate: str = "mean",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(all peers' indices side by side, the integer mean q at each of them), both
-    (rows, P·k). `buf` is a dense int32 scratch of (rows, chunk_numel); it is left zeroed."""
+    (rows, P·k). `buf` is a dense int32 scratch of (rows, chunk_numel); on return it is zero
+    except at those positions (which the caller overwrites)."""
     every = torch.cat(idx, dim=1)
+    peers = len(idx)
     buf.zero_()
+    if mode is ValueMode.SIGN:
+        # Count and total in one pass: each peer adds K + v (v ∈ {-1, 0, 1}, K = 4P), so a slot
+        # holds K·count + total with |total| ≤ count ≤ P = K/4, and both come back exactly.
+        k_pack = 4 * peers
+        for i, v in zip(idx, vals, strict=True):
+            buf.scatter_add_(1, i, v.to(torch.int32) + k_pack)
+        packed = buf.gather(1, every)
+        count = torch.div(packed + k_pack // 2, k_pack, rounding_mode="floor")
+        total = packed - k_pack * count
+        if aggregate == "sum":  # the mean over all peers: every count is the number of results
+            count = torch.full_like(count, peers)
+        # round(Q·|total| / count), half up, in integers; then the sign back.
+        mag = torch.div(2 * q_levels * total.abs() + count, 2 * count, rounding_mode="floor")
+        return every, (torch.sign(total) * mag).to(torch.float32)
     ones = torch.ones_like(idx[0], dtype=torch.int32)
     for i in idx:
         buf.scatter_add_(1, i, ones)
     count = buf.gather(1, every)
     buf.scatter_(1, every, 0)
-    if aggregate == "sum":  # the mean over all peers: every count is the number of results
-        count = torch.full_like(count, len(idx))
-    if mode is ValueMode.SIGN:
-        for i, v in zip(idx, vals, strict=True):
-            buf.scatter_add_(1, i, v.to(torch.int32))
-        total = buf.gather(1, every)
-        buf.scatter_(1, every, 0)
-        # round(Q·|total| / count), half up, in integers; then the sign back.
-        mag = torch.div(2 * q_levels * total.abs() + count, 2 * count, rounding_mode="floor")
-        return every, (torch.sign(total) * mag).to(torch.float32)
+    if aggregate == "sum":
+        count = torch.full_like(count, peers)
     fbuf = buf.view(torch.float32)  # int 0 and float 0.0 share their bits
     for i, v in zip(idx, vals, strict=True):
         fbuf.scatter_add_(1, i, v.to(torch.float32))  # in the caller's order
     total = fbuf.gather(1, every)
-    fbuf.scatter_(1, every, 0.0)
     mean = total / count.to(torch.float32)
     scale = mean.abs().amax(dim=1, keepdim=True)
     q = torch.where(scale > 0, torch.round(mean / scale.clamp(min=1e-38) * q_levels), 0.0)
