@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -63,6 +65,13 @@ OPEN_FRAME = wire.encode_frame(
 
 class AddressError(UserError, ValueError):
     """A coordinator address is not host:port."""
+
+
+def _reason(e: OSError) -> str:
+    """ "Connection refused", not asyncio's "Connect call failed ('h', p)"."""
+    if isinstance(e, socket.gaierror) or not e.errno or e.errno < 0:
+        return e.strerror or str(e) or type(e).__name__
+    return os.strerror(e.errno)
 
 
 def parse_address(address: str) -> tuple[str, int]:
@@ -127,7 +136,7 @@ class TcpCoordinatorClient:
             if isinstance(first, wire.WireError):
                 raise NotACoordinator(str(first)) from None
             if isinstance(first, OSError):
-                reason = first.strerror or str(first) or type(first).__name__
+                reason = _reason(first)
                 raise CoordinatorUnreachable(
                     f"cannot reach coordinator {self.host}:{self.port}: {reason}"
                 ) from None

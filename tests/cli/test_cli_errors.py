@@ -88,7 +88,7 @@ def test_unknown_solana_run(data_file: Path, tmp_path: Path) -> None:
 
 def test_unreachable_coordinator(data_file: Path, tmp_path: Path) -> None:
     result = _cli("join", "127.0.0.1:9", f"--data={data_file}", f"--key={tmp_path / 'k.json'}")
-    _assert_user_error(result, "cannot reach coordinator")
+    _assert_user_error(result, "cannot reach coordinator 127.0.0.1:9: Connection refused")
 
 
 def test_missing_data_file(tmp_path: Path) -> None:
