@@ -108,6 +108,17 @@ class JoinHandle:
         """Blocking `stop_async`."""
         return run_sync(self._stop(timeout_s))
 
+    def serve_metrics(self, address: str = "127.0.0.1:0") -> int:
+        """Serve this in-process client's Prometheus metrics (as `join --metrics-port`) at
+        PORT or HOST:PORT; returns the bound port. A process client: pass nothing here, it
+        has its own `--metrics-port`."""
+        if self.client is None:
+            raise UserError("serve_metrics is for in-process clients (process=False)")
+        from psyche_client.metrics import serve_client_metrics
+
+        _, port = serve_client_metrics(address, lambda: self.client.status)
+        return port
+
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<JoinHandle {self.node_key.hex()[:12]}… of {self.run}: {state}>"
@@ -312,7 +323,9 @@ def join(
     `data`: token file(s), http(s) URL(s) or one tcp:// data server (as `join --data`);
     `key`: the node key (a NodeKey, or a key file created if missing; default: a fresh key);
     `wallet` (Solana): a keypair file or solders Keypair (default: a fresh one, fund it with
-    `airdrop_sol` on localnet). Returns at once; the client trains in the background.
+    `airdrop_sol` on localnet); `process=True` runs `psyche-client join` (then `key` must be a
+    file path, and `threads` sets its torch threads; in-process clients share this process's
+    torch settings). Returns at once; the client trains in the background.
     """
     sdk_loop()
     return run_sync(

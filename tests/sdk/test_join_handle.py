@@ -1,0 +1,57 @@
+"""`psyche.join` handles stop their client cleanly: in-process (the client withdraws, its task
+ends) and as a `psyche-client join` process (SIGTERM, the CLI's clean exit).
+
+The run waits for more clients than join, so nothing trains: what is asserted is the
+coordinator's view (member counted, then gone) and the handle's (not running, no error).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+import psyche_client as psyche
+from psyche_client.data.corpus import make_corpus
+from psyche_client.errors import UserError
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def members(s: psyche.RunStatus) -> int:
+    return s.clients["Healthy"] + s.clients["Pending"]
+
+
+@pytest.mark.parametrize("process", [False, True], ids=["in-process", "process"])
+def test_stop_leaves_the_run(tmp_path: Path, process: bool) -> None:
+    data = make_corpus(tmp_path / "corpus", n_tokens=20_000)[0]
+    run = psyche.create_run("sdk-join", config={"min_clients": 3}, state_dir=tmp_path / "srv")
+    try:
+        client = psyche.join(
+            run.address,
+            data=data,
+            key=tmp_path / "node.json",
+            checkpoint_dir=tmp_path / "ckpt",
+            process=process,
+        )
+        assert client.running
+        joined = run.wait(lambda s: members(s) == 1, timeout_s=90)
+        assert joined.phase == "WaitingForMembers"
+        if not process:
+            port = client.serve_metrics()
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            assert 'psyche_client_phase_info{phase="WaitingForMembers"} 1.0' in text
+        else:
+            with pytest.raises(UserError, match="in-process"):
+                client.serve_metrics()
+        client.stop(timeout_s=60)
+        assert not client.running
+        run.wait(lambda s: members(s) == 0, timeout_s=30)  # it withdrew
+        client.wait(timeout_s=5)  # and ended without an error
+        if process:
+            assert client.process is not None and client.process.returncode == 0
+        else:
+            assert client.status is not None and client.status.phase == "WaitingForMembers"
+    finally:
+        run.stop()
