@@ -62,22 +62,29 @@ class JoinHandle:
         if self.process is not None:
             code = await asyncio.to_thread(self.process.wait)
             if code not in (0, -signal.SIGTERM):
-                tail = ""
+                lines: list[str] = []
                 if self.log_path is not None and self.log_path.exists():
-                    tail = self.log_path.read_text(errors="replace").strip().splitlines()[-1:][0]
-                raise UserError(f"client for {self.run} exited with {code}: {tail}")
+                    lines = self.log_path.read_text(errors="replace").strip().splitlines()
+                last = lines[-1] if lines else "no output"
+                raise UserError(f"client for {self.run} exited with {code}: {last}")
             return None
         assert self._task is not None
         return await asyncio.shield(self._task)
 
+    async def _wait_for(self, timeout_s: float | None) -> Any:
+        try:
+            return await asyncio.wait_for(self._wait(), timeout_s)
+        except TimeoutError:
+            raise TimeoutError(f"the client is still running after {timeout_s:g} s") from None
+
     async def wait_async(self, timeout_s: float | None = None) -> Any:
         """Until the client is done (the run finished, `max_epochs`, or `stop()`); returns its
         final `ClientStatus` and raises what ended it otherwise (e.g. `ClientEjected`)."""
-        return await run_async(asyncio.wait_for(self._wait(), timeout_s))
+        return await run_async(self._wait_for(timeout_s))
 
     def wait(self, timeout_s: float | None = None) -> Any:
         """Blocking `wait_async`."""
-        return run_sync(asyncio.wait_for(self._wait(), timeout_s))
+        return run_sync(self._wait_for(timeout_s))
 
     async def _stop(self, timeout_s: float) -> Any:
         if self.process is not None:
@@ -271,6 +278,8 @@ async def ajoin(
             raise UserError("with process=True give key as a key file path (created if missing)")
         if airdrop_sol:
             raise UserError("airdrop_sol needs an in-process client (process=False)")
+        if wallet is not None and not isinstance(wallet, str | Path):
+            raise UserError("with process=True give wallet as a keypair file path")
         return await asyncio.to_thread(
             _join_process,
             run,

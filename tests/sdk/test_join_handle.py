@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from solders.keypair import Keypair
 
 import psyche_client as psyche
 from psyche_client.data.corpus import make_corpus
@@ -55,3 +56,14 @@ def test_stop_leaves_the_run(tmp_path: Path, process: bool) -> None:
             assert client.status is not None and client.status.phase == "WaitingForMembers"
     finally:
         run.stop()
+
+
+def test_a_failed_client_process_surfaces_its_error(tmp_path: Path) -> None:
+    data = make_corpus(tmp_path / "corpus", n_tokens=20_000)[0]
+    client = psyche.join(
+        "127.0.0.1:1", data=data, key=tmp_path / "node.json", process=True, max_epochs=1
+    )
+    with pytest.raises(UserError, match=r"exited with 2: psyche-client: error: .*127\.0\.0\.1:1"):
+        client.wait(timeout_s=90)
+    with pytest.raises(UserError, match="keypair file path"):
+        psyche.join("run", data=data, key=tmp_path / "k.json", process=True, wallet=Keypair())
