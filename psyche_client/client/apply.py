@@ -36,13 +36,14 @@ GATHER_RETRY_S = 1.0
 """While a previous-round result is missing, pull announcements and HAVEs again this often."""
 
 FETCH_WAIT_S = 0.25
-FETCH_BUDGET_S = 2.0
+FETCH_BUDGET_S = 5.0
 """An accepted result we lack at the apply: pull announcements from peers, wait up to
 `FETCH_WAIT_S` for it to arrive, and try again, for `FETCH_BUDGET_S` in all, or only two waits
-when `gather_previous` already looked for it through the round before. Peers stop serving a
-step's results when it is two steps old, which is about now, so only a fetch already under way
-can still succeed; catching up promptly (resync.py) leaves time to still train this round,
-which the core requires of a trainer (MissingResult)."""
+when this client never heard of it although `gather_previous` looked for it through the round
+before. Peers stop serving a step's results when it is two steps old, which is about now, so
+only a download already under way can still succeed; when there is none, catching up promptly
+(resync.py) leaves time to still train this round, which the core requires of a trainer
+(MissingResult)."""
 
 
 async def gather_previous(ctx: ClientContext, state: _core.Coordinator, h: int) -> None:
@@ -204,19 +205,18 @@ async def fetch_attested(
         if ctx.results.claimed(step, sender, batch_start) is not None:
             continue
         ctx.stalled.set()
-        # `gather_previous` has been pulling for it since round height+1 began (and still
-        # does): then only a short last look, so a resync comes while this round still trains.
+        # Never heard of it although `gather_previous` pulled for it through round height+1:
+        # only a short last look, so the resync comes while this round still trains. Heard of
+        # it (its momentum disclosure came, so its announcement did too): its download may
+        # still be under way, so it gets the full budget.
         gathered = ctx.duties.done(Duty.GATHER, state.epoch, height + 1)
-        budget = 2 * FETCH_WAIT_S if gathered else FETCH_BUDGET_S
-        found = await _pull_until(
-            ctx,
-            step,
-            budget,
-            lambda wait_s, who=sender, batch=batch_start: ctx.results.wait_claimed(
-                step, who, batch, wait_s
-            ),
-        )
-        if not found:
+        heard = ctx.disclosures.find(sender, step) is not None
+        budget = 2 * FETCH_WAIT_S if gathered and not heard else FETCH_BUDGET_S
+
+        async def arrived(wait_s: float, who: bytes = sender, batch: int = batch_start) -> bool:
+            return await ctx.results.wait_claimed(step, who, batch, wait_s) is not None
+
+        if not await _pull_until(ctx, step, budget, arrived):
             raise ClientDesynced(
                 f"the result of slot {slot} for step {step} (batch {batch_start}) was attested "
                 "by the witnesses but could not be fetched from any peer"
@@ -228,12 +228,11 @@ async def fetch_missing(
 ) -> Received:
     """An accepted result we never received: ask peers for its announcement, then await it."""
     ctx.stalled.set()
-    await _pull_until(
-        ctx,
-        step,
-        FETCH_BUDGET_S,
-        lambda wait_s: ctx.results.wait_for(step, sender, batch, digest, wait_s),
-    )
+
+    async def arrived(wait_s: float) -> bool:
+        return await ctx.results.wait_for(step, sender, batch, digest, wait_s) is not None
+
+    await _pull_until(ctx, step, FETCH_BUDGET_S, arrived)
     rec = ctx.results.get(step, sender, batch, digest)
     if rec is None:
         raise ClientDesynced(
@@ -243,7 +242,7 @@ async def fetch_missing(
 
 
 async def _pull_until(
-    ctx: ClientContext, step: int, budget_s: float, arrived: Callable[[float], Awaitable[object]]
+    ctx: ClientContext, step: int, budget_s: float, arrived: Callable[[float], Awaitable[bool]]
 ) -> bool:
     """Pull `step`'s announcements and HAVEs from peers and await `arrived` (a store lookup
     taking a timeout), again every `FETCH_WAIT_S`, for at most `budget_s` in all (a silent

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
+from typing import Any
 
 from psyche_client import _core
 from psyche_client.client.context import ROUND_PHASES, ClientContext, node_key_of, round_deadline
@@ -84,8 +85,10 @@ async def _results_or_quorum(
             return True
         return len(s.round(h).submissions) >= s.quorum(h)
 
-    waits = [asyncio.ensure_future(held)]
-    waits.append(asyncio.ensure_future(ctx.backend.wait_state(others_reached_quorum, None)))
+    waits: list[asyncio.Future[Any]] = [
+        asyncio.ensure_future(held),
+        asyncio.ensure_future(ctx.backend.wait_state(others_reached_quorum, None)),
+    ]
     try:
         await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
     finally:

@@ -125,12 +125,12 @@ async def model_sources(
         return_exceptions=True,
     )
     manifests: dict[NodeId, Manifest] = {}
-    fast: dict[NodeId, str] = {}
+    fast_addrs: dict[NodeId, str] = {}
     for node, answer in zip(peers, answers, strict=True):
         if isinstance(answer, BaseException):
             log.info("model peer %s unusable: %r", node.hex()[:8], answer)
             continue
-        fast[node], got = answer
+        fast_addrs[node], got = answer
         if got is not None:
             manifests[node] = got
     chosen = select(manifests)
@@ -140,7 +140,7 @@ async def model_sources(
             f"{len(peers)} peers served a trusted manifest)"
         )
     key = content_key(chosen)
-    sources = [Source(n, fast[n], "") for n, m in manifests.items() if content_key(m) == key]
+    sources = [Source(n, fast_addrs[n], "") for n, m in manifests.items() if content_key(m) == key]
     return chosen, sources
 
 
