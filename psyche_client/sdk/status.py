@@ -41,7 +41,7 @@ class RunStatus:
     step: int
     """Data rounds started (the step result commitments name)."""
     steps_done: int
-    """Training steps completed (counted when an epoch reaches cooldown)."""
+    """Training steps completed, as the core counts them (`Coordinator.steps_done`)."""
     total_steps: int
     clients: dict[str, int] = field(default_factory=dict)
     """Client slots by state name (Pending, Healthy, Dropped, Withdrawn, Ejected)."""
