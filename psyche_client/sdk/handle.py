@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from psyche_client import _core
@@ -139,6 +139,14 @@ class RunHandle:
         yield status
         while not status.finished:
             version, status = await run_async(self._next(version, timeout_s))
+            yield status
+
+    def watch_sync(self, timeout_s: float | None = None) -> Iterator[RunStatus]:
+        """`watch()` as a plain iterator (blocks between snapshots; for scripts)."""
+        version, status = self._version, self.status()
+        yield status
+        while not status.finished:
+            version, status = run_sync(self._next(version, timeout_s))
             yield status
 
     async def wait_async(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,27 @@ def test_create_watch_and_stop_inside_a_running_loop(tmp_path: Path) -> None:
             psyche.connect(run.address, timeout_s=5)
 
     asyncio.run(cell())
+
+
+def test_watch_sync_in_a_script(tmp_path: Path) -> None:
+    run = psyche.create_run("sdk-sync", config=CONFIG, state_dir=tmp_path)
+
+    def join_one() -> None:
+        async def go() -> None:
+            member = TcpBackend(run.address, NodeKey.generate())
+            await member.start()
+            await member.join()
+            await member.stop()
+
+        asyncio.run(go())
+
+    try:
+        snapshots = run.watch_sync(timeout_s=30)
+        assert members(next(snapshots)) == 0
+        threading.Thread(target=join_one).start()
+        assert any(members(s) == 1 for s in snapshots)
+    finally:
+        run.stop()
 
 
 def test_state_dir_resumes_the_run(tmp_path: Path) -> None:
