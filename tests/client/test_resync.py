@@ -142,7 +142,8 @@ class Run:
             self.node(ctx).set_step(step)
         for slot, start, _end in state.assignments(h):
             key = state.client(slot).node_key
-            rec = Received(key, start, commitment_of(step, key, start), ("r", step, slot), 100)
+            fake: Any = ("r", step, slot)
+            rec = Received(key, start, commitment_of(step, key, start), fake, 100)
             for ctx in self.ctxs:
                 if (self.slot(ctx), slot) not in (skip or set()):
                     ctx.store(step, rec)
@@ -177,9 +178,8 @@ class Run:
         self.next_round()
         state = self.state()
         assert state.height == 2
-        assert (self.slot(trainer), state.assignment(0, self.slot(trainer))[0]) in (
-            state.attested_trainers(0)
-        )
+        span = state.assignment(0, self.slot(trainer))
+        assert span is not None and (self.slot(trainer), span[0]) in state.attested_trainers(0)
         await self.apply_all([c for c in self.ctxs if c is not lacking])
 
     async def finish_epoch(self) -> None:
@@ -202,8 +202,13 @@ def _quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(resync_mod, "POLL_S", 0.02)
 
 
+def params(ctx: ClientContext) -> str:
+    assert ctx.trainer is not None
+    return param_hash(ctx.trainer.model)
+
+
 def hashes(run: Run) -> set[str]:
-    return {param_hash(c.trainer.model) for c in run.ctxs if c.trainer is not None}
+    return {params(c) for c in run.ctxs}
 
 
 def test_client_missing_a_result_resyncs_from_peers_and_ends_identical(tmp_path: Path) -> None:
@@ -214,8 +219,8 @@ def test_client_missing_a_result_resyncs_from_peers_and_ends_identical(tmp_path:
         run.net.block(lacking.key.public, trainer.key.public)  # cut off for the whole test
         await run.miss_round_zero(lacking, trainer)
         step0 = run.state().round(0).step
-        others = {param_hash(c.trainer.model) for c in run.ctxs[1:] if c.trainer}
-        assert len(others) == 1 and param_hash(lacking.trainer.model) not in others  # type: ignore[union-attr]
+        others = {params(c) for c in run.ctxs[1:]}
+        assert len(others) == 1 and params(lacking) not in others
 
         await apply_ready(lacking, lacking.backend.state())
         assert hashes(run) == others, "caught up to exactly the others' parameters"
@@ -227,7 +232,9 @@ def test_client_missing_a_result_resyncs_from_peers_and_ends_identical(tmp_path:
         assert ev["peers"] == 2 and ev["hash"] in others
         assert run.events(lacking, "desynced")[0]["height"] == 0
         # It serves the caught-up model as being at round 0 like the others.
-        point = parse_point(run.node(lacking).blobs[run.node(lacking).manifest.config_sha256])  # type: ignore[union-attr]
+        served = run.node(lacking).manifest
+        assert served is not None
+        point = parse_point(run.node(lacking).blobs[served.config_sha256])
         assert (point.height, point.hash) == (0, ev["hash"])
 
         # It follows the run by applying again: every later round, still identical.
@@ -252,8 +259,8 @@ def test_a_lying_model_source_is_rejected(tmp_path: Path) -> None:
         lacking, trainer, liar, honest = run.ctxs
         run.net.block(lacking.key.public, trainer.key.public)
         await run.miss_round_zero(lacking, trainer)
-        good = param_hash(honest.trainer.model)  # type: ignore[union-attr]
-        before = param_hash(lacking.trainer.model)  # type: ignore[union-attr]
+        good = params(honest)
+        before = params(lacking)
 
         # The liar serves a model of its own making, correctly signed and hashed.
         assert liar.trainer is not None
@@ -263,14 +270,14 @@ def test_a_lying_model_source_is_rejected(tmp_path: Path) -> None:
         resync_mod.share_model(liar, run.state().epoch, 0, run.state().round(0).step)
         # Only the liar and one honest peer are reachable: no model has a majority (2 of 3).
         await apply_ready(lacking, lacking.backend.state())
-        assert param_hash(lacking.trainer.model) == before, "nothing is loaded"  # type: ignore[union-attr]
+        assert params(lacking) == before, "nothing is loaded"
         assert lacking.status.desynced and lacking.status.resyncs == 0
         assert [e["attempts"] for e in run.events(lacking, "resync_failed")] == [1]
 
         # The trainer is reachable again: the honest two outvote the liar.
         run.net.unblock(lacking.key.public, trainer.key.public)
         await apply_ready(lacking, lacking.backend.state())
-        assert param_hash(lacking.trainer.model) == good
+        assert params(lacking) == good
         assert run.events(lacking, "resynced")[0]["peers"] == 2
         assert lacking.status.resyncs == 1 and not lacking.status.desynced
 
@@ -283,11 +290,12 @@ def test_a_lying_model_source_is_rejected(tmp_path: Path) -> None:
         run.node(liar).lie_bytes = True
         run.net.first = liar.key.public  # every piece is tried from the liar first
         with torch.no_grad():
-            for p in lacking.trainer.model.parameters():  # type: ignore[union-attr]
+            assert lacking.trainer is not None
+            for p in lacking.trainer.model.parameters():
                 p.zero_()
         got = await resync_mod.resync(lacking, lacking.backend.state(), 0)
         assert got is not None and got[0].hash == good
-        assert param_hash(lacking.trainer.model) == good  # type: ignore[union-attr]
+        assert params(lacking) == good
         assert run.node(lacking).liars == {liar.key.public}
 
     asyncio.run(go())
@@ -328,13 +336,17 @@ def test_a_client_lacking_a_result_keeps_its_witness_duty(tmp_path: Path) -> Non
         run.train(1)
         state = run.state()
         assert run.hub.now < round_deadline(state, 1), "the lacking witness's deadline is ahead"
-        mine = asyncio.ensure_future(
-            attest(lacking, lacking.backend.state(), 1, state.position_of(1, run.slot(lacking)))
-        )
+
+        def position(ctx: ClientContext) -> int:
+            pos = state.position_of(1, run.slot(ctx))
+            assert pos is not None
+            return pos
+
+        mine = asyncio.ensure_future(attest(lacking, lacking.backend.state(), 1, position(lacking)))
         await asyncio.sleep(0.05)
         assert not mine.done(), "it waits for the missing result while the round is open"
         for ctx in run.ctxs[1:]:
-            await attest(ctx, ctx.backend.state(), 1, state.position_of(1, run.slot(ctx)))
+            await attest(ctx, ctx.backend.state(), 1, position(ctx))
         assert len(run.state().round(1).submissions) >= run.state().quorum(1)
         assert await asyncio.wait_for(mine, 2) is True, "sent as soon as the others had quorum"
         ev = run.events(lacking, "witnessed")[-1]
@@ -352,6 +364,6 @@ def test_a_client_lacking_a_result_keeps_its_witness_duty(tmp_path: Path) -> Non
         await asyncio.wait_for(task, 10)
         await apply_in_turn(lacking, lacking.backend.state())  # collects it
         assert lacking.applying is None and lacking.status.resyncs == 1
-        assert hashes(run) == {param_hash(run.ctxs[1].trainer.model)}  # type: ignore[union-attr]
+        assert hashes(run) == {params(run.ctxs[1])}
 
     asyncio.run(go())
