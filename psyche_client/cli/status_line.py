@@ -43,6 +43,10 @@ class StatusLine:
             line += f" | {st.empty_rounds} rounds exchanged nothing: peers unreachable?"
         if getattr(st, "network", ""):
             line += f" | {st.network}"
+        if getattr(st, "desynced", False):
+            line += " | missed an agreed result: catching up from peers"
+        elif getattr(st, "resyncs", 0):
+            line += f" | caught up from peers {st.resyncs}x"
         if self._live is not None:
             self._live.update(Text(line))
         elif line.split(" tok/s")[0] != self._last.split(" tok/s")[0]:
