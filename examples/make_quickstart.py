@@ -78,13 +78,28 @@ if BACKEND == "solana":
     from solders.keypair import Keypair
 
     owner = Keypair()  # a throwaway owner, funded by the local faucet
-    config.update(total_steps=3, rounds_per_epoch=3, min_clients=2, witnesses_per_round=2,
-                  witness_quorum_pct=50, round_witness_secs=10, witness_grace_secs=2)
-    run = psyche.create_run(f"nb-{os.getpid()}", config=config, model=work / "model",
-                            backend="solana", rpc=RPC, keypair=owner, airdrop_sol=5)
+    config.update(
+        total_steps=3,
+        rounds_per_epoch=3,
+        min_clients=2,
+        witnesses_per_round=2,
+        witness_quorum_pct=50,
+        round_witness_secs=10,
+        witness_grace_secs=2,
+    )
+    run = psyche.create_run(
+        f"nb-{os.getpid()}",
+        config=config,
+        model=work / "model",
+        backend="solana",
+        rpc=RPC,
+        keypair=owner,
+        airdrop_sol=5,
+    )
 else:
-    run = psyche.create_run("quickstart", config=config, model=work / "model",
-                            state_dir=work / "server")
+    run = psyche.create_run(
+        "quickstart", config=config, model=work / "model", state_dir=work / "server"
+    )
 print(run)
 run.status()""",
     ),
@@ -97,8 +112,13 @@ run.status()""",
         "code",
         """n_clients = 2 if BACKEND == "solana" else 3
 clients = [
-    psyche.join(run.address, data=data, rpc=RPC, checkpoint_dir=work / f"client{i}",
-                airdrop_sol=1 if BACKEND == "solana" else 0)
+    psyche.join(
+        run.address,
+        data=data,
+        rpc=RPC,
+        checkpoint_dir=work / f"client{i}",
+        airdrop_sol=1 if BACKEND == "solana" else 0,
+    )
     for i in range(n_clients)
 ]
 clients""",
@@ -117,9 +137,11 @@ async for s in run.watch(timeout_s=120):
     line = (s.phase, s.epoch, s.steps_done)
     if line != last:
         loss = "-" if s.loss is None else f"{s.loss:.3f}"
-        print(f"{time.monotonic() - t0:5.1f}s {s.phase:17} epoch {s.epoch} "
-              f"steps {s.steps_done:2}/{s.total_steps} healthy {s.clients['Healthy']} "
-              f"loss {loss}")
+        print(
+            f"{time.monotonic() - t0:5.1f}s {s.phase:17} epoch {s.epoch} "
+            f"steps {s.steps_done:2}/{s.total_steps} healthy {s.clients['Healthy']} "
+            f"loss {loss}"
+        )
         last = line""",
     ),
     ("markdown", "## History: loss, tokens/s and clients per step"),
@@ -127,8 +149,8 @@ async for s in run.watch(timeout_s=120):
         "code",
         """history = run.history()
 for r in history:
-    print(f"step {r.step:2}  loss {r.loss:.4f}  tokens/s {r.tokens_per_s:8.0f}  "
-          f"trainers {r.trainers}")
+    tps = f"{r.tokens_per_s:8.0f}"
+    print(f"step {r.step:2}  loss {r.loss:.4f}  tokens/s {tps}  trainers {r.trainers}")
 losses = history.losses()
 steps = sorted(losses)
 print(f"loss {losses[steps[0]]:.3f} -> {losses[steps[-1]]:.3f} over {len(steps)} steps")""",
