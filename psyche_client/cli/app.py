@@ -2,7 +2,9 @@
 
 Every user mistake (bad address, missing key file, missing data, unknown run) ends in one line on
 stderr and a non-zero exit, never a traceback: commands raise a `UserError` (every input-error
-type of the package is one) and `main` turns it into that line.
+type of the package is one) and `main` turns it into that line. Usage errors (typer's bundled
+click) and OS errors about a path the user named (not a directory, permission denied) are shown
+the same way.
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except typer.TyperException as e:  # typer's bundled click: usage errors and file errors
         return _usage_error(e)
+    except OSError as e:
+        if e.filename is None:  # not about a path the user gave: a real failure, keep its trace
+            raise
+        return _fail(f"{e.strerror or e}: {e.filename}")
     return 0
 
 

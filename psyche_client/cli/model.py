@@ -23,6 +23,10 @@ def model_init(
     seed: int = 0,
 ) -> None:
     """Write a freshly initialised model (config.json, model.safetensors, psyche.json)."""
+    from psyche_client.errors import UserError
+
+    if directory.exists() and not directory.is_dir():
+        raise UserError(f"{directory} exists and is not a directory")
     from psyche_client.checkpoint.io import save_checkpoint
     from psyche_client.runspec import TrainingSpec, save_spec
     from psyche_client.training.model import LlamaConfig, build_model

@@ -87,6 +87,8 @@ class AllowList:
         self.path = Path(path).expanduser()
         self._stamp = self._stat()
         self.keys = read_allowlist(self.path)
+        if not self.keys:
+            log.warning("allowlist %s is empty: nobody may join until keys are added", self.path)
 
     def _stat(self) -> tuple[int, int] | None:
         try:

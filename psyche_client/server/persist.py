@@ -24,19 +24,22 @@ class StateFileError(UserError, ValueError):
 def save_state(path: str | Path, state: bytes) -> None:
     """Atomically replace `path` with `state` plus a magic header and SHA-256 trailer."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp")
     blob = _MAGIC + len(state).to_bytes(8, "big") + state + hashlib.sha256(state).digest()
-    with open(tmp, "wb") as f:
-        f.write(blob)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, p)
-    dir_fd = os.open(p.parent, os.O_RDONLY)
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+        dir_fd = os.open(p.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError as e:
+        raise StateFileError(f"cannot write the state to {p}: {e.strerror or e}") from None
 
 
 def load_state(path: str | Path) -> bytes | None:
@@ -46,6 +49,8 @@ def load_state(path: str | Path) -> bytes | None:
         blob = p.read_bytes()
     except FileNotFoundError:
         return None
+    except OSError as e:
+        raise StateFileError(f"cannot read the state file {p}: {e.strerror or e}") from None
     if len(blob) < len(_MAGIC) + 8 + 32 or not blob.startswith(_MAGIC):
         raise StateFileError(f"{p} is not a Psyche state file")
     size = int.from_bytes(blob[len(_MAGIC) : len(_MAGIC) + 8], "big")

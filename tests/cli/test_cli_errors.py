@@ -292,3 +292,11 @@ def test_valid_key_files_still_load(tmp_path: Path) -> None:
     save_keypair(key, tmp_path / "id.json")
     assert json.loads((tmp_path / "id.json").read_text())[:32] == list(key.seed)
     assert load_keypair(tmp_path / "id.json").public == key.public
+
+
+def test_unusable_paths_are_one_line(tmp_path: Path) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    _assert_user_error(_cli("serve", "--run=ok", f"--state-dir={a_file}"), "Not a directory")
+    _assert_user_error(_cli("data", "make-corpus", str(a_file / "sub")), "Not a directory")
+    _assert_user_error(_cli("model", "init", str(a_file)), "exists")
