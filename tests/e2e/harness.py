@@ -98,7 +98,10 @@ class LocalRun:
                 if code not in (None, 0, -signal.SIGKILL):
                     raise AssertionError(f"{name} exited with {code}:\n{self.log_tail(name)}")
             if time.time() > deadline:
-                raise AssertionError(f"timed out waiting for {what}\n{self.log_tail('server')}")
+                clients = "\n".join(f"--- {n}\n{self.log_tail(n, 15)}" for n in self.clients)
+                raise AssertionError(
+                    f"timed out waiting for {what}\n{self.log_tail('server')}\n{clients}"
+                )
             time.sleep(0.25)
 
     def wait_clients(self, names: list[str], timeout: float) -> None:
