@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import logging
 import signal
 import subprocess
@@ -163,11 +164,15 @@ async def _backend(run: str, key: Any, rpc: str, wallet: Any, airdrop_sol: float
         if not path.exists():
             raise UserError(f"a Solana run needs a funded wallet: {path} does not exist")
         payer = Keypair.from_seed(load_keypair(path).seed)
+    # The NodeKey itself where the backend takes one (it co-signs the join), else its public
+    # bytes (the older signature): keeps this path working while that change lands.
+    annotation = str(inspect.signature(SolanaBackend).parameters["node_key"].annotation)
+    node = key if "NodeKey" in annotation else key.public
     if len(run) > 32:
-        backend = SolanaBackend(rpc, payer, key, Pubkey.from_string(run))
+        backend = SolanaBackend(rpc, payer, node, Pubkey.from_string(run))
     else:
         run_id_bytes(run)
-        backend = SolanaBackend.for_run(rpc, payer, key, run)
+        backend = SolanaBackend.for_run(rpc, payer, node, run)
     if airdrop_sol:
         await backend.client.airdrop(payer.pubkey(), int(airdrop_sol * 1e9))
     return backend
