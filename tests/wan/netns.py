@@ -192,10 +192,12 @@ class Wan:
 
     def add_host(self, name: str, link: Link | None = None, nat: bool = False) -> Host:
         """Create a host namespace joined to the router by a link (behind a NAT box if `nat`)."""
-        if name in self.hosts:
-            raise WanError(f"host {name!r} exists")
-        link = link or Link()
+        if name in self.hosts or not re.fullmatch(r"[a-z][a-z0-9]{0,15}", name):
+            raise WanError(f"host name {name!r} is taken or not [a-z][a-z0-9]{{0,15}}")
         i = len(self.hosts)
+        if i > 250:
+            raise WanError("at most 251 hosts (one 10.99.i.0/24 each)")
+        link = link or Link()
         ns = f"{self.tag}-{name}"
         outside = f"10.99.{i}.2"
         router_if = f"h{i}"
