@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -71,12 +72,12 @@ def data_serve(
     data: Annotated[
         list[Path], typer.Option(help="Token file(s) (flat u16) or `data prepare` directories.")
     ],
-    seq_len: Annotated[int, typer.Option(help="Sample length the run trains on.")],
+    seq_len: Annotated[int, typer.Option(help="Sample length the run trains on.", min=1)],
     coordinator: Annotated[
         str, typer.Option(help="host:port of the run's TCP coordinator (who may fetch).")
     ],
-    host: str = "127.0.0.1",
-    port: int = 0,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0 picks a free one).", min=0, max=65535)] = 0,
     key: Annotated[Path, typer.Option(help="This server's node keypair.")] = Path(
         "~/.config/psyche/data-server.json"
     ),
@@ -106,7 +107,12 @@ def data_serve(
             await watcher.start()
         except ConnectionError as e:
             raise UserError(f"cannot reach coordinator {coordinator}: {e}") from None
-        server = await serve_data(provider, authorize, host, port)
+        try:
+            server = await serve_data(provider, authorize, host, port)
+        except OSError as e:
+            await watcher.stop()
+            reason = os.strerror(e.errno) if e.errno else str(e)
+            raise UserError(f"cannot listen on {host}:{port}: {reason}") from None
         bound = server.sockets[0].getsockname()
         print(f"serving {len(provider)} samples on tcp://{bound[0]}:{bound[1]}", flush=True)
         try:

@@ -143,6 +143,9 @@ def test_usage_errors_are_one_line(data_file: Path, tmp_path: Path) -> None:
     _assert_user_error(_cli("run", "status", "--run-id"), "requires an argument")
     threads = _cli("join", "127.0.0.1:9", f"--data={data_file}", "--threads=0")
     _assert_user_error(threads, "--threads")
+    serve_data = ["data", "serve", f"--data={data_file}", "--coordinator=127.0.0.1:9"]
+    _assert_user_error(_cli(*serve_data, "--seq-len=0"), "--seq-len")
+    _assert_user_error(_cli(*serve_data, "--seq-len=8", "--port=99999"), "--port")
 
 
 def test_random_bytes_key_file(data_file: Path, tmp_path: Path) -> None:
