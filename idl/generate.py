@@ -113,11 +113,13 @@ INSTRUCTIONS = [
         "name": "joinRun",
         "docs": [
             "Registers the user's wallet with its node key. authorizer: the run's join "
-            "authority when it has one, else any signer (pass the user again)."
+            "authority when it has one, else any signer (pass the user again). node: the node "
+            "key itself, which signs (proof of possession)."
         ],
         "accounts": [
             acc("user", signer=True),
             acc("authorizer", signer=True),
+            acc("node", signer=True, docs="the node key being registered (proof of possession)"),
             acc("run"),
             acc("coordinator", mut=True),
             SLOT_HASHES,

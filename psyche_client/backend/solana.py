@@ -1,7 +1,9 @@
 """`CoordinatorBackend` over the Solana coordinator program.
 
 - identity: `wallet` is the Solana keypair's public key (it signs every transaction); the node
-  key (ed25519, libp2p identity, signs results) is registered with it by `join_run`;
+  key (ed25519, libp2p identity, signs results) is registered with it by `join_run`, which it
+  co-signs (proof of possession: nobody can register another's key), so joining needs the
+  `NodeKey`, not only its public half;
 - state: polled with `getAccountInfo` on the run's coordinator account every `poll_s` seconds
   and decoded by the core bindings; `wait_state` resolves on the first polled state that
   satisfies the predicate;
@@ -32,6 +34,8 @@ from solders.pubkey import Pubkey
 from psyche_client import _core
 from psyche_client.backend.base import CoordinatorBackend
 from psyche_client.backend.tcp import CoordinatorRejected
+from psyche_client.errors import UserError
+from psyche_client.identity import NodeKey
 from psyche_client.modelref import ModelRefError, model_ref_from_json
 from psyche_client.runid import run_id_bytes
 from psyche_client.solana.program import CoordinatorProgram
@@ -53,7 +57,7 @@ class SolanaBackend:
         self,
         rpc_url: str,
         wallet: Keypair,
-        node_key: bytes,
+        node_key: bytes | NodeKey,
         run: Pubkey,
         *,
         join_authority: Keypair | None = None,
@@ -65,7 +69,9 @@ class SolanaBackend:
     ) -> None:
         self.keypair = wallet
         self.wallet = bytes(wallet.pubkey())
-        self.node_key = node_key
+        # With the private half (a NodeKey) this backend can join: the node key co-signs.
+        self._node_signer = node_key.keypair if isinstance(node_key, NodeKey) else None
+        self.node_key = node_key.public if isinstance(node_key, NodeKey) else bytes(node_key)
         self.run = run
         self.join_authority = join_authority
         self.client = SolanaCoordinatorClient(rpc_url, wallet, program)
@@ -87,7 +93,7 @@ class SolanaBackend:
         cls,
         rpc_url: str,
         wallet: Keypair,
-        node_key: bytes,
+        node_key: bytes | NodeKey,
         run_id: str | bytes,
         **options: Any,
     ) -> SolanaBackend:
@@ -194,6 +200,10 @@ class SolanaBackend:
 
     async def join(self) -> None:
         authorizer = self.join_authority
+        if self._node_signer is None:
+            raise UserError(
+                "joining a Solana run needs the node key's private half (it co-signs join_run)"
+            )
         ix = self.p.join_run(
             self.keypair.pubkey(),
             self.run,
@@ -201,7 +211,8 @@ class SolanaBackend:
             self.node_key,
             None if authorizer is None else authorizer.pubkey(),
         )
-        await self._send("join_run", ix, () if authorizer is None else (authorizer,))
+        signers = (self._node_signer,) + (() if authorizer is None else (authorizer,))
+        await self._send("join_run", ix, signers)
 
     async def withdraw(self) -> None:
         await self._send("withdraw", self.p.withdraw(self.keypair.pubkey(), *self._accounts))

@@ -191,11 +191,11 @@ def _backend_for(
     from psyche_client.cli.run import preflight_run
 
     if account is not None:
-        backend = SolanaBackend(rpc, payer, node_key.public, account)
+        backend = SolanaBackend(rpc, payer, node_key, account)
     else:
         from psyche_client.runid import run_id_bytes
 
         run_id_bytes(run)  # validates the name with a clear error
-        backend = SolanaBackend.for_run(rpc, payer, node_key.public, run)
+        backend = SolanaBackend.for_run(rpc, payer, node_key, run)
     preflight_run(rpc, backend.run, run)  # the RPC answers and the run exists
     return backend

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
 import logging
 import signal
 import subprocess
@@ -164,10 +163,7 @@ async def _backend(run: str, key: Any, rpc: str, wallet: Any, airdrop_sol: float
         if not path.exists():
             raise UserError(f"a Solana run needs a funded wallet: {path} does not exist")
         payer = Keypair.from_seed(load_keypair(path).seed)
-    # The NodeKey itself where the backend takes one (it co-signs the join), else its public
-    # bytes (the older signature): keeps this path working while that change lands.
-    annotation = str(inspect.signature(SolanaBackend).parameters["node_key"].annotation)
-    node = key if "NodeKey" in annotation else key.public
+    node = key  # the NodeKey itself: it co-signs join_run (proof of possession)
     if len(run) > 32:
         backend = SolanaBackend(rpc, payer, node, Pubkey.from_string(run))
     else:

@@ -211,9 +211,11 @@ class CoordinatorProgram:
         node_key: bytes,
         authorizer: Pubkey | None = None,
     ) -> Instruction:
-        """`authorizer`: the run's join authority (co-signs), or None for a permissionless run."""
+        """`authorizer`: the run's join authority (co-signs), or None for a permissionless run.
+        The node key co-signs too (the program checks possession of the key it registers)."""
         accounts = self._member_accounts(user, run, coordinator)
         accounts["authorizer"] = authorizer or user
+        accounts["node"] = Pubkey.from_bytes(bytes(node_key))
         return self._ix("join_run", list(node_key), accounts=accounts)
 
     def withdraw(self, user: Pubkey, run: Pubkey, coordinator: Pubkey) -> Instruction:

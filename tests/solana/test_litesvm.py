@@ -200,10 +200,10 @@ def test_join_authority_must_cosign(svm: Svm) -> None:
     svm.set_paused(False)
     user = Member(svm)
     ix = svm.p.join_run(user.keypair.pubkey(), *svm.accounts, user.node_key)
-    assert svm.fails(user.keypair, [ix]) == "JoinNotAuthorized"
+    assert svm.fails(user.keypair, [ix], [user.node]) == "JoinNotAuthorized"
     other = svm.funded()
     ix = svm.p.join_run(user.keypair.pubkey(), *svm.accounts, user.node_key, other.pubkey())
-    assert svm.fails(user.keypair, [ix], [other]) == "JoinNotAuthorized"
+    assert svm.fails(user.keypair, [ix], [other, user.node]) == "JoinNotAuthorized"
     unchanged(svm)
     svm.join(user.keypair, user.node_key, authorizer=gate)
 
@@ -221,12 +221,35 @@ def test_join_authority_must_cosign(svm: Svm) -> None:
 
 def test_join_errors_are_the_cores(svm: Svm) -> None:
     members = joined(svm, 3)
-    again = svm.p.join_run(members[0].keypair.pubkey(), *svm.accounts, bytes([9]) * 32)
-    assert svm.fails(members[0].keypair, [again]) == "DuplicateClient"
-    zero = Member(svm)
-    ix = svm.p.join_run(zero.keypair.pubkey(), *svm.accounts, bytes(32))
-    assert svm.fails(zero.keypair, [ix]) == "InvalidKey"
+    fresh = Keypair()
+    again = svm.p.join_run(members[0].keypair.pubkey(), *svm.accounts, bytes(fresh.pubkey()))
+    assert svm.fails(members[0].keypair, [again], [fresh]) == "DuplicateClient"
     unchanged(svm)
+
+
+def test_join_needs_the_node_keys_signature(svm: Svm) -> None:
+    """Proof of possession: registering a key needs its signature, so a victim's node key
+    cannot be squatted (before, any wallet could register any key)."""
+    members = joined(svm, 2)
+    squatter = Member(svm)
+    victim = Member(svm)
+    # The squatter names the victim's key as the node account and signs with its own node key
+    # (the transaction cannot carry the victim's signature): the program refuses.
+    ix = svm.p.join_run(squatter.keypair.pubkey(), *svm.accounts, victim.node_key)
+    metas = list(ix.accounts)
+    node_at = 2  # [user, authorizer, node, ...]
+    assert metas[node_at].pubkey == Pubkey.from_bytes(victim.node_key) and metas[node_at].is_signer
+    metas[node_at] = AccountMeta(Pubkey.from_bytes(squatter.node_key), True, False)
+    forged = Instruction(ix.program_id, ix.data, metas)
+    assert svm.fails(squatter.keypair, [forged], [squatter.node]) == "NodeKeyNotSigner"
+    # Marked as not signing: the loader refuses it.
+    metas[node_at] = AccountMeta(Pubkey.from_bytes(victim.node_key), False, False)
+    unsigned = Instruction(ix.program_id, ix.data, metas)
+    assert svm.fails(squatter.keypair, [unsigned]) == "AccountNotSigner"
+    unchanged(svm)
+    svm.join(victim.keypair, victim.node_key)
+    assert svm.mirror is not None and svm.mirror.find_client(victim.wallet) is not None
+    assert len(members) == 2
 
 
 def test_report_ejects_and_health_check_drops(svm: Svm) -> None:
@@ -338,12 +361,12 @@ def test_foreign_accounts(svm: Svm) -> None:
             Account(real.lamports, real.data, Pubkey.new_unique(), False, real.rent_epoch),
         )
         ix = svm.p.join_run(user.keypair.pubkey(), *svm.accounts, user.node_key)
-        assert svm.fails(user.keypair, [ix]) == "AccountOwnedByWrongProgram"
+        assert svm.fails(user.keypair, [ix], [user.node]) == "AccountOwnedByWrongProgram"
         svm.vm.set_account(address, real)
     # The coordinator account passed as the run (and the run as coordinator).
     run, coord = svm.accounts
     ix = svm.p.join_run(user.keypair.pubkey(), coord, run, user.node_key)
-    assert svm.fails(user.keypair, [ix]) in ("AccountDidNotDeserialize", "AccountSize")
+    assert svm.fails(user.keypair, [ix], [user.node]) in ("AccountDidNotDeserialize", "AccountSize")
     unchanged(svm)
 
 

@@ -20,6 +20,7 @@ from solders.keypair import Keypair
 from psyche_client import _core
 from psyche_client.backend.solana import SolanaBackend
 from psyche_client.backend.tcp import CoordinatorRejected
+from psyche_client.identity import NodeKey
 from psyche_client.solana.rpc import SolanaCoordinatorClient
 
 CONFIG = _core.Config(
@@ -84,7 +85,7 @@ def test_one_epoch_through_the_validator(rpc_url: str) -> None:
             wallet = Keypair()
             await operator.airdrop(wallet.pubkey(), 1_000_000_000)
             backend = SolanaBackend.for_run(
-                rpc_url, wallet, bytes(Keypair().pubkey()), run_id, poll_s=0.3, tick_s=1.0
+                rpc_url, wallet, NodeKey(os.urandom(32)), run_id, poll_s=0.3, tick_s=1.0
             )
             await backend.start()
             await backend.join()

@@ -64,6 +64,8 @@ class Svm:
         self.coordinator = Keypair()
         self.mirror: _core.Coordinator | None = None
         self.cu: dict[str, int] = {}
+        self.node_signers: dict[bytes, Keypair] = {}
+        """Node keypairs by public key (Member registers its own): they co-sign join_run."""
 
     # -------------------------------------------------------------- plumbing
 
@@ -194,7 +196,8 @@ class Svm:
             node_key,
             None if authorizer is None else authorizer.pubkey(),
         )
-        self.ok("join_run", user, [ix], [] if authorizer is None else [authorizer])
+        signers = [self.node_signers[node_key]] + ([] if authorizer is None else [authorizer])
+        self.ok("join_run", user, [ix], signers)
         self.mirror_tick()
         assert self.mirror is not None
         self.mirror.join(bytes(user.pubkey()), node_key, self.now)
@@ -215,8 +218,10 @@ class Member:
     def __init__(self, svm: Svm, seed: bytes | None = None) -> None:
         """`seed` (32 bytes) makes the wallet and node key deterministic."""
         self.keypair = svm.funded(seed=seed)
-        node = Keypair() if seed is None else Keypair.from_seed(bytes(b ^ 0xFF for b in seed))
-        self.node_key = bytes(node.pubkey())
+        self.node = Keypair() if seed is None else Keypair.from_seed(bytes(b ^ 0xFF for b in seed))
+        """The node key's keypair: it co-signs join_run (proof of possession)."""
+        self.node_key = bytes(self.node.pubkey())
+        svm.node_signers[self.node_key] = self.node
 
     @property
     def wallet(self) -> bytes:

@@ -58,6 +58,8 @@ pub enum PsycheError {
     RunNotHalted = 6307,
     /// `advertise`: an address is longer than 128 bytes or not UTF-8.
     InvalidAddress = 6308,
+    /// `join_run`: the `node` account that signed is not the node key being registered.
+    NodeKeyNotSigner = 6309,
 }
 
 // The program's own codes start at the shared base (the SDK and the IDL read it from there).
