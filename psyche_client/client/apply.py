@@ -52,8 +52,9 @@ async def gather_previous(ctx: ClientContext, state: _core.Coordinator, h: int) 
     Peers serve a step's results (their own and every one they fetched, announced with HAVE)
     until two steps later, while the apply of round h-1 happens at the start of round h+1: a
     result still missing then may have no holder left. So every client, not only witnesses,
-    pulls the announcements and HAVEs of round h-1 from its peers while one is missing (the
-    node then fetches from whichever holder answers), until half the round's train time."""
+    pulls the announcements and HAVEs of round h-1 from its peers while one is still missing
+    after `GATHER_RETRY_S` (the node then fetches from whichever holder answers), until half
+    the round's train time."""
     if h < 1 or ctx.node is None:
         return
     prev = state.round(h - 1)
@@ -61,12 +62,12 @@ async def gather_previous(ctx: ClientContext, state: _core.Coordinator, h: int) 
         return
     wanted = [(node_key_of(state, s), start) for s, start, _ in state.assignments(h - 1)]
     deadline = round_deadline(state, h)
-    while not ctx.results.holds_all(prev.step, wanted):
+    while True:
         left = deadline - ctx.clock()
-        if left <= 0:
+        # Gossip first (most results are on their way at the round's start); pull after that.
+        if left <= 0 or await ctx.results.wait_all(prev.step, wanted, min(left, GATHER_RETRY_S)):
             return
         await ctx.node.pull(prev.step)
-        await ctx.results.wait_all(prev.step, wanted, min(left, GATHER_RETRY_S))
 
 
 async def apply_in_turn(ctx: ClientContext, state: _core.Coordinator) -> None:

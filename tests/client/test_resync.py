@@ -22,7 +22,7 @@ from psyche_client import _core
 from psyche_client.client import ClientDesynced, ClientOptions
 from psyche_client.client import apply as apply_mod
 from psyche_client.client import resync as resync_mod
-from psyche_client.client.apply import apply_in_turn, apply_ready
+from psyche_client.client.apply import apply_in_turn, apply_ready, gather_previous
 from psyche_client.client.context import ClientContext, round_deadline
 from psyche_client.client.duties import Duty
 from psyche_client.client.results import Received
@@ -365,5 +365,35 @@ def test_a_client_lacking_a_result_keeps_its_witness_duty(tmp_path: Path) -> Non
         await apply_in_turn(lacking, lacking.backend.state())  # collects it
         assert lacking.applying is None and lacking.status.resyncs == 1
         assert hashes(run) == {params(run.ctxs[1])}
+
+    asyncio.run(go())
+
+
+def test_every_client_gathers_the_previous_rounds_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only witnesses: a client missing a result of round h-1 pulls announcements and HAVEs
+    from peers (after giving gossip a moment) until it holds every result, then stops."""
+    monkeypatch.setattr(apply_mod, "GATHER_RETRY_S", 0.02)
+
+    async def go() -> None:
+        run = Run(tmp_path)
+        await run.start()
+        lacking, trainer = run.ctxs[0], run.ctxs[1]
+        run.train(0, skip={(run.slot(lacking), run.slot(trainer))})
+        run.next_round()
+        state = run.state()
+        await gather_previous(run.ctxs[2], state, 1)  # holds all: returns without pulling
+        assert run.node(run.ctxs[2]).pulls == 0
+
+        task = asyncio.ensure_future(gather_previous(lacking, state, 1))
+        await asyncio.sleep(0.15)
+        assert not task.done() and run.node(lacking).pulls >= 2, "pulls while one is missing"
+        step0 = state.round(0).step
+        key, span = trainer.key.public, state.assignment(0, run.slot(trainer))
+        assert span is not None
+        fake: Any = ("r", step0, run.slot(trainer))
+        lacking.store(step0, Received(key, span[0], commitment_of(step0, key, span[0]), fake, 1))
+        await asyncio.wait_for(task, 2)  # stops the moment the last result is held
 
     asyncio.run(go())
