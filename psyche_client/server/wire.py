@@ -5,10 +5,13 @@ UTF-8 JSON object with a string "type"; a `STATE` body is the coordinator state 
 core serializes it (the same bytes the Solana program stores), so one decoder serves both
 backends. Frames over the reader's limit are refused before anything is allocated for them.
 
-After the TCP connection opens, the server sends a random 32-byte challenge; the client answers
-with its node key and a signature of (protocol tag, challenge, run id). Each later client message
-carries a sequence number and a signature over (tag, challenge, sequence, type, body), so a message
-cannot be replayed on another connection, reordered, or altered by anything on the path.
+After the TCP connection opens, the server sends a random 32-byte challenge; the client (which
+may first send an `{"type": "open"}` frame, so that a server of another protocol answers at once)
+answers with its node key and a signature of (protocol tag, challenge, run id); the server's
+`welcome` names its idle timeout, which the client's keepalive pings stay under. Each later
+client message carries a sequence number and a signature over (tag, challenge, sequence, type,
+body), so a message cannot be replayed on another connection, reordered, or altered by anything
+on the path.
 See docs/protocol.md, "TCP coordinator".
 """
 
