@@ -23,10 +23,10 @@ from collections.abc import Callable
 from . import wire
 from .addr import family_of, join_host_port, split_host_port
 from .config import P2PConfig
-from .host import raise_for_status
 from .identity import NodeId, NodeKey, verify_signature
 from .limits import UploadLimiter, upload_chunk
 from .store import Buffer
+from .streams import raise_for_status
 from .transfer import Progress
 
 log = logging.getLogger(__name__)

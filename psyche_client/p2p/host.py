@@ -41,6 +41,14 @@ from .identity import NodeId, NodeKey, node_id_of, peer_id_of
 from .limits import UploadLimiter, upload_chunk
 from .relay import Relays
 from .store import Buffer
+from .streams import (
+    close_quietly,
+    raise_for_status,
+    read_chunk,
+    read_exactly,
+    reset_quietly,
+    write_bounded,
+)
 from .transfer import Progress
 
 log = logging.getLogger(__name__)
@@ -54,61 +62,6 @@ class Hooks(Protocol):
     def is_member(self, node_id: NodeId) -> bool: ...
     def get_blob(self, key: bytes) -> Buffer | None: ...
     def handle_rpc(self, remote: NodeId, op: int, body: bytes) -> tuple[int, bytes]: ...
-
-
-async def read_exactly(
-    stream: INetStream, n: int, idle_timeout: float, deadline: float = float("inf")
-) -> bytes:
-    parts: list[bytes] = []
-    got = 0
-    while got < n:
-        chunk = await read_chunk(stream, n - got, idle_timeout, deadline)
-        parts.append(chunk)
-        got += len(chunk)
-    return b"".join(parts)
-
-
-async def read_chunk(
-    stream: INetStream, n: int, idle_timeout: float, deadline: float = float("inf")
-) -> bytes:
-    """One bounded read. Shielded so an outer cancel never interrupts Yamux mid-frame (that
-    tore down the whole connection in 10-35% of trials); its own deadline bounds a frozen peer.
-    `deadline` (trio clock) caps it by the caller's overall timeout.
-    """
-    with trio.CancelScope(shield=True) as scope:
-        scope.deadline = min(trio.current_time() + idle_timeout, deadline)
-        data = await stream.read(n)
-    if scope.cancelled_caught:
-        raise wire.TransferError("idle timeout")
-    if not data:
-        raise wire.TransferError("eof")
-    return data
-
-
-async def write_bounded(stream: INetStream, data: bytes | memoryview, idle_timeout: float) -> None:
-    with trio.CancelScope(shield=True) as scope:
-        scope.deadline = trio.current_time() + idle_timeout
-        await stream.write(bytes(data))
-    if scope.cancelled_caught:
-        raise wire.TransferError("write timeout")
-
-
-async def _reset_quietly(stream: INetStream) -> None:
-    with trio.move_on_after(1) as scope:
-        scope.shield = True
-        try:
-            await stream.reset()
-        except Exception:
-            pass
-
-
-async def _close_quietly(stream: INetStream) -> None:
-    with trio.move_on_after(2) as scope:
-        scope.shield = True
-        try:
-            await stream.close()
-        except Exception:
-            pass
 
 
 class _MembershipGate(INotifee):
@@ -375,10 +328,10 @@ class Libp2pHost:
             body = await read_exactly(stream, n, idle) if n else b""
             status, reply = await self.bridge.call_asyncio(self.hooks.handle_rpc, remote, op, body)
             await write_bounded(stream, wire.RPC_HEADER.pack(status, len(reply)) + reply, idle)
-            await _close_quietly(stream)
+            await close_quietly(stream)
         except Exception as exc:  # noqa: BLE001 - one bad request must not hurt the host
             log.debug("rpc handler: %r", exc)
-            await _reset_quietly(stream)
+            await reset_quietly(stream)
 
     async def rpc(self, node: NodeId, op: int, body: bytes) -> tuple[int, bytes]:
         idle = self.config.rpc_timeout
@@ -392,9 +345,9 @@ class Libp2pHost:
                 raise wire.TransferError("rpc reply too large")
             reply = await read_exactly(stream, n, idle) if n else b""
         except BaseException:
-            await _reset_quietly(stream)
+            await reset_quietly(stream)
             raise
-        await _close_quietly(stream)
+        await close_quietly(stream)
         return status, reply
 
     # ---- blobs ----------------------------------------------------------------------------
@@ -421,7 +374,7 @@ class Libp2pHost:
                 status = wire.STATUS_OK
             if status != wire.STATUS_OK or blob is None:
                 await write_bounded(stream, wire.BLOB_RESPONSE.pack(status, 0), idle)
-                await _close_quietly(stream)
+                await close_quietly(stream)
                 return
             end = min(len(blob), offset + length)
             await write_bounded(stream, wire.BLOB_RESPONSE.pack(status, end - offset), idle)
@@ -435,10 +388,10 @@ class Libp2pHost:
                 pos += step
                 if rate > 0:
                     await trio.sleep(step / rate)
-            await _close_quietly(stream)
+            await close_quietly(stream)
         except Exception as exc:  # noqa: BLE001 - a stalled or lying fetcher is only dropped
             log.debug("blob upload ended: %r", exc)
-            await _reset_quietly(stream)
+            await reset_quietly(stream)
         finally:
             if acquired and remote is not None:
                 self.limiter.release(remote)
@@ -464,7 +417,7 @@ class Libp2pHost:
             status, n = wire.BLOB_RESPONSE.unpack(
                 await read_exactly(stream, wire.BLOB_RESPONSE.size, idle, deadline)
             )
-            _raise_for_status(status)
+            raise_for_status(status)
             if n != want:
                 raise wire.TransferError(f"source offers {n} bytes, want {want}")
             pos = offset
@@ -475,23 +428,9 @@ class Libp2pHost:
                 pos += len(chunk)
                 progress.pos = pos
         except BaseException:
-            await _reset_quietly(stream)
+            await reset_quietly(stream)
             raise
-        await _close_quietly(stream)
-
-
-def _raise_for_status(status: int) -> None:
-    if status == wire.STATUS_OK:
-        return
-    if status == wire.STATUS_BUSY:
-        raise wire.SourceBusy("busy")
-    if status == wire.STATUS_NOT_FOUND:
-        raise wire.NotFound("not found")
-    raise wire.TransferError(f"refused (status {status})")
-
-
-def raise_for_status(status: int) -> None:
-    _raise_for_status(status)
+        await close_quietly(stream)
 
 
 def _bound_port(host: Any) -> int:
