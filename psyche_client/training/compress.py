@@ -34,7 +34,7 @@ def quantize(values: torch.Tensor, mode: ValueMode) -> torch.Tensor:
 
 def _fold(group: Group, m: torch.Tensor, g: torch.Tensor, beta: float, weight: float) -> None:
     """m ← β·m + weight·DCT(g), in place (g is tile rows and is used as scratch)."""
-    if group.numel <= dct._KRON_MAX:
+    if group.numel <= dct.KRON_MAX:
         basis_t = dct.chunk_basis(group.chunk, torch.float32, m.device).T
         m.addmm_(g, basis_t, beta=beta, alpha=weight)
     else:

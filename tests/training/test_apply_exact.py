@@ -186,3 +186,28 @@ def test_two_processes_with_other_threads_and_orders_apply_identically(tmp_path:
     decoded = [decode_result((tmp_path / f"r{i}.bin").read_bytes()) for i in range(4)]
     apply_results(local, decoded, SIGN)
     assert hashes[0] == hashes[1] == param_hash(local)
+
+
+def test_large_tiles_use_the_exact_separable_path() -> None:
+    """64×64 tiles (4096 coefficients) decode separably in float64 with integer side bases."""
+    cfg = DeMoConfig(lr=1.0, chunk_size=64, topk=2, value_mode=ValueMode.SIGN)
+    g = torch.Generator().manual_seed(7)
+    results = []
+    for _ in range(3):
+        mom = {"w": torch.zeros(64, 128)}
+        results.append(compress_step(mom, {"w": torch.randn(64, 128, generator=g)}, cfg))
+    p = {"w": torch.zeros(64, 128)}
+    apply_results(p, results, cfg)
+    total = torch.zeros(2, 4096, dtype=torch.float64)
+    count = torch.zeros(2, 4096, dtype=torch.float64)
+    for res in results:
+        c = res.params["w"]
+        total.scatter_add_(1, c.indices.long(), c.values.double())
+        count.scatter_add_(1, c.indices.long(), torch.ones(2, 2, dtype=torch.float64))
+    mean = torch.where(count > 0, total / count.clamp(min=1), 0.0)
+    q = torch.sign(mean) * torch.floor(MEAN_LEVELS * mean.abs() + 0.5)
+    side = dct.integer_side_basis(64, 255)
+    dense = (side.T @ q.view(2, 64, 64) @ side).reshape(2, 4096)
+    expected = dct.from_chunks(torch.sign(dense), (64, 128), (64, 64)).float()
+    assert torch.equal(-p["w"], expected)
+    assert int((expected != 0).sum()) > 8000
