@@ -125,6 +125,9 @@ class ClientContext:
     client is catching up from peers (resync.py); None when in sync."""
     behind_why: str = ""
     """Why that round could not be applied."""
+    absent: bool = False
+    """Rounds went on while this client was not a healthy member (dropped, pending, withdrawn):
+    its model no longer follows the run, so the next warmup loads the peers' (warmup.py)."""
     resync_failures: int = 0
     """Consecutive resync attempts that found no model a majority of peers agree on."""
     applying: asyncio.Task[None] | None = None

@@ -39,7 +39,7 @@ from psyche_client.client.context import (
 )
 from psyche_client.client.duties import Duty
 from psyche_client.client.train import snapshot, train
-from psyche_client.client.warmup import warmup
+from psyche_client.client.warmup import note_absence, warmup
 from psyche_client.client.witness import health_checks, witness
 from psyche_client.errors import UserError
 from psyche_client.identity import NodeKey
@@ -142,6 +142,7 @@ class RunClient:
                 "results do not match a recomputation (see docs/troubleshooting.md)"
             )
         if me.state != _core.ClientState.Healthy:
+            note_absence(ctx, state)
             if ctx.duties.warn_once(f"state-{me.state.name}-{epoch}"):
                 log.warning("this client is %s for epoch %d", me.state.name, epoch)
             return False

@@ -12,7 +12,7 @@ import torch
 
 from psyche_client import _core
 from psyche_client.checkpoint.io import load_checkpoint
-from psyche_client.client.context import ClientContext
+from psyche_client.client.context import ROUND_PHASES, ClientContext
 from psyche_client.client.duties import Duty
 from psyche_client.client.sharing import share_model
 from psyche_client.runspec import TrainingSpec, load_spec
@@ -26,15 +26,24 @@ log = logging.getLogger("psyche.client")
 async def warmup(ctx: ClientContext, state: _core.Coordinator) -> None:
     if not ctx.duties.once(Duty.WARMUP, state.epoch, 0):
         return
-    if ctx.trainer is None or ctx.behind is not None:
-        # (A client still behind when its epoch ended starts this one from the peers' model.)
+    if ctx.trainer is None or ctx.behind is not None or ctx.absent:
+        # (A client still behind when its epoch ended, or one that sat out rounds, e.g. dropped
+        # and back as a joiner, starts this one from the peers' model: its own is stale.)
         await load_model(ctx, state)
         ctx.behind, ctx.resync_failures, ctx.status.desynced = None, 0, False
+        ctx.absent = False
     assert ctx.trainer is not None
     share_model(ctx, state.epoch, -1, -1)
     ctx.applied[state.epoch] = -1
     if await ctx.send("warmup_witness", ctx.backend.warmup_witness()) is None:
         ctx.duties.retry(Duty.WARMUP, state.epoch, 0)
+
+
+def note_absence(ctx: ClientContext, state: _core.Coordinator) -> None:
+    """This client is not a healthy member while the run is in its rounds or cooldown: the
+    others apply steps it does not, so a model it holds is stale from here on."""
+    if ctx.trainer is not None and state.phase in (*ROUND_PHASES, _core.Phase.Cooldown):
+        ctx.absent = True
 
 
 async def load_model(ctx: ClientContext, state: _core.Coordinator) -> None:
