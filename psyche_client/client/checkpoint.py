@@ -9,7 +9,7 @@ from pathlib import Path
 from psyche_client import _core
 from psyche_client.checkpoint.io import save_checkpoint
 from psyche_client.client.apply import apply_in_turn
-from psyche_client.client.context import ClientContext
+from psyche_client.client.context import ClientContext, ClientDesynced
 from psyche_client.client.duties import Duty
 from psyche_client.client.sharing import share_model
 from psyche_client.runspec import save_spec
@@ -49,6 +49,14 @@ def save_epoch(ctx: ClientContext, epoch: int) -> Path:
 
 
 async def finish(ctx: ClientContext, state: _core.Coordinator) -> None:
+    if ctx.trainer is not None and (ctx.behind is not None or ctx.absent):
+        # Saying "finished" with a model that missed steps would hand the user a wrong model.
+        ctx.event("finished", step=state.step, hash=param_hash(ctx.trainer.model), in_sync=False)
+        raise ClientDesynced(
+            "the run finished while this client's model was behind the run's (it sat out rounds "
+            "or could not catch up), so it is not the run's final model: take the final "
+            "checkpoint from another member"
+        )
     if ctx.trainer is not None and ctx.duties.once(Duty.FINISH, state.epoch, 0):
         directory = ctx.options.checkpoint_dir / "final"
         save_checkpoint(ctx.trainer.model, directory)

@@ -54,3 +54,20 @@ def test_absence_outside_rounds_costs_nothing(tmp_path: Path) -> None:
         assert not ctx.absent
 
     asyncio.run(go())
+
+
+def test_a_client_behind_at_the_end_does_not_claim_the_final_model(tmp_path: Path) -> None:
+    from psyche_client.client import ClientDesynced
+    from psyche_client.client.checkpoint import finish
+
+    async def go() -> None:
+        run = Run(tmp_path)
+        await run.start()
+        ctx = run.ctxs[0]
+        ctx.absent = True
+        with pytest.raises(ClientDesynced, match="not the run's final model"):
+            await finish(ctx, run.state())
+        assert [e["in_sync"] for e in run.events(ctx, "finished")] == [False]
+        assert not (ctx.options.checkpoint_dir / "final").exists()
+
+    asyncio.run(go())
