@@ -19,6 +19,12 @@ from .transfer import Source
 
 log = logging.getLogger(__name__)
 
+RETAINED_STEPS = 2
+"""Steps before the current one whose announcements, HAVEs and holders are kept (and whose
+payloads the node keeps serving). A round's results are applied at the start of the round two
+later (`set_step` of that round runs first), so two are needed for a client that missed one
+to still fetch it from any holder at apply time; with one, nobody served it any more by then."""
+
 
 @dataclass
 class BookStats:
@@ -68,7 +74,7 @@ class AnnouncementBook:
 
     def set_step(self, step: int) -> None:
         self.current_step = step
-        keep = step - 1
+        keep = step - RETAINED_STEPS
         self._accepted = {k: v for k, v in self._accepted.items() if v.step >= keep}
         self._raw = {s: v for s, v in self._raw.items() if s >= keep}
         self._own = [a for a in self._own if a.step >= keep]
@@ -76,9 +82,10 @@ class AnnouncementBook:
         self._holders = {c: h for c, h in self._holders.items() if c in live}
 
     def step_ok(self, step: int) -> bool:
-        """Current or previous step (anything before the first set_step)."""
+        """The current step or one of the `RETAINED_STEPS` before it (anything before the
+        first set_step)."""
         cur = self.current_step
-        return cur is None or step in (cur, cur - 1)
+        return cur is None or cur - RETAINED_STEPS <= step <= cur
 
     # ---- own results ----------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from . import wire
 from .addr import advertised_host
-from .book import AnnouncementBook, BookStats
+from .book import RETAINED_STEPS, AnnouncementBook, BookStats
 from .bridge import TrioThread
 from .config import P2PConfig
 from .errors import P2PError
@@ -239,10 +239,11 @@ class P2PNode:
         return self._book.current_step
 
     def set_step(self, step: int) -> None:
-        """The coordinator moved to `step`: accept announcements for step and step-1 only, and
-        forget (and stop serving) results older than that."""
+        """The coordinator moved to `step`: accept announcements for it and the
+        `RETAINED_STEPS` before it only, and forget (and stop serving) results older than that
+        (a round's results are applied two rounds later, and must still be fetchable then)."""
         self._book.set_step(step)
-        self._store.prune_before(step - 1)
+        self._store.prune_before(step - RETAINED_STEPS)
 
     async def publish(
         self,

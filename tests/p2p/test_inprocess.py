@@ -57,12 +57,13 @@ def test_node_accepts_only_valid_member_announcements() -> None:
     assert node.announcements.qsize() == 1 and node.stats.duplicates == 1
     assert not node.on_gossip(_ann(member, commitment=b"d" * 32))[0]  # equivocation
     assert not node.on_gossip(_ann(outsider))[0]
-    assert not node.on_gossip(_ann(member, step=3))[0]  # too old
+    assert not node.on_gossip(_ann(member, step=2))[0]  # too old
+    assert node.on_gossip(_ann(member, step=3, batch=3))[0]  # two back: applied at step 5
     assert not node.on_gossip(_ann(member, step=6))[0]  # not yet current
     assert node.on_gossip(_ann(member, step=4, batch=2))[0]  # previous step is fine
     assert not node.on_gossip(_ann(member, batch=11))[0]  # pluggable validator says no
     assert not node.on_gossip(b"garbage")[0]
-    assert node.announcements.qsize() == 2
+    assert node.announcements.qsize() == 3
     assert set(node.stats.rejected) >= {"equivocation", "not a member", "step not current"}
 
 
