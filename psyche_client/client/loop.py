@@ -168,6 +168,11 @@ class RunClient:
                 ) from None
             if e.name == "RunFinished":
                 return
+            if e.name == "DuplicateClient":
+                # Our earlier join landed but its reply was lost (or the state lags): the next
+                # state shows the slot. Not worth a warning.
+                log.info("join: already registered (%s)", e)
+                return
             if self.ctx.duties.warn_once(f"join-refused-{e.name}"):
                 log.warning("join refused: %s (will retry while the run changes)", e)
         except UserError:  # the run's join control refused this key: retrying cannot help
