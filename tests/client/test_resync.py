@@ -33,6 +33,7 @@ from psyche_client.identity import NodeKey
 from psyche_client.training.hashing import param_hash
 from tests.client.memory_backend import MemoryCoordinator
 from tests.client.memory_p2p import MemoryNet, MemoryNode
+from tests.client.test_duties_inprocess import config
 
 T0 = 1_000_000
 N = 4
@@ -61,23 +62,7 @@ def commitment_of(step: int, key: bytes, batch: int) -> bytes:
 
 class Run:
     def __init__(self, tmp: Path) -> None:
-        cfg = _core.Config(
-            total_steps=8,
-            batch_size_start=12,
-            batch_size_end=12,
-            batch_ramp_steps=0,
-            rounds_per_epoch=4,
-            waiting_extra_secs=1,
-            warmup_secs=30,
-            max_round_train_secs=30,
-            round_witness_secs=2,
-            witness_grace_secs=1,
-            cooldown_secs=2,
-            min_clients=N,
-            max_clients=8,
-            witnesses_per_round=N,
-            verification_pct=0,
-        )
+        cfg = config(min_clients=N, witnesses_per_round=N)  # the in-process duties' run
         core = _core.Coordinator(b"\x07" * 32, cfg, _core.ModelRef.peers(), T0)
         core.resume(T0)
         self.hub = MemoryCoordinator(core, T0)
