@@ -50,6 +50,10 @@ pub const ROUND_RING: usize = 4;
 pub const MAX_BANNED: usize = 64;
 /// Unapplied data spans remembered for retraining.
 pub const REQUEUE_CAP: usize = 8;
+/// Consecutive rounds without a witness quorum after which the epoch is aborted (at most
+/// `ROUND_RING`, since the rounds are judged from the ring).
+pub const STALL_ROUNDS: usize = 3;
+const _: () = assert!(STALL_ROUNDS >= 1 && STALL_ROUNDS <= ROUND_RING);
 
 /// Instruction data of a `witness` instruction: Anchor discriminator (8) + `WitnessInput`
 /// (position, reserved, stats, two filters).

@@ -13,7 +13,9 @@ use crate::state::{
     State, WitnessInput,
 };
 use crate::timing;
-use crate::{MAX_BANNED, MAX_CLIENTS, MAX_WITNESSES, REQUEUE_CAP, ROUND_RING, STATE_VERSION};
+use crate::{
+    MAX_BANNED, MAX_CLIENTS, MAX_WITNESSES, REQUEUE_CAP, ROUND_RING, STALL_ROUNDS, STATE_VERSION,
+};
 use bytemuck::Zeroable;
 
 /// What a tick did.
@@ -358,6 +360,13 @@ impl State {
         if h >= 1 && (!self.reached_quorum(h) || !self.exchanged(h - 1)) {
             self.requeue_round(h - 1);
         }
+        if self.stalled(h) {
+            // No quorum for STALL_ROUNDS rounds in a row: the live members cannot outvote the
+            // silent witnesses, so health checks (which need a quorum) cannot drop them either.
+            // Abort: warmup of the next epoch drops whoever is gone, and pending joiners enter.
+            self.end_epoch(now, false);
+            return;
+        }
         if h < self.progress.epoch_rounds {
             self.start_round(h + 1, now, randomness);
         } else {
@@ -367,6 +376,12 @@ impl State {
             }
             self.set_phase(Phase::Cooldown, now);
         }
+    }
+
+    /// Rounds `h - STALL_ROUNDS + 1 ..= h` of this epoch all ended without a witness quorum.
+    fn stalled(&self, h: u32) -> bool {
+        let n = STALL_ROUNDS as u32;
+        h + 1 >= n && (h + 1 - n..=h).all(|x| !self.reached_quorum(x))
     }
 
     /// Round `h` of this epoch exists and reached its witness quorum.

@@ -1204,3 +1204,69 @@ fn a_content_hash_is_64_lowercase_hex_digits() {
     let hf = ModelRef::new(ModelKind::HuggingFace, b"org/m", HASH).expect("hf");
     assert_eq!(hf.content_hash(), None);
 }
+
+/// Witnesses of the current round other than `silent` submit honest filters.
+fn witness_except(s: &mut State, silent: usize, now: i64) {
+    let h = s.progress.height;
+    let c = Committee::compute(s.round(h).expect("round"));
+    for p in 0..c.n {
+        let slot = c.slot_at(p).expect("slot");
+        if c.roles_at(p) & ROLE_WITNESS != 0 && slot != silent {
+            let (results, trainers) = honest_filters(s, p);
+            let w = s.clients[slot].wallet;
+            s.witness(&w, &wi(p, &results, &trainers), now)
+                .expect("witness");
+        }
+    }
+}
+
+#[test]
+fn rounds_without_quorum_abort_the_epoch_so_a_dead_member_cannot_stall_it() {
+    // Two members, quorum 2 of 2: when one dies no round can reach quorum, so no health check
+    // (which needs a quorum) can drop it. A third client joined mid-epoch waits as Pending.
+    let cfg = Config {
+        rounds_per_epoch: 12,
+        total_steps: 24,
+        ..fast_config()
+    };
+    let mut s = run_with(&cfg, 2);
+    let mut now = start_epoch(&mut s, T0);
+    let first = s.round(0).expect("r0").data_index;
+    now = honest_round(&mut s, now);
+    let second = s.round(1).expect("r1").data_index;
+    s.join(&wallet(2), &node_key(2), now).expect("join");
+    assert_eq!(s.clients[2].client_state(), Some(ClientState::Pending));
+    // Slot 1 goes silent. Rounds 1 and 2 end without quorum: the epoch goes on.
+    for h in 1..STALL_ROUNDS as u32 {
+        assert_eq!(s.progress.height, h);
+        witness_except(&mut s, 1, now);
+        now = finish_round(&mut s, now);
+        assert!(matches!(phase(&s), Phase::RoundTrain | Phase::RoundWitness));
+    }
+    // The third round without quorum aborts the epoch; no data is lost: rounds 0 and 1 were
+    // never applied, and their spans (retrained by rounds 2 and 3) are back on the requeue.
+    witness_except(&mut s, 1, now);
+    now = finish_round(&mut s, now);
+    assert_eq!(phase(&s), Phase::WaitingForMembers);
+    assert_eq!(s.progress.epoch, 1);
+    assert_eq!(s.progress.steps_done, 0);
+    let spans: Vec<u64> = s.requeued_spans().iter().map(|x| x.start).collect();
+    assert_eq!(spans, vec![first, second]);
+    assert_eq!(s.clients[2].client_state(), Some(ClientState::Healthy));
+    // Warmup drops the dead member; the epoch runs with the other two.
+    now = tick_until_change(&mut s, now, 1000);
+    assert_eq!(phase(&s), Phase::Warmup);
+    for i in [0, 2] {
+        s.warmup_witness(&wallet(i), now).expect("ready");
+    }
+    now = tick_until_change(&mut s, now, 1000);
+    assert_eq!(phase(&s), Phase::RoundTrain);
+    assert_eq!(s.clients[1].client_state(), Some(ClientState::Dropped));
+    assert_eq!(s.round(0).expect("r0").member_count, 2);
+    // The requeued spans are trained first.
+    assert_eq!(s.round(0).expect("r0").data_index, spans[0]);
+    while phase(&s) != Phase::Cooldown {
+        now = honest_round(&mut s, now);
+    }
+    assert_eq!(s.progress.steps_done, cfg.rounds_per_epoch as u64);
+}
