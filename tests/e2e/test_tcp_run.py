@@ -33,11 +33,20 @@ def _assert_in_sync(run: LocalRun, names: list[str], from_step: int = 0) -> dict
     return steps
 
 
-def test_three_clients_two_epochs_stay_identical(local_run: LocalRun) -> None:
+def test_three_clients_two_epochs_and_a_server_restart_stay_identical(
+    local_run: LocalRun,
+) -> None:
+    """The base case and a coordinator SIGKILLed mid-epoch in one run (each run costs ~1 min
+    here): the restarted server resumes from its saved state and the run ends as if nothing
+    happened."""
     names = ["client0", "client1", "client2"]
     local_run.start_server()
     for n in names:
         local_run.start_client(n)
+    local_run.wait_until(
+        lambda: len(local_run.applied_hashes("client0")) >= 5, 240, "five applied steps"
+    )
+    local_run.restart_server()
     local_run.wait_clients(names, timeout=300)
 
     total = local_run.config["total_steps"]
@@ -55,22 +64,6 @@ def test_three_clients_two_epochs_stay_identical(local_run: LocalRun) -> None:
     assert sum(losses[s] for s in last) < sum(losses[s] for s in first) * 0.8, losses
     state = local_run.state()
     assert state.phase == _core.Phase.Finished and state.steps_done == total
-
-
-def test_server_restart_mid_epoch(local_run: LocalRun) -> None:
-    names = ["client0", "client1", "client2"]
-    local_run.start_server()
-    for n in names:
-        local_run.start_client(n)
-    local_run.wait_until(
-        lambda: len(local_run.applied_hashes("client0")) >= 5, 240, "five applied steps"
-    )
-    local_run.restart_server()
-    local_run.wait_clients(names, timeout=300)
-    total = local_run.config["total_steps"]
-    steps = _assert_in_sync(local_run, names)
-    assert sorted(steps) == list(range(total))
-    assert local_run.state().phase == _core.Phase.Finished
 
 
 def test_killed_client_is_dropped_and_run_continues(local_run: LocalRun) -> None:
