@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from psyche_client import __version__
 from psyche_client.errors import UserError
 from psyche_client.server import wire
 from psyche_client.server.directory import PeerDirectory
@@ -291,7 +292,14 @@ class CoordinatorServer:
             conn = _Connection(node_key, writer, latest=self._last_state)
             conn.wake.set()
             self._connections.add(conn)
-            welcome = {"type": "welcome", "idle_timeout_s": self.limits.idle_timeout_s}
+            welcome = {
+                "type": "welcome",
+                "idle_timeout_s": self.limits.idle_timeout_s,
+                # for `psyche-client doctor`: clock skew, and the address the server sees
+                "server_time": round(float(self.clock()), 3),
+                "observed_host": str(peer[0]) if isinstance(peer, tuple) and peer else "",
+                "version": __version__,
+            }
             writer.write(wire.encode_control(welcome))
             pusher = asyncio.create_task(self._push_loop(conn))
             serving = asyncio.create_task(self._serve_messages(reader, conn, challenge))

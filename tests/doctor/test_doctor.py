@@ -1,0 +1,185 @@
+"""`psyche-client doctor` against a real TCP coordinator (in-process `create_run`), real data
+(a prepared directory from a trained tokenizer, and a flat token file) and real sockets.
+
+One run serves every case: the run's model is a LocalPath directory, which doctor re-reads on
+each call, so rewriting its config.json between calls turns a matching vocabulary into a
+mismatch without a second coordinator.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import psyche_client as psyche
+from psyche_client import _core
+from psyche_client.cli.app import main as cli_main
+from psyche_client.doctor.coordinator import CoordinatorFacts, clock_check
+from psyche_client.doctor.model import param_count
+from psyche_client.doctor.network import _reach_check
+
+pytestmark = pytest.mark.timeout(120)
+
+VOCAB = 300
+
+
+def write_model(directory: Path, vocab: int) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = {"vocab_size": vocab, "hidden_size": 64, "intermediate_size": 172}
+    (directory / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": 2}))
+    (directory / "psyche.json").write_text(json.dumps({"seq_len": 32, "demo": {}}))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    from psyche_client.data.corpus import make_corpus, make_prepared_corpus
+
+    root = tmp_path_factory.mktemp("doctor")
+    model = root / "model"
+    write_model(model, VOCAB)
+    _tok, prepared = make_prepared_corpus(root / "prep", n_docs=60, vocab_size=VOCAB)
+    flat = make_corpus(root / "flat", n_tokens=20_000)[0]
+    run = psyche.create_run(
+        "doctor", config={"min_clients": 2}, model=str(model), state_dir=root / "state"
+    )
+    try:
+        yield {"root": root, "model": model, "prepared": prepared, "flat": flat, "run": run}
+    finally:
+        run.stop()
+
+
+def doctor(
+    capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, dict[str, tuple[str, str]], str]:
+    """(exit code, check name -> (status, line), stderr)."""
+    code = cli_main(["doctor", *args])
+    out = capsys.readouterr()
+    checks = {}
+    for line in out.out.splitlines():
+        status, name, *_ = line.split()
+        if status in ("ok", "warn", "fail"):
+            checks[name] = (status, line)
+    return code, checks, out.err
+
+
+def test_ready_to_join(world: dict[str, object], capsys: pytest.CaptureFixture[str]) -> None:
+    run, root = world["run"], world["root"]
+    assert isinstance(run, psyche.RunHandle) and isinstance(root, Path)
+    code, checks, err = doctor(
+        capsys,
+        run.address,
+        f"--data={world['prepared']}",
+        f"--checkpoint-dir={root / 'ckpt'}",
+        f"--key={root / 'absent.json'}",
+        "--listen=127.0.0.1:0",
+    )
+    assert code == 0, (checks, err)
+    for name in ("coordinator", "run", "join", "model", "device", "disk", "p2p", "data", "vocab"):
+        assert checks[name][0] == "ok", checks[name]
+    assert "v0.1.0" in checks["coordinator"][1]
+    assert "WaitingForMembers" in checks["run"][1]
+    assert f"vocab {VOCAB}" in checks["model"][1]
+    assert "the coordinator sees this machine there too" in checks["reach"][1]
+    assert checks["clock"][0] == "ok" and "coordinator's clock" in checks["clock"][1]
+    assert not (root / "absent.json").exists()  # doctor creates no key file
+
+
+def test_failures_are_lines_not_tracebacks(
+    world: dict[str, object], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    run, model = world["run"], world["model"]
+    assert isinstance(run, psyche.RunHandle) and isinstance(model, Path)
+    # a vocabulary mismatch: the data's tokenizer has more ids than the model's embedding
+    write_model(model, 256)
+    try:
+        code, checks, err = doctor(capsys, run.address, f"--data={world['prepared']}")
+        assert code == 2 and checks["vocab"][0] == "fail"
+        assert f"vocabulary of {VOCAB}" in checks["vocab"][1] and "fix:" in checks["vocab"][1]
+        assert err.strip().splitlines() == [
+            "psyche-client: error: not ready to join: 1 failed, 0 warnings, 11 checks"
+        ]
+        # flat files say nothing of their tokenizer: their ids are read instead
+        write_model(model, 64)
+        code, checks, _ = doctor(capsys, run.address, f"--data={world['flat']}")
+        assert code == 2 and "holds token id" in checks["vocab"][1]
+    finally:
+        write_model(model, VOCAB)
+    # a missing data directory
+    code, checks, err = doctor(capsys, run.address, f"--data={tmp_path / 'nope'}")
+    assert code == 2 and checks["data"][0] == "fail" and "does not exist" in checks["data"][1]
+    assert "Traceback" not in err
+    # a --listen port that is taken
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, checks, _ = doctor(capsys, run.address, f"--listen=127.0.0.1:{port}")
+    assert code == 2 and checks["p2p"][0] == "fail" and "cannot listen" in checks["p2p"][1]
+
+
+def test_unreachable_coordinators(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    code, checks, err = doctor(capsys, f"127.0.0.1:{port}")
+    assert code == 2 and checks["coordinator"][0] == "fail"
+    assert "Connection refused" in checks["coordinator"][1]
+    assert checks["model"][0] == "fail" and checks["clock"][0] == "warn"
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    code, checks, _ = doctor(capsys, "some-run", f"--rpc=http://127.0.0.1:{port}")
+    assert code == 2 and "does not answer getVersion" in checks["coordinator"][1]
+
+
+def test_doctor_does_not_load_torch(world: dict[str, object]) -> None:
+    run = world["run"]
+    assert isinstance(run, psyche.RunHandle)
+    code = (
+        "import sys\n"
+        "from psyche_client.cli import main\n"
+        f"rc = main(['doctor', {run.address!r}, '--data={world['prepared']}'])\n"
+        "print(rc, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "0 False", out.stdout + out.stderr
+
+
+def test_param_count_matches_the_model() -> None:
+    from psyche_client.training.model import LlamaConfig
+
+    for cfg in (
+        {"vocab_size": 300, "hidden_size": 64, "intermediate_size": 172},
+        {"hidden_size": 128, "num_attention_heads": 8, "num_key_value_heads": 2},
+        {"vocab_size": 1000, "tie_word_embeddings": False, "num_hidden_layers": 3},
+    ):
+        assert param_count(cfg) == LlamaConfig.from_hf_dict(cfg).param_count()
+
+
+def test_clock_skew_warns() -> None:
+    state = _core.Coordinator(b"x" * 32)
+    now = time.time()
+    facts = CoordinatorFacts("tcp", "h:1", "h", state, server_time=now - 10, local_time=now)
+    assert clock_check(facts).status == "warn"
+    assert "10.0 s ahead" in clock_check(facts).detail
+    facts.server_time = now - 0.5
+    assert clock_check(facts).status == "ok"
+    facts.server_time = None
+    assert clock_check(facts).status == "warn"
+
+
+def test_nat_is_named() -> None:
+    # (public examples: Python counts the documentation ranges 192.0.2/24 etc. as private)
+    nat = _reach_check("192.168.1.5", 4000, "1.1.1.1", "9.9.9.9", explicit=False)
+    assert nat.status == "warn" and "behind NAT" in nat.detail
+    assert "--public-addr 9.9.9.9:PORT" in nat.hint
+    assert _reach_check("127.0.0.1", 4000, "1.1.1.1", "", False).status == "fail"
+    assert _reach_check("9.9.9.9", 4000, "1.1.1.1", "9.9.9.9", False).status == "ok"
+    assert _reach_check("192.168.1.5", 4000, "1.1.1.1", "", False).status == "warn"
