@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -141,12 +142,16 @@ def _node_key(key: Any) -> Any:
     return load_or_create_keypair(Path(str(key)).expanduser())
 
 
-async def _backend(run: str, key: Any, rpc: str, wallet: Any, airdrop_sol: float) -> Any:
+async def _backend(
+    run: str, key: Any, rpc: str, wallet: Any, airdrop_sol: float, join_token: str | None
+) -> Any:
     if looks_like_tcp(run):
         from psyche_client.backend.tcp import TcpBackend, parse_address
 
         parse_address(run)
-        return TcpBackend(run.removeprefix("tcp://"), key)
+        return TcpBackend(run.removeprefix("tcp://"), key, join_token=join_token)
+    if join_token:
+        raise UserError("join_token is for TCP runs; a Solana run gates joins by its authority")
     from solders.keypair import Keypair
     from solders.pubkey import Pubkey
 
@@ -186,6 +191,7 @@ async def _join_in_process(
     listen: str | None,
     public_addr: str | None,
     max_epochs: int | None,
+    join_token: str | None,
 ) -> JoinHandle:
     from psyche_client.cli.data import open_data
     from psyche_client.client import ClientOptions, RunClient
@@ -197,7 +203,7 @@ async def _join_in_process(
         host = "127.0.0.1"
     endpoints = endpoints_from_flags(listen, public_addr, host)
     handle = JoinHandle(run, key.public)
-    backend = await _backend(run, key, rpc, wallet, airdrop_sol)
+    backend = await _backend(run, key, rpc, wallet, airdrop_sol, join_token)
     options = ClientOptions(
         p2p=endpoints.apply(P2PConfig()),
         data=lambda seq_len: open_data(data, seq_len, key),  # type: ignore[arg-type,return-value]
@@ -232,6 +238,7 @@ def _join_process(
     listen: str | None,
     max_epochs: int | None,
     threads: int,
+    join_token: str | None,
 ) -> JoinHandle:
     from psyche_client.identity import load_or_create_keypair
 
@@ -246,8 +253,11 @@ def _join_process(
     handle = JoinHandle(run, key.public)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     handle.log_path = checkpoint_dir / "client.log"
+    env = dict(os.environ)
+    if join_token:
+        env["PSYCHE_JOIN_TOKEN"] = join_token  # not on the command line, where `ps` shows it
     with handle.log_path.open("ab") as log:
-        handle.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        handle.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     return handle
 
 
@@ -266,6 +276,7 @@ async def ajoin(
     max_epochs: int | None = None,
     process: bool = False,
     threads: int = 1,
+    join_token: str | None = None,
 ) -> JoinHandle:
     """Async `join`."""
     from psyche_client.cli.data import check_data_sources
@@ -293,6 +304,7 @@ async def ajoin(
             listen,
             max_epochs,
             threads,
+            join_token,
         )
     node_key = _node_key(key)
     return await run_async(
@@ -308,6 +320,7 @@ async def ajoin(
             listen,
             public_addr,
             max_epochs,
+            join_token,
         )
     )
 
@@ -327,6 +340,7 @@ def join(
     max_epochs: int | None = None,
     process: bool = False,
     threads: int = 1,
+    join_token: str | None = None,
 ) -> JoinHandle:
     """Join a run (TCP `host:port`, or a Solana run name/account on `rpc`) and train.
 
@@ -335,7 +349,8 @@ def join(
     `wallet` (Solana): a keypair file or solders Keypair (default: a fresh one, fund it with
     `airdrop_sol` on localnet); `process=True` runs `psyche-client join` (then `key` must be a
     file path, and `threads` sets its torch threads; in-process clients share this process's
-    torch settings). Returns at once; the client trains in the background.
+    torch settings). `join_token`: the TCP run's join token, if its operator set one.
+    Returns at once; the client trains in the background.
     """
     sdk_loop()
     return run_sync(
@@ -353,5 +368,6 @@ def join(
             max_epochs=max_epochs,
             process=process,
             threads=threads,
+            join_token=join_token,
         )
     )

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -57,12 +58,18 @@ def _local(host: str, port: int) -> str:
 
 
 async def _serve_in_process(
-    run_id: str, config: _core.Config, model: _core.ModelRef, state_dir: Path, listen: str
+    run_id: str,
+    config: _core.Config,
+    model: _core.ModelRef,
+    state_dir: Path,
+    listen: str,
+    join_token: str | None = None,
 ) -> RunHandle:
     from psyche_client.p2p.addr import parse_host_port
     from psyche_client.runid import run_id_bytes
     from psyche_client.server.app import CoordinatorServer
     from psyche_client.server.core_host import CoreStateHost
+    from psyche_client.server.join_policy import JoinPolicy
     from psyche_client.server.persist import load_state
 
     bind = parse_host_port(listen, allow_names=False, empty_host="127.0.0.1", what="listen")
@@ -77,7 +84,10 @@ async def _serve_in_process(
         now = int(time.time())
         coordinator = _core.Coordinator(rid, config, model, now)
         coordinator.resume(now)
-    server = CoordinatorServer(CoreStateHost(coordinator), run_id, state_path, bind.host, bind.port)
+    policy = JoinPolicy(token=join_token or None)
+    server = CoordinatorServer(
+        CoreStateHost(coordinator), run_id, state_path, bind.host, bind.port, join_policy=policy
+    )
     await server.start()
     try:
         handle = await open_handle(_local(server.host, server.port))
@@ -90,7 +100,12 @@ async def _serve_in_process(
 
 
 def _serve_subprocess(
-    run_id: str, config: _core.Config, model: ModelArg, state_dir: Path, listen: str
+    run_id: str,
+    config: _core.Config,
+    model: ModelArg,
+    state_dir: Path,
+    listen: str,
+    join_token: str | None = None,
 ) -> tuple[subprocess.Popen[bytes], str, Path]:
     port_file = state_dir / "server.port"
     port_file.unlink(missing_ok=True)
@@ -111,8 +126,11 @@ def _serve_subprocess(
         f"--port-file={port_file}",
         *sets,
     ]
+    env = dict(os.environ)
+    if join_token:
+        env["PSYCHE_JOIN_TOKEN"] = join_token  # not on the command line, where `ps` shows it
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 60
     while not port_file.exists() or not port_file.read_text().strip():
         if proc.poll() is not None:
@@ -195,6 +213,7 @@ async def acreate_run(
     join_authority: str | None = None,
     airdrop_sol: float = 0.0,
     paused: bool = False,
+    join_token: str | None = None,
 ) -> RunHandle:
     """Async `create_run`."""
     cfg, ref = _config(config), _model(model)
@@ -204,14 +223,16 @@ async def acreate_run(
         )
     if backend != "tcp":
         raise UserError(f"backend must be 'tcp' or 'solana', not {backend!r}")
+    if join_token is not None and not join_token:
+        raise UserError("join_token must not be empty (leave it out for an open run)")
     directory = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="psyche-run-"))
     directory.mkdir(parents=True, exist_ok=True)
     if not process:
-        return await run_async(_serve_in_process(run_id, cfg, ref, directory, listen))
+        return await run_async(_serve_in_process(run_id, cfg, ref, directory, listen, join_token))
     import asyncio
 
     proc, address, log_path = await asyncio.to_thread(
-        _serve_subprocess, run_id, cfg, model, directory, listen
+        _serve_subprocess, run_id, cfg, model, directory, listen, join_token
     )
     try:
         handle = await run_async(open_handle(address))
@@ -238,12 +259,14 @@ def create_run(
     join_authority: str | None = None,
     airdrop_sol: float = 0.0,
     paused: bool = False,
+    join_token: str | None = None,
 ) -> RunHandle:
     """Start a run and return a live handle on it (`handle.stop()` stops a TCP coordinator).
 
     `config`: config fields (e.g. `{"min_clients": 3, "total_steps": 24}`) or a core Config;
     `model`: a model directory, http(s) URL, `org/repo[@rev]` or "peers" (or a core ModelRef).
-    TCP (default): `state_dir` (default: a new temp dir), `listen` host:port, `process`.
+    TCP (default): `state_dir` (default: a new temp dir), `listen` host:port, `process`,
+    `join_token` (clients must then pass the same token to `join`).
     Solana (`backend="solana"`): `rpc`, the owner's `keypair` (file path or solders Keypair),
     optional `join_authority` pubkey, `airdrop_sol` (localnet), `paused`.
     """
@@ -261,5 +284,6 @@ def create_run(
             join_authority=join_authority,
             airdrop_sol=airdrop_sol,
             paused=paused,
+            join_token=join_token,
         )
     )

@@ -20,6 +20,9 @@ from psyche_client.errors import UserError
 pytestmark = pytest.mark.timeout(180)
 
 
+TOKEN = "sdk-join-token"
+
+
 def members(s: psyche.RunStatus) -> int:
     return s.clients["Healthy"] + s.clients["Pending"]
 
@@ -27,7 +30,9 @@ def members(s: psyche.RunStatus) -> int:
 @pytest.mark.parametrize("process", [False, True], ids=["in-process", "process"])
 def test_stop_leaves_the_run(tmp_path: Path, process: bool) -> None:
     data = make_corpus(tmp_path / "corpus", n_tokens=20_000)[0]
-    run = psyche.create_run("sdk-join", config={"min_clients": 3}, state_dir=tmp_path / "srv")
+    run = psyche.create_run(
+        "sdk-join", config={"min_clients": 3}, state_dir=tmp_path / "srv", join_token=TOKEN
+    )
     try:
         client = psyche.join(
             run.address,
@@ -35,6 +40,7 @@ def test_stop_leaves_the_run(tmp_path: Path, process: bool) -> None:
             key=tmp_path / "node.json",
             checkpoint_dir=tmp_path / "ckpt",
             process=process,
+            join_token=TOKEN,
         )
         assert client.running
         joined = run.wait(lambda s: members(s) == 1, timeout_s=90)
@@ -67,3 +73,21 @@ def test_a_failed_client_process_surfaces_its_error(tmp_path: Path) -> None:
         client.wait(timeout_s=90)
     with pytest.raises(UserError, match="keypair file path"):
         psyche.join("run", data=data, key=tmp_path / "k.json", process=True, wallet=Keypair())
+
+
+def test_a_run_with_a_join_token_refuses_a_client_without_it(tmp_path: Path) -> None:
+    data = make_corpus(tmp_path / "corpus", n_tokens=20_000)[0]
+    run = psyche.create_run(
+        "sdk-gated", config={"min_clients": 3}, state_dir=tmp_path / "srv", join_token=TOKEN
+    )
+    try:
+        client = psyche.join(run.address, data=data, checkpoint_dir=tmp_path / "ckpt")
+        with pytest.raises(UserError, match="join token"):
+            client.wait(timeout_s=60)
+        assert members(run.status()) == 0
+    finally:
+        run.stop()
+    with pytest.raises(UserError, match="TCP runs"):
+        psyche.join("demo", data=data, join_token=TOKEN)
+    with pytest.raises(UserError, match="must not be empty"):
+        psyche.create_run("sdk-empty", state_dir=tmp_path / "e", join_token="")
