@@ -6,10 +6,14 @@ the assigned batch, computed in micro-batches (to bound activation memory) whose
 weighted by their share of samples, so the gradient does not depend on the micro-batch size
 beyond rounding.
 
-Data parallel inside one client: when torch.distributed is initialised (e.g. by `accelerate
-launch` or torchrun, gloo on CPU, NCCL on GPUs), each process trains on its slice of the assigned
-indices and gradients are all-reduced (mean) before compression, so every process holds the same
-momentum and produces the same result; rank 0 broadcasts it.
+Several processes, one client (`torchrun … -m psyche_client join`): when this process leads a
+multi-rank client (`distributed.active()`), the trainer hands each step's batch to its
+`distributed.Engine`, which has every rank train a slice and sums the gradients onto this rank
+before the (rank-0-only) DeMo compression, and applies the agreed results on every rank.
+
+(SPMD scripts that initialise torch.distributed themselves, e.g. `accelerate launch`, and call
+`train_step` on every rank, get the older behaviour instead: each process trains its slice and
+gradients are all-reduced, so every process compresses the same result.)
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import torch
 import torch.distributed as dist
 
 from psyche_client.data.provider import TokenDataProvider
+from psyche_client.training import distributed
 from psyche_client.training.model import LlamaForCausalLM
 from psyche_client.training.optimizer import DeMo, DeMoConfig
 from psyche_client.training.result import DeMoResult
@@ -32,8 +37,8 @@ class StepOutput:
     """What one train step produced and what it cost."""
 
     result: DeMoResult
-    loss: float  # mean next-token cross-entropy over the batch (this process's share)
-    tokens: int  # tokens processed by this process
+    loss: float  # mean next-token cross-entropy over the batch (this process's share, SPMD)
+    tokens: int  # tokens processed by this client (this process, SPMD)
     seconds: float
 
     @property
@@ -95,12 +100,19 @@ class Trainer:
         self.data = data
         self.micro_batch = micro_batch
         self.demo = DeMo(model.named_parameters(), demo_cfg)
+        session = distributed.active()
+        self.engine = distributed.Engine(session, model, demo_cfg, micro_batch) if session else None
 
     def train_step(self, indices: Sequence[int]) -> StepOutput:
         """Trains on the assigned samples and returns the compressed result to broadcast."""
         if not indices:
             raise ValueError("a train step needs at least one sample index")
         t0 = time.perf_counter()
+        if self.engine is not None:
+            batch = self.data.get_batch(list(indices))
+            grads, loss, tokens = self.engine.gradients(batch)
+            result = self.demo.compress(grads)
+            return StepOutput(result, loss, tokens, time.perf_counter() - t0)
         mine = _shard(list(indices))
         self.model.train()
         grads: dict[str, torch.Tensor] = {}
@@ -117,8 +129,12 @@ class Trainer:
         return StepOutput(result, loss, tokens, seconds)
 
     def apply(self, results: Sequence[DeMoResult], lr: float | None = None) -> None:
-        """Applies the agreed results (in the coordinator's order) to the model."""
-        self.demo.apply(results, lr=lr)
+        """Applies the agreed results (in the coordinator's order) to the model (on every rank
+        of a multi-rank client)."""
+        if self.engine is not None:
+            self.engine.apply(results, lr, lambda: self.demo.apply(results, lr=lr))
+        else:
+            self.demo.apply(results, lr=lr)
 
     @torch.no_grad()
     def evaluate(self, indices: Sequence[int]) -> float:
