@@ -5,6 +5,8 @@ pkgs=(
   curl python3 python3-venv build-essential pkg-config libssl-dev libudev-dev clang libclang-dev protobuf-compiler cmake
   # the WAN tests (tests/wan): network namespaces, tc and nftables
   iproute2 nftables
+  # the dashboard's browser test (tests/dashboard): headless Chromium
+  chromium
   # SBF toolchain: Debian's rustc-web (1.96, LLVM 22) with prebuilt core/alloc for bpfel
   rustc-web cargo-web libstd-rust-web-dev-bpf rust-web-src llvm-22-dev lld-22 libpolly-22-dev libzstd-dev
 )

@@ -26,14 +26,16 @@ app = typer.Typer(
 
 def register_commands() -> None:
     """Attach the command groups (each imports its heavy dependencies only when it runs)."""
-    from psyche_client.cli import data, demo, join, model, run, serve
+    from psyche_client.cli import dashboard, data, demo, doctor, join, model, run, serve
 
     app.command()(serve.serve)
     app.command()(join.join)
+    app.command()(doctor.doctor)
     app.add_typer(model.model_app, name="model")
     app.add_typer(data.data_app, name="data")
     app.command()(demo.demo)
     app.add_typer(run.run_app, name="run")
+    app.command()(dashboard.dashboard)
 
 
 def main(argv: list[str] | None = None) -> int:

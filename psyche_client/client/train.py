@@ -52,4 +52,7 @@ async def train(ctx: ClientContext, state: _core.Coordinator, slot: int, h: int)
         loss=out.loss,
         bytes=len(payload),
         seconds=out.seconds,
+        tokens_per_s=out.tokens_per_s,
+        bytes_in=ctx.status.bytes_in,
+        bytes_out=ctx.status.bytes_out,
     )
