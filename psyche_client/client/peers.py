@@ -15,15 +15,13 @@ import logging
 from psyche_client import _core
 from psyche_client.client.admission import Admission
 from psyche_client.client.context import ClientContext
-from psyche_client.client.results import Received
+from psyche_client.client.results import Expected, Received, decode_off_loop, refuse_size
 from psyche_client.p2p.messages import KIND_ANNOUNCE, KIND_MOMENTUM, Announcement
 from psyche_client.p2p.node import P2PNode
 from psyche_client.training.result import (
     ResultFormatError,
-    check_matches,
     commitment,
     commitment_hasher,
-    decode_result,
 )
 
 log = logging.getLogger("psyche.client")
@@ -201,10 +199,12 @@ async def consume_announcements(ctx: ClientContext) -> None:
 async def _fetch(ctx: ClientContext, ann: Announcement) -> None:
     assert ctx.node is not None
     try:
+        expected = Expected.of_trainer(ctx.trainer)
+        why = refuse_size(expected, ann.payload_size)  # before the fetch allocates
+        if why is not None:
+            raise ResultFormatError(why)
         payload = await ctx.node.fetch(ann)
-        result = decode_result(bytes(payload))
-        if ctx.trainer is not None:
-            check_matches(result, ctx.trainer.demo.layout())
+        result = await decode_off_loop(payload, expected)  # checked against the model
     except ResultFormatError as e:
         log.warning("result from %s rejected: %s", ann.sender.hex()[:8], e)
         return

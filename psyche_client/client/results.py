@@ -16,12 +16,21 @@ attested; the core builds the witness filters from those (commitment, slot) list
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from psyche_client.p2p.messages import Announcement
-from psyche_client.training.result import DeMoResult
+from psyche_client.training.result import (
+    DeMoResult,
+    Layout,
+    ResultFormatError,
+    ValueMode,
+    decode_result,
+    result_size_bound,
+)
 
 KEEP_STEPS = 4
 """Steps kept behind the newest one stored: a round's results are applied two rounds later,
@@ -39,6 +48,66 @@ class Received:
     commitment: bytes
     result: DeMoResult
     size: int
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a peer's result must be for this client's model: its layout, k and value mode.
+    Decoding checks each record against it before touching the record's arrays."""
+
+    layout: Layout
+    k: int | None = None
+    mode: ValueMode | None = None
+
+    @property
+    def max_bytes(self) -> int:
+        return result_size_bound(self.layout, self.k, self.mode)
+
+    @classmethod
+    def of_trainer(cls, trainer: Any) -> Expected | None:
+        """From a `training.trainer.Trainer` (None before the model is loaded)."""
+        if trainer is None:
+            return None
+        demo = trainer.demo
+        return cls(demo.layout(), demo.cfg.topk, demo.cfg.value_mode)
+
+
+def refuse_size(expected: Expected | None, size: int) -> str | None:
+    """Why an announced result of `size` bytes cannot be one for this model (None: it can).
+    Checked before the fetch allocates its receive buffer."""
+    if expected is not None and size > (bound := expected.max_bytes):
+        return f"{size:,} bytes is more than a result for this model can be ({bound:,})"
+    return None
+
+
+DECODE_WORKERS = 1
+"""Threads decoding peers' results. One: decodes queue instead of multiplying peak memory, and
+the event loop (heartbeats, witnessing, transfers) never runs one."""
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _decode_pool() -> concurrent.futures.ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(DECODE_WORKERS, "psyche-decode")
+        return _pool
+
+
+async def decode_off_loop(payload: Any, expected: Expected | None) -> DeMoResult:
+    """Decode a peer's payload on the decode worker, against `expected` when known; raises
+    ResultFormatError. An oversized payload is refused here, before it is queued."""
+    why = refuse_size(expected, len(payload))
+    if why is not None:
+        raise ResultFormatError(why)
+    loop = asyncio.get_running_loop()
+    if expected is None:
+        return await loop.run_in_executor(_decode_pool(), decode_result, payload)
+    return await loop.run_in_executor(
+        _decode_pool(),
+        lambda: decode_result(payload, None, expected.layout, expected.k, expected.mode),
+    )
 
 
 class _Waiters:

@@ -195,7 +195,7 @@ def encode_result(result: DeMoResult) -> bytes:
 class _Reader:
     """Bounds-checked cursor: every read first checks the bytes exist."""
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes | memoryview) -> None:
         self.data = memoryview(data)
         self.pos = 0
 
@@ -240,33 +240,92 @@ def _check_shape(name: str, shape: tuple[int, ...], chunk: tuple[int, ...], limi
             raise ResultFormatError(f"{name}: chunk {chunk} does not tile shape {shape}")
 
 
-def decode_result(data: bytes, limits: DecodeLimits | None = None) -> DeMoResult:
+Layout = Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]]
+"""Parameter name -> (shape, chunk), in model order: what a result for this model must cover."""
+
+ZERO_BLOCK = 1 << 15
+"""Zero-list varints decoded per vectorised block: bounds the temporaries (~40 bytes per entry)
+whatever the list's length, instead of one Python int per entry."""
+
+
+def _varint_len(n: int) -> int:
+    return max(1, (n.bit_length() + 6) // 7)
+
+
+def result_size_bound(layout: Layout, k: int | None = None, mode: ValueMode | None = None) -> int:
+    """The largest canonical payload a result for `layout` can be (with `k`, `mode` when known;
+    otherwise the largest k and widest values). A payload or announcement above it cannot be a
+    result for this model, so it is refused before anything is fetched or parsed."""
+    total = 4 + 2 + _varint_len(len(layout))
+    for name, (shape, chunk) in layout.items():
+        cnumel = math.prod(chunk)
+        kk = min(k, cnumel) if k is not None else cnumel
+        n = num_chunks(tuple(shape), tuple(chunk)) * kk
+        total += 2 + len(name.encode("utf-8")) + 2
+        total += sum(_varint_len(d) for d in (*shape, *chunk)) + _varint_len(kk) + 5
+        total += n * _wire_width(index_dtype(cnumel))
+        if mode is None or mode is ValueMode.FP32:
+            total += 4 * n
+        elif mode is ValueMode.BF16:
+            total += 2 * n
+        if mode is None or mode is ValueMode.SIGN:
+            # sign bits, then at most n zero-position gaps summing to < n: one byte each, plus
+            # one more byte per 128 of gap for the few long ones.
+            total += (n + 7) // 8 + n + n // 64 + 5
+    return total
+
+
+def decode_result(
+    data: bytes | bytearray | memoryview,
+    limits: DecodeLimits | None = None,
+    expected: Layout | None = None,
+    k: int | None = None,
+    mode: ValueMode | None = None,
+) -> DeMoResult:
     """Parses and validates a payload; raises ResultFormatError on anything unexpected.
 
-    Allocation is bounded by the payload length: index and value arrays are views of bytes that
-    were checked to exist, and dense shapes are only recorded, never materialised here.
+    With `expected` (the model's layout; `k` and `mode` the run's), a payload larger than any
+    result for that model is refused before parsing, and each record is checked against the
+    model as soon as its header is read, before its arrays are touched: a peer cannot make
+    this client decode (and allocate for) shapes its model does not have. Without it,
+    allocation is still bounded by the payload length. Work is vectorised (no Python loop per
+    coefficient) and temporaries stay within a small multiple of the decoded arrays, which
+    are copies of the payload's bytes at their wire width (no 8-byte widening), so the
+    payload buffer can be released.
     """
     lim = limits or DecodeLimits()
     if not isinstance(data, bytes | bytearray | memoryview):
         raise ResultFormatError("payload must be bytes")
-    if len(data) > lim.max_bytes:
-        raise ResultFormatError(f"payload of {len(data)} bytes exceeds the {lim.max_bytes} limit")
-    r = _Reader(bytes(data))
+    view = memoryview(data).cast("B")
+    if len(view) > lim.max_bytes:
+        raise ResultFormatError(f"payload of {len(view)} bytes exceeds the {lim.max_bytes} limit")
+    names = list(expected) if expected is not None else None
+    if expected is not None:
+        bound = result_size_bound(expected, k, mode)
+        if len(view) > bound:
+            raise ResultFormatError(
+                f"payload of {len(view)} bytes exceeds the {bound} a result for this model can be"
+            )
+    r = _Reader(view)
     if bytes(r.take(4, "magic")) != MAGIC:
         raise ResultFormatError("not a DeMo result (bad magic)")
     version, mode_raw = r.unpack("<BB", "header")
     if version != VERSION:
         raise ResultFormatError(f"unsupported result version {version} (this client reads 1)")
     try:
-        mode = ValueMode(mode_raw)
+        got_mode = ValueMode(mode_raw)
     except ValueError as e:
         raise ResultFormatError(f"unknown value mode {mode_raw}") from e
+    if mode is not None and got_mode != mode:
+        raise ResultFormatError(f"value mode {got_mode.name}, run uses {mode.name}")
     n_params = r.varint("parameter count")
     if n_params > lim.max_params:
         raise ResultFormatError(f"{n_params} parameters exceeds the {lim.max_params} limit")
-    out = DeMoResult(value_mode=mode)
+    if names is not None and n_params != len(names):
+        raise ResultFormatError(f"{n_params} parameters, the model has {len(names)}")
+    out = DeMoResult(value_mode=got_mode)
     prev = b""
-    for _ in range(n_params):
+    for i in range(n_params):
         shared, suffix_len = r.unpack("<BB", "name header")
         if shared > len(prev):
             raise ResultFormatError(f"name shares {shared} bytes with a {len(prev)}-byte name")
@@ -283,6 +342,10 @@ def decode_result(data: bytes, limits: DecodeLimits | None = None) -> DeMoResult
             raise ResultFormatError("parameter name is not UTF-8") from e
         if name in out.params:
             raise ResultFormatError(f"{name}: duplicate parameter")
+        if names is not None and name != names[i]:
+            raise ResultFormatError(
+                f"parameter {i} is {name!r}, the model's is {names[i]!r} (set or order differs)"
+            )
         (ndim,) = r.unpack("<B", "ndim")
         if ndim > MAX_NDIM:
             raise ResultFormatError(f"{name}: {ndim} dimensions exceeds {MAX_NDIM}")
@@ -291,26 +354,43 @@ def decode_result(data: bytes, limits: DecodeLimits | None = None) -> DeMoResult
         if cdim not in (1, 2):
             raise ResultFormatError(f"{name}: chunk must have 1 or 2 dimensions, not {cdim}")
         chunk = tuple(r.varint("chunk") for _ in range(cdim))
+        if expected is not None:
+            want_shape, want_chunk = expected[name]
+            if shape != tuple(want_shape) or chunk != tuple(want_chunk):
+                raise ResultFormatError(
+                    f"{name}: shape/chunk {shape}/{chunk}, expected {want_shape}/{want_chunk}"
+                )
         _check_shape(name, shape, chunk, lim)
-        k, n_zero = r.varint("k"), r.varint("zero count")
+        kk, n_zero = r.varint("k"), r.varint("zero count")
         cnumel = math.prod(chunk)
-        if not 0 < k <= cnumel:
-            raise ResultFormatError(f"{name}: k={k} outside 1..{cnumel}")
+        if not 0 < kk <= cnumel:
+            raise ResultFormatError(f"{name}: k={kk} outside 1..{cnumel}")
+        if k is not None and kk != min(k, cnumel):
+            raise ResultFormatError(f"{name}: k={kk}, run uses {k}")
         rows = num_chunks(shape, chunk)
-        n = rows * k
-        idt = index_dtype(cnumel)
-        width = _wire_width(idt)
-        idx_np = np.frombuffer(r.take(n * width, "indices"), dtype=f"<u{width}")
-        idx = torch.from_numpy(idx_np.astype(np.int64)).view(rows, k)
-        if int(idx.max()) >= cnumel:
-            raise ResultFormatError(f"{name}: index out of range for chunk of {cnumel}")
-        if k > 1 and not bool((idx[:, 1:] > idx[:, :-1]).all()):
-            raise ResultFormatError(f"{name}: indices not strictly increasing within a chunk")
-        values = _decode_values(r, name, mode, n, n_zero).view(rows, k)
-        out.params[name] = ParamComponent(tuple(shape), tuple(chunk), idx.to(idt), values)
+        n = rows * kk
+        idx = _decode_indices(r, name, rows, kk, cnumel)
+        values = _decode_values(r, name, got_mode, n, n_zero).view(rows, kk)
+        out.params[name] = ParamComponent(tuple(shape), tuple(chunk), idx, values)
     if r.pos != len(r.data):
         raise ResultFormatError(f"{len(r.data) - r.pos} trailing bytes after the last parameter")
     return out
+
+
+_INDEX_NP = {1: np.uint8, 2: np.int16, 4: np.int32}
+"""In-memory numpy type per wire width (the torch types of `index_dtype`)."""
+
+
+def _decode_indices(r: _Reader, name: str, rows: int, k: int, cnumel: int) -> torch.Tensor:
+    """(rows, k) indices at their wire width: range and order checked on the raw array, then
+    one copy into the in-memory type (no widening to int64)."""
+    width = _wire_width(index_dtype(cnumel))
+    raw = np.frombuffer(r.take(rows * k * width, "indices"), dtype=f"<u{width}").reshape(rows, k)
+    if int(raw.max()) >= min(cnumel, 1 << 31):
+        raise ResultFormatError(f"{name}: index out of range for chunk of {cnumel}")
+    if k > 1 and not bool((raw[:, 1:] > raw[:, :-1]).all()):
+        raise ResultFormatError(f"{name}: indices not strictly increasing within a chunk")
+    return torch.from_numpy(raw.astype(_INDEX_NP[width]))
 
 
 def _decode_values(r: _Reader, name: str, mode: ValueMode, n: int, n_zero: int) -> torch.Tensor:
@@ -318,31 +398,69 @@ def _decode_values(r: _Reader, name: str, mode: ValueMode, n: int, n_zero: int) 
         if n_zero:
             raise ResultFormatError(f"{name}: zero list is only valid in 1-bit mode")
         if mode is ValueMode.FP32:
-            v = torch.from_numpy(np.frombuffer(r.take(4 * n, "values"), "<f4").astype(np.float32))
-        else:
-            raw = np.frombuffer(r.take(2 * n, "values"), "<i2").astype(np.int16)
-            v = torch.from_numpy(raw).view(torch.bfloat16)
-        if not bool(torch.isfinite(v.float()).all()):
+            f = np.frombuffer(r.take(4 * n, "values"), "<f4").astype(np.float32)
+            if not bool(np.isfinite(f).all()):
+                raise ResultFormatError(f"{name}: non-finite value")
+            return torch.from_numpy(f)
+        raw = np.frombuffer(r.take(2 * n, "values"), "<i2").astype(np.int16)
+        if bool(((raw & 0x7F80) == 0x7F80).any()):  # exponent all ones: inf or nan
             raise ResultFormatError(f"{name}: non-finite value")
-        return v
+        return torch.from_numpy(raw).view(torch.bfloat16)
     if n_zero > n:
         raise ResultFormatError(f"{name}: {n_zero} zeros among {n} values")
     nbytes = (n + 7) // 8
     bits = np.unpackbits(np.frombuffer(r.take(nbytes, "sign bits"), np.uint8), bitorder="little")
     if bits[n:].any():
         raise ResultFormatError(f"{name}: padding bits of the sign array are set")
-    neg = bits[:n].astype(bool)
-    signs = np.where(neg, -1, 1).astype(np.int8)
-    if n_zero:
-        # Each varint consumes at least one byte, so this loop is bounded by the payload size.
-        gaps = np.array([r.varint("zero position") for _ in range(n_zero)], dtype=np.int64)
-        zeros = np.cumsum(gaps + 1) - 1
-        if zeros[-1] >= n:
+    signs = bits[:n].view(np.int8)  # 1 = negative; turned into -1/+1 in place
+    np.multiply(signs, -2, out=signs)
+    np.add(signs, 1, out=signs)
+    prev = -1
+    left = n_zero
+    while left:
+        block = min(left, ZERO_BLOCK)
+        gaps = _varint_block(r, block, "zero position")
+        pos = np.cumsum(gaps + 1) + prev
+        prev = int(pos[-1])
+        if prev >= n:
             raise ResultFormatError(f"{name}: zero positions out of range")
-        if neg[zeros].any():
+        if bool((signs[pos] < 0).any()):
             raise ResultFormatError(f"{name}: a zero value has its sign bit set")
-        signs[zeros] = 0
+        signs[pos] = 0
+        left -= block
     return torch.from_numpy(signs)
+
+
+def _varint_block(r: _Reader, count: int, what: str) -> np.ndarray:
+    """The next `count` shortest-form u32 varints as int64, decoded with array operations."""
+    window = np.frombuffer(r.data[r.pos : r.pos + 5 * count], np.uint8)
+    ends = np.flatnonzero(window < 0x80)[:count]
+    lens = np.diff(ends, prepend=-1)
+    if lens.size and int(lens.max()) > 5:
+        raise ResultFormatError(f"{what}: varint longer than 5 bytes")
+    if ends.size < count:
+        tail = window.size - (int(ends[-1]) + 1 if ends.size else 0)
+        if tail >= 5:
+            raise ResultFormatError(f"{what}: varint longer than 5 bytes")
+        raise ResultFormatError(
+            f"truncated payload: {what} needs {count} varints at offset {r.pos}, "
+            f"{ends.size} present"
+        )
+    longest = int(lens.max())
+    if longest == 1:
+        vals = window[:count].astype(np.int64)
+    else:
+        if bool(((lens > 1) & (window[ends] == 0)).any()):
+            raise ResultFormatError(f"{what}: varint not in shortest form")
+        starts = ends - lens + 1
+        vals = np.zeros(count, np.int64)
+        for j in range(longest):
+            sel = lens > j
+            vals[sel] += (window[starts[sel] + j].astype(np.int64) & 0x7F) << (7 * j)
+        if int(vals.max()) >= 1 << 32:
+            raise ResultFormatError(f"{what}: varint exceeds u32")
+    r.pos += int(ends[-1]) + 1
+    return vals
 
 
 def check_matches(
