@@ -42,6 +42,13 @@ class P2PConfig:
     otherwise cost a connect timeout on every fetch."""
     fast_connect_timeout: float = 3.0
     """TCP connect of the fast path; short because libp2p is the fallback (3 s = two SYNs)."""
+    fast_handshake_timeout: float = 10.0
+    """The fast-path server's deadline for a connection's whole handshake (hello, signature and
+    request), however slowly its bytes trickle in; the idle timeout alone is per receive."""
+    fast_max_connections: int = 128
+    fast_max_connections_per_ip: int = 16
+    """Concurrent fast-path connections, in all and from one address (uploads themselves are
+    capped by uploads_total/uploads_per_peer); over a cap a connection gets BUSY at once."""
     heartbeat_interval: int = 1
     """py-libp2p's default is 120 s, far too slow to repair a mesh within one round."""
     gossip_degree: int = 6

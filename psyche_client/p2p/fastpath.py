@@ -9,6 +9,12 @@ non-member cannot download and a fetcher knows which holder it is talking to.
 Handshake: server -> "PSYF" | nonce (16) | server node id (32)
            client -> client node id (32) | sig(FAST_DOMAIN | nonce | server id) (64)
 then one blob request/response exactly as in `wire`, and the server closes.
+
+A connection over the server's caps (in all, or from one IP address) gets "PSYB" instead of the
+hello and is closed at once: the fetcher treats it as BUSY (backs off, tries other holders). The
+whole handshake, up to the end of the request, must arrive within `fast_handshake_timeout`, so a
+client trickling a byte per idle interval cannot hold a connection; refusals are logged one line
+per kind per minute with a count.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+
+from psyche_client.server.guard import RefusalLog
 
 from . import wire
 from .addr import family_of, join_host_port, split_host_port
@@ -31,6 +39,8 @@ from .transfer import Progress
 
 log = logging.getLogger(__name__)
 FAST_MAGIC = b"PSYF"
+FAST_BUSY = b"PSYB"
+"""Sent instead of the hello by a server at its connection cap."""
 FAST_DOMAIN = b"psyche/p2p/fast/v1\x00"
 _HELLO = len(FAST_MAGIC) + 16 + 32
 
@@ -61,6 +71,9 @@ class FastPathServer:
         self.addr = ""
         self.bound_port = 0
         self.refused = 0
+        self._per_ip: dict[str, int] = {}
+        self.refusals = RefusalLog(log)
+        """Counts per kind ("cap", "ip cap", "handshake", "accept") and the rate-limited log."""
 
     async def start(self, public_host: str = "") -> str:
         """Listen on (listen_host, fast_port), IPv4 or IPv6; advertise `public_host` (default:
@@ -94,44 +107,73 @@ class FastPathServer:
 
     async def _accept_loop(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
+        cfg = self.config
         while True:
             try:
-                conn, _ = await loop.sock_accept(listener)
+                conn, peer = await loop.sock_accept(listener)
             except OSError as exc:  # e.g. EMFILE: back off instead of spinning
-                log.warning("fast path accept failed: %r", exc)
+                self.refusals.note("accept", f"fast path cannot accept connections: {exc!r}")
                 await asyncio.sleep(0.1)
                 continue
             conn.setblocking(False)
-            task = asyncio.ensure_future(self._on_conn(conn))
+            ip = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+            if len(self._conns) >= cfg.fast_max_connections:
+                self._refuse(conn, "cap", f"{cfg.fast_max_connections} connections in all")
+                continue
+            if self._per_ip.get(ip, 0) >= cfg.fast_max_connections_per_ip:
+                self._refuse(conn, "ip cap", f"{cfg.fast_max_connections_per_ip} from {ip}")
+                continue
+            self._per_ip[ip] = self._per_ip.get(ip, 0) + 1
+            task = asyncio.ensure_future(self._on_conn(conn, ip))
             self._conns.add(task)
             task.add_done_callback(self._conns.discard)
 
-    async def _on_conn(self, conn: socket.socket) -> None:
+    def _refuse(self, conn: socket.socket, kind: str, cap: str) -> None:
+        """Over a cap: BUSY (non-blocking, best effort) and close, without a task."""
+        with contextlib.suppress(OSError):
+            conn.send(FAST_BUSY)
+        conn.close()
+        self.refusals.note(kind, f"fast path: connection refused, at its cap of {cap}")
+
+    async def _on_conn(self, conn: socket.socket, ip: str) -> None:
         try:
-            await self._serve(conn)
+            await self._serve(conn, ip)
         except (asyncio.CancelledError, Exception) as exc:  # noqa: BLE001
             log.debug("fast upload ended: %r", exc)
         finally:
             conn.close()
+            left = self._per_ip.get(ip, 1) - 1
+            if left > 0:
+                self._per_ip[ip] = left
+            else:
+                self._per_ip.pop(ip, None)
 
     async def _send(self, conn: socket.socket, data: Buffer) -> None:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(self.config.idle_timeout):
             await loop.sock_sendall(conn, data)
 
-    async def _serve(self, conn: socket.socket) -> None:
+    async def _serve(self, conn: socket.socket, ip: str) -> None:
         loop = asyncio.get_running_loop()
         idle = self.config.idle_timeout
+        limit = self.config.fast_handshake_timeout
         nonce = os.urandom(16)
-        await self._send(conn, FAST_MAGIC + nonce + self.key.node_id)
-        hello = await _recv_exactly(loop, conn, 96, idle)
-        client, sig = hello[:32], hello[32:]
-        ok = verify_signature(client, FAST_DOMAIN + nonce + self.key.node_id, sig)
-        if not ok or not self.is_member(client):
-            self.refused += 1
-            await self._send(conn, wire.BLOB_RESPONSE.pack(wire.STATUS_REFUSED, 0))
+        try:
+            async with asyncio.timeout(limit):  # one deadline for the whole handshake
+                await self._send(conn, FAST_MAGIC + nonce + self.key.node_id)
+                hello = await _recv_exactly(loop, conn, 96, idle)
+                client, sig = hello[:32], hello[32:]
+                ok = verify_signature(client, FAST_DOMAIN + nonce + self.key.node_id, sig)
+                if not ok or not self.is_member(client):
+                    self.refused += 1
+                    await self._send(conn, wire.BLOB_RESPONSE.pack(wire.STATUS_REFUSED, 0))
+                    return
+                req = await _recv_exactly(loop, conn, wire.BLOB_REQUEST.size, idle)
+        except TimeoutError:
+            self.refusals.note(
+                "handshake", f"fast path: {ip} did not finish its handshake in {limit:g}s"
+            )
             return
-        req = await _recv_exactly(loop, conn, wire.BLOB_REQUEST.size, idle)
         key, offset, length = wire.BLOB_REQUEST.unpack(req)
         blob = self.get_blob(key)
         if blob is None or offset > len(blob):
@@ -195,7 +237,10 @@ async def fast_fetch(
         try:
             connect = loop.sock_connect(sock, sockaddr)
             await asyncio.wait_for(connect, min(config.fast_connect_timeout, idle))
-            hello = await _recv_exactly(loop, sock, _HELLO, idle)
+            magic = await _recv_exactly(loop, sock, len(FAST_MAGIC), idle)
+            if magic == FAST_BUSY:
+                raise wire.SourceBusy(f"fast path {addr} is at its connection cap")
+            hello = magic + await _recv_exactly(loop, sock, _HELLO - len(magic), idle)
         except (OSError, ValueError, TimeoutError) as exc:
             raise wire.TransferError(f"fast connect {addr}: {exc!r}") from exc
         if hello[:4] != FAST_MAGIC or hello[20:] != expect:
