@@ -1,8 +1,14 @@
-"""`psyche-client join`: join a TCP or Solana run and train with the others."""
+"""`psyche-client join`: join a TCP or Solana run and train with the others.
+
+Under `torchrun --nproc-per-node N -m psyche_client join …` rank 0 is the client (coordinator,
+p2p, everything below) and ranks > 0 only serve rank 0's training commands over
+torch.distributed (training/distributed.py); they open no data, key or network connection.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,6 +19,7 @@ from psyche_client.cli.data import check_data_sources, open_data
 from psyche_client.errors import UserError
 
 if TYPE_CHECKING:
+    from psyche_client.identity import NodeKey
     from psyche_client.p2p.endpoints import Endpoints
 
 
@@ -47,6 +54,13 @@ def join(
             help="The run's join token, if its operator set one (or PSYCHE_JOIN_TOKEN).",
         ),
     ] = None,
+    coordinator_key: Annotated[
+        str | None,
+        typer.Option(
+            help="The TCP coordinator's key (64 hex, printed by `serve`). Default: trust the "
+            "key seen on the first join of the run, remembered next to --key."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="No live status line.")] = False,
     rpc: Annotated[str, typer.Option(help="Solana RPC URL (Solana runs).")] = (
         "http://127.0.0.1:8899"
@@ -72,24 +86,82 @@ def join(
         str | None,
         typer.Option(help="Serve Prometheus metrics on PORT (127.0.0.1) or HOST:PORT."),
     ] = None,
+    parallel: Annotated[
+        str,
+        typer.Option(
+            help="Under torchrun with several processes: dp (every rank holds the model), "
+            "fsdp (FSDP2: parameters sharded over the ranks) or auto (fsdp when the model "
+            "does not fit one GPU)."
+        ),
+    ] = "auto",
+    rank_check_every: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Under torchrun: compare every rank's parameter hash with rank 0's every N "
+            "applied steps (0: never).",
+        ),
+    ] = 1,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Join a run and train with the others until it finishes (Ctrl-C leaves cleanly)."""
     setup_logging(verbose)
+    if parallel not in ("auto", "dp", "fsdp"):
+        raise UserError(f"--parallel must be auto, dp or fsdp, not {parallel!r}")
+    if _torchrun_rank() > 0:
+        _serve_rank(parallel, rank_check_every, events, threads)
+        return
     endpoints = _endpoints(run, rpc, listen, public_addr)
     from psyche_client.identity import load_or_create_keypair
 
     # Every check a user can fail runs before torch loads: a mistake is one line, at once.
     node_key = load_or_create_keypair(key)
     check_data_sources(data)
-    backend = _backend_for(run, node_key, rpc, wallet, join_token)
+    backend = _backend_for(
+        run, node_key, rpc, wallet, join_token, _key_policy(coordinator_key, key)
+    )
     import torch
 
+    torch.set_num_threads(threads)
+    from psyche_client.training import distributed
+
+    session = distributed.start(parallel, rank_check_every, events)
+    try:
+        _run_client(
+            backend,
+            node_key,
+            endpoints,
+            data,
+            checkpoint_dir,
+            events,
+            max_epochs,
+            run,
+            rpc,
+            quiet,
+            metrics_port,
+        )
+    finally:
+        if session is not None:
+            session.close()
+
+
+def _run_client(
+    backend: object,
+    node_key: NodeKey,
+    endpoints: Endpoints,
+    data: list[str],
+    checkpoint_dir: Path,
+    events: Path | None,
+    max_epochs: int | None,
+    run: str,
+    rpc: str,
+    quiet: bool,
+    metrics_port: str | None,
+) -> None:
     from psyche_client.cli.status_line import StatusLine
     from psyche_client.client import ClientOptions, RunClient
     from psyche_client.p2p.config import P2PConfig
 
-    torch.set_num_threads(threads)
     status = StatusLine(enabled=not quiet)
     options = ClientOptions(
         p2p=endpoints.apply(P2PConfig()),
@@ -128,6 +200,31 @@ def join(
         status.close()
 
 
+def _torchrun_rank() -> int:
+    """This process's rank when torchrun started several (0 otherwise); read from the
+    environment so that rank 0's user-error checks still run before torch loads."""
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return 0
+    return int(os.environ.get("RANK", "0") or 0)
+
+
+def _serve_rank(parallel: str, check_every: int, events: Path | None, threads: int) -> None:
+    """Ranks > 0: train what rank 0 sends until it stops (no coordinator, no peers)."""
+    import torch
+
+    from psyche_client.training import distributed
+
+    torch.set_num_threads(threads)
+    session = distributed.start(parallel, check_every, events)
+    assert session is not None
+    try:
+        distributed.serve(session)
+    except RuntimeError as e:  # rank 0 went away (its exit or failure is what torchrun reports)
+        raise UserError(f"rank {session.rank}: lost rank 0 ({e})") from None
+    finally:
+        session.close()
+
+
 def _endpoints(run: str, rpc: str, listen: str | None, public_addr: str | None) -> Endpoints:
     """Check --listen/--public-addr (one-line errors, before anything heavy is imported) and
     aim address detection at the coordinator: the TCP server, or the Solana RPC node."""
@@ -159,8 +256,22 @@ def _looks_like_tcp(run: str) -> bool:
     return bool(sep and host and port.isdigit()) or run.startswith("tcp://")
 
 
+def _key_policy(coordinator_key: str | None, key_path: Path) -> object:
+    """Pinned coordinator key, or trust on first use in known_coordinators.json by the key."""
+    from psyche_client.backend.pinning import KeyPolicy, parse_coordinator_key
+
+    if coordinator_key is not None:
+        return KeyPolicy(pinned=parse_coordinator_key(coordinator_key))
+    return KeyPolicy(known_path=key_path.expanduser().parent / "known_coordinators.json")
+
+
 def _backend_for(
-    run: str, node_key: object, rpc: str, wallet: Path, join_token: str | None = None
+    run: str,
+    node_key: object,
+    rpc: str,
+    wallet: Path,
+    join_token: str | None = None,
+    key_policy: object = None,
 ) -> object:
     """TCP backend for host:port, else the Solana backend for a run id or run account."""
     from psyche_client.backend.tcp import TcpBackend, parse_address
@@ -169,10 +280,13 @@ def _backend_for(
     assert isinstance(node_key, NodeKey)
     if _looks_like_tcp(run) or ":" in run:
         parse_address(run)
+        from psyche_client.backend.pinning import KeyPolicy
         from psyche_client.backend.tcp import preflight
 
-        asyncio.run(preflight(run, node_key, join_token))  # reachable, a coordinator, may join
-        return TcpBackend(run, node_key, join_token=join_token)
+        policy = key_policy if isinstance(key_policy, KeyPolicy) else None
+        # reachable, a coordinator holding the expected key, may join
+        asyncio.run(preflight(run, node_key, join_token, key_policy=policy))
+        return TcpBackend(run, node_key, join_token=join_token, key_policy=policy)
     from solders.keypair import Keypair
     from solders.pubkey import Pubkey
 

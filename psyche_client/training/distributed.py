@@ -288,8 +288,9 @@ class Replica:
             dist.broadcast(full, src=0)
             with torch.no_grad():
                 if is_param and _is_dtensor(t):
-                    from torch.distributed.tensor import distribute_tensor
+                    from torch.distributed.tensor import DTensor, distribute_tensor
 
+                    assert isinstance(t, DTensor)
                     local = distribute_tensor(full, t.device_mesh, t.placements, src_data_rank=None)
                     t.to_local().copy_(local.to_local())
                 else:
@@ -342,7 +343,7 @@ class Replica:
         for n in self.names:
             g = grads[n]
             if _is_dtensor(g):
-                full = g.full_tensor()
+                full = g.full_tensor()  # type: ignore[attr-defined]
                 if self.session.rank == 0:
                     out[n] = full.to(device)
             else:
@@ -434,9 +435,9 @@ class Engine:
                 self.replica = Replica(session, master, False, micro_batch, demo, names)
             self.replica.receive(master, digest=False)
             self._versions = self._seen()
-        log.info(
-            "%d ranks, %s", session.world, "FSDP2" if self.fsdp else "data parallel (replicas)"
-        )
+        layout = "fsdp" if self.fsdp else "dp"
+        log.info("training on %d ranks (%s)", session.world, layout)
+        session.event("ranks", world=session.world, layout=layout)
 
     def _seen(self) -> list[int]:
         return [t._version for _, t, _ in _tensors(self.master)]

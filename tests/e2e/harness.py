@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -53,6 +54,40 @@ class LocalRun:
 
     def start_client(self, name: str, extra: list[str] | None = None) -> None:
         self.clients[name] = start_client(self.work, name, self.address, self.data, extra)
+
+    def start_torchrun_client(self, name: str, ranks: int, extra: list[str] | None = None) -> None:
+        """Start one client as `ranks` processes under torchrun (in its own process group, so
+        `kill_group` ends the ranks too, not only the launcher)."""
+        work = self.work
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={ranks}",
+            "-m",
+            "psyche_client",
+            "join",
+            self.address,
+            f"--data={self.data}",
+            f"--key={work / (name + '.key.json')}",
+            f"--checkpoint-dir={work / name}",
+            f"--events={work / (name + '.events.jsonl')}",
+            "--quiet",
+            *(extra or []),
+        ]
+        log = (work / f"{name}.log").open("ab")
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        self.clients[name] = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+    def kill_group(self, name: str) -> None:
+        """SIGKILL a `start_torchrun_client` client's launcher and ranks."""
+        proc = self.clients[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
     def start_liar(self, name: str) -> None:
         """Start a client that joins like `start_client` but sends garbage results."""
