@@ -21,7 +21,7 @@ from __future__ import annotations
 from psyche_client import _core
 from psyche_client.client.context import slot_of
 from psyche_client.p2p.messages import Announcement
-from psyche_client.training.model import LlamaConfig
+from psyche_client.training.model import ModelConfig
 
 PAYLOAD_BYTES_PER_PARAM = 8
 """Upper bound per parameter (a dense fp32 momentum is 4; a sparse result stores at most one
@@ -29,7 +29,7 @@ value and one index per parameter)."""
 PAYLOAD_HEADER_BYTES = 1 << 20
 
 
-def payload_bound(model: LlamaConfig) -> int:
+def payload_bound(model: ModelConfig) -> int:
     """The largest payload a claim about this model may announce."""
     return PAYLOAD_BYTES_PER_PARAM * model.param_count() + PAYLOAD_HEADER_BYTES
 
@@ -47,7 +47,7 @@ def data_round_of_step(state: _core.Coordinator, step: int) -> int | None:
 
 
 def refuse_claim(
-    state: _core.Coordinator, model: LlamaConfig | None, ann: Announcement
+    state: _core.Coordinator, model: ModelConfig | None, ann: Announcement
 ) -> str | None:
     """Why the claim `ann` is refused against the rounds the state holds, or None to admit it."""
     slot = slot_of(state, ann.sender)  # by node key (on Solana the wallet differs)
@@ -78,7 +78,7 @@ class Admission:
         self._provisional: dict[tuple[bytes, int, int], int] = {}
 
     def refuse(
-        self, state: _core.Coordinator, model: LlamaConfig | None, ann: Announcement
+        self, state: _core.Coordinator, model: ModelConfig | None, ann: Announcement
     ) -> str | None:
         why = refuse_claim(state, model, ann)
         if why is None or not why.startswith("no data round"):

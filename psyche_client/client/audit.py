@@ -20,7 +20,7 @@ from psyche_client.client.context import ClientContext, round_deadline
 from psyche_client.client.duties import Duty
 from psyche_client.client.results import Received
 from psyche_client.p2p.messages import Announcement
-from psyche_client.training.model import LlamaForCausalLM
+from psyche_client.training.model import build_model
 from psyche_client.training.momentum_codec import decode_momentum
 from psyche_client.training.recompute import verify_result
 from psyche_client.training.result import DeMoResult
@@ -104,7 +104,7 @@ def _recompute(
 ) -> Any:
     assert ctx.trainer is not None and ctx.spec is not None
     if ctx.scratch is None:
-        ctx.scratch = LlamaForCausalLM(ctx.trainer.model.config)
+        ctx.scratch = build_model(ctx.trainer.model.config, init=False)
     with torch.no_grad():
         for name, p in ctx.scratch.named_parameters():
             p.copy_(params[name])

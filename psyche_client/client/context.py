@@ -30,7 +30,7 @@ from psyche_client.p2p.config import P2PConfig
 from psyche_client.p2p.manifest import Manifest
 from psyche_client.p2p.node import P2PNode
 from psyche_client.runspec import TrainingSpec
-from psyche_client.training.model import LlamaConfig, LlamaForCausalLM
+from psyche_client.training.model import CausalLM, ModelConfig
 from psyche_client.training.trainer import Trainer
 
 log = logging.getLogger("psyche.client")
@@ -102,7 +102,7 @@ class ClientContext:
     node: P2PNode | None = None
     trainer: Trainer | None = None
     spec: TrainingSpec | None = None
-    model_config: LlamaConfig | None = None
+    model_config: ModelConfig | None = None
     data: TokenDataProvider | None = None
     run_id: bytes = b""
     applied: dict[int, int] = field(default_factory=dict)
@@ -116,7 +116,7 @@ class ClientContext:
     dialing: set[bytes] = field(default_factory=set)
     fetching: set[bytes] = field(default_factory=set)
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
-    scratch: LlamaForCausalLM | None = None
+    scratch: CausalLM | None = None
     """A second model the verifier loads snapshots into (allocated on first use)."""
     shared: tuple[Manifest, bytes, dict[str, bytes]] | None = None
     """The model this client serves now: manifest, config blob, tensor bytes (sharing.py)."""

@@ -14,10 +14,18 @@ from psyche_client import _core
 from psyche_client.checkpoint.io import load_checkpoint
 from psyche_client.client.context import ROUND_PHASES, ClientContext
 from psyche_client.client.duties import Duty
-from psyche_client.client.sharing import share_model
+from psyche_client.client.sharing import MAX_META_BYTES, share_model
+from psyche_client.errors import UserError
+from psyche_client.p2p.manifest import Manifest
 from psyche_client.runspec import TrainingSpec, load_spec
 from psyche_client.training.hashing import param_hash
-from psyche_client.training.model import LlamaConfig, LlamaForCausalLM
+from psyche_client.training.model import (
+    CausalLM,
+    ModelConfig,
+    build_model,
+    config_from_dict,
+    state_sizes,
+)
 from psyche_client.training.trainer import Trainer
 
 log = logging.getLogger("psyche.client")
@@ -55,7 +63,7 @@ async def load_model(ctx: ClientContext, state: _core.Coordinator) -> None:
         and c.node_key != ctx.key.public
         and c.joined_epoch < state.epoch
     ]
-    model: LlamaForCausalLM | None = None
+    model: CausalLM | None = None
     if peers and ctx.node is not None:
         try:
             model, spec = await _model_from_peers(ctx, peers)
@@ -82,15 +90,39 @@ async def load_model(ctx: ClientContext, state: _core.Coordinator) -> None:
     ctx.trainer = Trainer(model, spec.demo, ctx.data, spec.micro_batch)
 
 
+def _peer_config(raw: bytes) -> tuple[ModelConfig, TrainingSpec]:
+    """The model config and training spec a peer's config blob names (untrusted: bounded and
+    checked; ValueError when invalid)."""
+    if len(raw) > MAX_META_BYTES:
+        raise ValueError(f"config blob of {len(raw):,} bytes")
+    meta = json.loads(raw)
+    if not isinstance(meta, dict):
+        raise ValueError("config blob is not a JSON object")
+    try:
+        spec = TrainingSpec.from_json(meta.get("spec"), "peer model")
+    except UserError as e:
+        raise ValueError(str(e)) from None
+    return config_from_dict(meta.get("model")), spec
+
+
+def _check_peer_model(manifest: Manifest, raw: bytes) -> None:
+    """Before any tensor is downloaded: the config is valid and within bounds, and the
+    manifest lists exactly the tensors (names and fp32 sizes) that config implies."""
+    cfg, _ = _peer_config(raw)
+    want = state_sizes(cfg)
+    got = {t.name: t.size for t in manifest.tensors}
+    if got != want:
+        odd = sorted(set(got.items()) ^ set(want.items()))[:3]
+        raise ValueError(f"its tensors are not what its config implies ({odd})")
+
+
 async def _model_from_peers(
     ctx: ClientContext, peers: list[bytes]
-) -> tuple[LlamaForCausalLM, TrainingSpec]:
+) -> tuple[CausalLM, TrainingSpec]:
     assert ctx.node is not None
-    snap = await ctx.node.fetch_model(peers)
-    meta = json.loads(bytes(snap.config))
-    cfg = LlamaConfig.from_hf_dict(meta["model"])
-    spec = TrainingSpec.from_json(meta["spec"], "peer model")
-    model = LlamaForCausalLM(cfg)
+    snap = await ctx.node.fetch_model(peers, check=_check_peer_model)
+    cfg, spec = _peer_config(bytes(snap.config))
+    model = build_model(cfg, init=False)
     tensors = {}
     for name, p in model.state_dict().items():
         raw = bytearray(snap.tensors[name])

@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 Rpc = Callable[[NodeId, int, bytes], Awaitable[tuple[int, bytes]]]
 Select = Callable[[dict[NodeId, Manifest]], "Manifest | None"]
 """Given every trusted manifest by peer, the one to download (None: no acceptable choice)."""
+Check = Callable[[Manifest, bytes], None]
+"""Called with the chosen manifest and its downloaded config blob before any tensor is
+fetched; raises (e.g. ValueError) to refuse a model whose config is out of bounds or whose
+tensors are not what that config implies, so nothing of a hostile size is downloaded."""
 
 
 @dataclass
@@ -156,6 +160,7 @@ async def fetch_model(
     parallel: int,
     timeout: float,
     select: Select | None = None,
+    check: Check | None = None,
 ) -> ModelSnapshot:
     manifest, sources = await model_sources(peers, rpc, trust, select, timeout)
     pieces = [(manifest.config_sha256, manifest.config_size)] + [
@@ -182,7 +187,15 @@ async def fetch_model(
             finally:
                 record(stats)
 
-    await asyncio.gather(*(get(i, d, n) for i, (d, n) in enumerate(pieces)))
+    if check is None:
+        await asyncio.gather(*(get(i, d, n) for i, (d, n) in enumerate(pieces)))
+    else:  # the config first, checked, then the tensors
+        await get(0, *pieces[0])
+        try:
+            check(manifest, bytes(out[0]))
+        except (ValueError, TypeError, KeyError) as e:
+            raise ModelUnavailable(f"the peers' model is refused: {e}") from None
+        await asyncio.gather(*(get(i, d, n) for i, (d, n) in enumerate(pieces) if i))
     tensors = {t.name: out[i + 1] for i, t in enumerate(manifest.tensors)}
     agreeing = tuple(s.node for s in sources) if select is not None else ()
     return ModelSnapshot(out[0], tensors, manifest, agreeing)

@@ -31,7 +31,7 @@ from .identity import NodeId, NodeKey
 from .limits import UploadLimiter
 from .manifest import Manifest
 from .messages import KIND_ANNOUNCE, Announcement
-from .model import ModelSnapshot, Select, fetch_model
+from .model import Check, ModelSnapshot, Select, fetch_model
 from .payload_check import Hasher, StreamingHashVerifier, Verifier, WholeVerifier
 from .store import BlobStore, Buffer
 from .transfer import FAST, FetchStats, Progress, Source, fetch_blob
@@ -494,12 +494,14 @@ class P2PNode:
         parallel: int = 4,
         timeout: float | None = None,
         select: Select | None = None,
+        check: Check | None = None,
     ) -> ModelSnapshot:
         """Download config and every tensor from `peers` in parallel (each piece from any of
         them, rotating on failure and resuming from the offset), each checked against the
         signed manifest. `trust(manifest)` defaults to: signed by a member for this run.
         `select` (e.g. `model.agreed_by(n)`): ask every peer and download the manifest it picks
-        (p2p/model.py), from the peers that signed that same content only."""
+        (p2p/model.py), from the peers that signed that same content only. `check(manifest,
+        config)`: refuse a model from its config blob before any tensor is fetched."""
         self._running()
 
         async def rpc(node: NodeId, op: int, body: bytes) -> tuple[int, bytes]:
@@ -516,4 +518,5 @@ class P2PNode:
             parallel=parallel,
             timeout=timeout or self.config.fetch_timeout,
             select=select,
+            check=check,
         )

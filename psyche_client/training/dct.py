@@ -8,7 +8,9 @@ cheap and embarrassingly parallel, and indices within a chunk fit in one byte fo
 Matrices are cut into 2-D tiles (r × c) and transformed along both axes (Y = B_r X B_cᵀ); vectors
 into 1-D pieces. Each side is the largest divisor of that dimension not above the configured
 size, so every tensor tiles exactly, with no padding that a peer would have to agree on.
-Tensors with more than two dimensions are viewed as (shape[0], rest).
+Tensors with more than two dimensions (MoE experts stacked as (E, out, in)) are a stack of
+matrices: viewed as one (E·out, in) matrix whose tile rows divide `out`, so no tile mixes two
+experts (independent weights, no correlation for the DCT to use).
 
 The basis is orthonormal, so decode(encode(x)) == x up to rounding and the inverse is the
 transpose. Bases are built in float64 and cached per (size, dtype).
@@ -37,7 +39,7 @@ def chunk_shape(shape: tuple[int, ...], max_chunk: int) -> tuple[int, ...]:
     if len(shape) <= 1:
         n = shape[0] if shape else 1
         return (largest_divisor_at_most(n, max_chunk),)
-    rows, cols = shape[0], math.prod(shape[1:])
+    rows, cols = shape[-2], shape[-1]  # (for a stack, rows of one matrix: see module doc)
     return (largest_divisor_at_most(rows, max_chunk), largest_divisor_at_most(cols, max_chunk))
 
 
@@ -45,7 +47,7 @@ def as_2d_or_1d(shape: tuple[int, ...]) -> tuple[int, ...]:
     """The shape the transform works on: (n,) or (rows, cols)."""
     if len(shape) <= 1:
         return (shape[0] if shape else 1,)
-    return (shape[0], math.prod(shape[1:]))
+    return (math.prod(shape[:-1]), shape[-1])
 
 
 def num_chunks(shape: tuple[int, ...], chunk: tuple[int, ...]) -> int:

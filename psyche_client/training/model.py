@@ -9,18 +9,28 @@ Parameter names follow the Hugging Face `LlamaForCausalLM` layout (`model.layers
 that DeMo results, which are keyed by parameter name, are readable.
 
 The structure follows the spirit of nanoGPT's model.py: one file, plain modules, no framework.
+Its logits are bit-identical to transformers' `LlamaForCausalLM` on the same config and weights
+(tests/models), and it is faster on the tiny models of the tests and the demo and needs no
+transformers import (docs/decisions/0005-hf-models.md). Every other architecture goes through
+`training.hf`; `config_from_dict` and `build_model` pick the implementation from the config:
+a config.json written from a `LlamaConfig` carries `"psyche_impl": "native"`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+if TYPE_CHECKING:
+    from psyche_client.training.hf import HFCausalLM, HFConfig
+
+NATIVE_KEY, NATIVE = "psyche_impl", "native"
+"""The config.json key (ignored by transformers) that selects this file's implementation."""
 MAX_PARAMS = 1 << 40
 """Largest model a config may describe (a sanity bound, far above anything trainable here)."""
 _INT_BOUNDS = {
@@ -99,11 +109,14 @@ class LlamaConfig:
         d["architectures"] = ["LlamaForCausalLM"]
         d["model_type"] = "llama"
         d["hidden_act"] = "silu"
+        d[NATIVE_KEY] = NATIVE
         return d
 
     @classmethod
     def from_hf_dict(cls, d: dict[str, Any]) -> LlamaConfig:
         """Reads the fields we know and ignores the rest (HF configs carry many extra keys)."""
+        if d.get("model_type", "llama") != "llama":
+            raise ValueError(f"model_type {d.get('model_type')!r} is not a Llama")
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
         if kwargs.get("num_key_value_heads") is None and "num_attention_heads" in kwargs:
@@ -214,6 +227,8 @@ class LlamaForCausalLM(nn.Module):
     def __init__(self, cfg: LlamaConfig) -> None:
         super().__init__()
         self.config = cfg
+        self.extra_files: dict[str, bytes] = {}
+        """Files that travel with the checkpoint (tokenizer); see checkpoint.io."""
         self.model = LlamaBody(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
         if cfg.tie_word_embeddings:
@@ -254,10 +269,34 @@ class LlamaForCausalLM(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+ModelConfig: TypeAlias = "LlamaConfig | HFConfig"
+"""A model config of either implementation (both have param_count, to_hf_dict, vocab_size)."""
+CausalLM: TypeAlias = "LlamaForCausalLM | HFCausalLM"
+"""A model of either implementation: forward(tokens, targets) -> (logits, loss), .config."""
+
+
+def config_from_dict(d: Any) -> ModelConfig:
+    """The config a config.json dict describes: this file's Llama when it says so
+    (`NATIVE_KEY`), else a transformers architecture (`training.hf.HFConfig`, checked and
+    bounded). Raises ValueError (or TypeError) for anything invalid."""
+    if not isinstance(d, dict):
+        raise ValueError("a model config must be a JSON object")
+    if d.get(NATIVE_KEY) == NATIVE:
+        return LlamaConfig.from_hf_dict(d)
+    from psyche_client.training.hf import HFConfig
+
+    return HFConfig.from_hf_dict(d)
+
+
 def build_model(
-    cfg: LlamaConfig, seed: int = 0, dtype: torch.dtype = torch.float32
-) -> LlamaForCausalLM:
-    """A freshly initialised model; the same seed gives the same weights on every client."""
+    cfg: ModelConfig, seed: int = 0, dtype: torch.dtype = torch.float32, init: bool = True
+) -> CausalLM:
+    """A freshly initialised model; the same seed gives the same weights on every client.
+    `init=False` may skip the initialisation (for weights loaded right after)."""
+    if not isinstance(cfg, LlamaConfig):
+        from psyche_client.training.hf import build_hf_model
+
+        return build_hf_model(cfg, seed=seed, dtype=dtype, init=init)
     gen_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -265,3 +304,11 @@ def build_model(
     finally:
         torch.random.set_rng_state(gen_state)
     return model.to(dtype)
+
+
+def state_sizes(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> dict[str, int]:
+    """Bytes of every state-dict tensor of the model `cfg` describes, in `dtype`, computed on
+    torch's meta device (nothing is allocated): what a peer serving this model must send."""
+    with torch.device("meta"):
+        model = build_model(cfg, dtype=dtype, init=False)
+    return {n: t.numel() * t.element_size() for n, t in model.state_dict().items()}

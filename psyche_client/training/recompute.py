@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
-from psyche_client.training.model import LlamaForCausalLM
+from psyche_client.training.model import CausalLM
 from psyche_client.training.optimizer import DeMoConfig, compress_step, param_layout
 from psyche_client.training.result import DeMoResult, ResultFormatError, ValueMode, check_matches
 from psyche_client.training.trainer import compute_gradients
@@ -45,7 +45,7 @@ class VerifyReport:
 
 
 def recompute_result(
-    model: LlamaForCausalLM,
+    model: CausalLM,
     batch: torch.Tensor,
     momentum: dict[str, torch.Tensor],
     cfg: DeMoConfig,
@@ -89,7 +89,7 @@ def score_results(claimed: DeMoResult, reference: DeMoResult) -> float:
 
 
 def verify_result(
-    model: LlamaForCausalLM,
+    model: CausalLM,
     batch: torch.Tensor,
     momentum: dict[str, torch.Tensor],
     claimed: DeMoResult,

@@ -88,6 +88,7 @@ class MemoryNode:
         select: Select | None = None,
         parallel: int = 4,
         timeout: float | None = None,
+        check: Any = None,
     ) -> ModelSnapshot:
         async def rpc(node: bytes, op: int, body: bytes) -> tuple[int, bytes]:
             peer = self.net.reach(self.node_id, node)
@@ -128,6 +129,7 @@ class MemoryNode:
             parallel=parallel,
             timeout=timeout or 5.0,
             select=select,
+            check=check,
         )
 
     @property

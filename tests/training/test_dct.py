@@ -20,7 +20,7 @@ def test_largest_divisor_picks_the_biggest_fitting_chunk() -> None:
 def test_chunk_shapes_are_2d_for_matrices_and_1d_for_vectors() -> None:
     assert dct.chunk_shape((48,), 16) == (16,)
     assert dct.chunk_shape((128, 48), 16) == (16, 16)
-    assert dct.chunk_shape((4, 6, 8), 16) == (4, 16)  # viewed as (4, 48)
+    assert dct.chunk_shape((4, 6, 8), 16) == (6, 8)  # a stack of 4 (6, 8) matrices: (24, 8)
     assert dct.num_chunks((128, 48), (16, 16)) == 8 * 3
 
 
