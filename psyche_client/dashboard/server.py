@@ -176,8 +176,19 @@ class DashboardServer:
             history=self.handle.history(),
             recorder=self.recorder,
             events=self.events,
-            error=self.error,
+            error=self.link_error(),
         )
+
+    def link_error(self) -> str | None:
+        """Why the shown state may be stale: the watch ended with an error, or (TCP) the
+        connection is down and reconnecting (the SDK retries forever: a coordinator may
+        restart). None while connected. A Solana source retries its polls silently."""
+        if self.error is not None:
+            return self.error
+        connected = getattr(getattr(self.handle.source, "conn", None), "_connected", None)
+        if connected is not None and not connected.is_set() and not self.handle.closed:
+            return f"connection to the coordinator {self.handle.address} is down; reconnecting"
+        return None
 
 
 def _handler(dash: DashboardServer) -> type[BaseHTTPRequestHandler]:
