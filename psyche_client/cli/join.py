@@ -86,6 +86,14 @@ def join(
         str | None,
         typer.Option(help="Serve Prometheus metrics on PORT (127.0.0.1) or HOST:PORT."),
     ] = None,
+    otlp_endpoint: Annotated[
+        str | None,
+        typer.Option(help="Push the same metrics over OTLP/HTTP to URL (e.g. http://host:4318)."),
+    ] = None,
+    wandb_project: Annotated[
+        str | None,
+        typer.Option(help="Log the same metrics to this wandb project (WANDB_* env applies)."),
+    ] = None,
     parallel: Annotated[
         str,
         typer.Option(
@@ -139,6 +147,7 @@ def join(
             rpc,
             quiet,
             metrics_port,
+            (otlp_endpoint, wandb_project),
         )
     finally:
         if session is not None:
@@ -157,6 +166,7 @@ def _run_client(
     rpc: str,
     quiet: bool,
     metrics_port: str | None,
+    sinks: tuple[str | None, str | None] = (None, None),
 ) -> None:
     from psyche_client.cli.status_line import StatusLine
     from psyche_client.client import ClientOptions, RunClient
@@ -176,6 +186,12 @@ def _run_client(
         from psyche_client.metrics import serve_client_metrics
 
         serve_client_metrics(metrics_port, lambda: client.status)
+    if any(sinks):  # OTLP and wandb: the same collector, so the same names (telemetry/)
+        from psyche_client.metrics import ClientCollector
+        from psyche_client.telemetry import start_sinks
+
+        collector = ClientCollector(lambda: client.status)
+        start_sinks(collector, otlp_endpoint=sinks[0], wandb_project=sinks[1])
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

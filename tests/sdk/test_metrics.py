@@ -9,6 +9,7 @@ the phase it sees.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -30,6 +31,9 @@ from psyche_client.metrics import (
     serve_client_metrics,
     serve_server_metrics,
 )
+from tests.telemetry.otlp_receiver import Receiver, otlp_points, receiver
+
+__all__ = ["receiver"]  # the fixture
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -120,7 +124,8 @@ def test_in_process_scrape_follows_the_run(tmp_path: Path) -> None:
         run.stop()
 
 
-def test_scrape_serve_and_join_processes(tmp_path: Path) -> None:
+def test_scrape_serve_and_join_processes(tmp_path: Path, receiver: Receiver) -> None:
+    """Also: both processes push the same names over OTLP (`--otlp-endpoint`)."""
     from psyche_client.data.corpus import make_corpus
 
     data = make_corpus(tmp_path / "corpus", n_tokens=20_000)[0]
@@ -129,6 +134,7 @@ def test_scrape_serve_and_join_processes(tmp_path: Path) -> None:
     cli = [sys.executable, "-m", "psyche_client.cli"]
     procs: list[subprocess.Popen[bytes]] = []
     log = (tmp_path / "log.txt").open("wb")
+    env = {**os.environ, "OTEL_METRIC_EXPORT_INTERVAL": "300"}  # ms; the SDK's own setting
     try:
         procs.append(
             subprocess.Popen(
@@ -141,9 +147,11 @@ def test_scrape_serve_and_join_processes(tmp_path: Path) -> None:
                     f"--port-file={port_file}",
                     "--set=min_clients=2",
                     f"--metrics-port={server_metrics}",
+                    f"--otlp-endpoint={receiver.url}",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=env,
             )
         )
         wait_for(lambda: port_file.exists() and bool(port_file.read_text()), "the server")
@@ -158,9 +166,11 @@ def test_scrape_serve_and_join_processes(tmp_path: Path) -> None:
                     f"--checkpoint-dir={tmp_path / 'ckpt'}",
                     "--quiet",
                     f"--metrics-port=127.0.0.1:{client_metrics}",
+                    f"--otlp-endpoint={receiver.url}",
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=env,
             )
         )
 
@@ -183,6 +193,15 @@ def test_scrape_serve_and_join_processes(tmp_path: Path) -> None:
         wait_for(client_sees_the_run, "the client's metrics", 60)
         for name, _labels in scrape(client_metrics):
             check_name(name)
+
+        def pushed(prefix: str) -> set[str]:
+            return {n for n, _ in otlp_points(list(receiver.posts)) if n.startswith(prefix)}
+
+        wait_for(lambda: bool(pushed("psyche_server_") and pushed("psyche_client_")), "OTLP", 60)
+        prometheus = {name for name, _labels in scrape(server_metrics)}
+        assert pushed("psyche_server_") <= prometheus  # the same names (NaN ones left out)
+        assert "psyche_server_members_clients" in pushed("psyche_server_")
+        assert "psyche_client_phase_info" in pushed("psyche_client_")
         assert all(p.poll() is None for p in procs), (tmp_path / "log.txt").read_text()
     finally:
         for p in procs:
