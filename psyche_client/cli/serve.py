@@ -70,6 +70,14 @@ def serve(
         str | None,
         typer.Option(help="Serve Prometheus metrics on PORT (127.0.0.1) or HOST:PORT."),
     ] = None,
+    otlp_endpoint: Annotated[
+        str | None,
+        typer.Option(help="Push the same metrics over OTLP/HTTP to URL (e.g. http://host:4318)."),
+    ] = None,
+    wandb_project: Annotated[
+        str | None,
+        typer.Option(help="Log the same metrics to this wandb project (WANDB_* env applies)."),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Host a run's coordinator over TCP (resumes from --state-dir if a state is there)."""
@@ -125,6 +133,16 @@ def serve(
 
             _, bound = serve_server_metrics(metrics_port, server)
             print(f"metrics on port {bound} (/metrics)", flush=True)
+        if otlp_endpoint or wandb_project:  # the same collector: the same names (telemetry/)
+            from psyche_client.metrics import ServerCollector
+            from psyche_client.telemetry import start_sinks
+
+            start_sinks(
+                ServerCollector(server),
+                otlp_endpoint=otlp_endpoint,
+                wandb_project=wandb_project,
+                service="psyche-server",
+            )
         await server.start()
         print(f"coordinator for run {run} listening on {_join_hint(server)}", flush=True)
         if port_file:
