@@ -156,6 +156,18 @@ class HFConfig:
             raise ValueError("num_experts_per_tok must not exceed the number of experts")
         if cfg.num_hidden_layers * max(1, experts or 1) > _LAYER_MODULES_MAX:
             raise ValueError(f"layers × experts must be at most {_LAYER_MODULES_MAX}")
+        # A lower bound (embedding, q/o projections, the cheaper of the dense and expert MLP)
+        # refuses the huge before the exact count builds anything, even on the meta device.
+        hd = head_dim or cfg.hidden_size // heads
+        mlp = cfg.intermediate_size
+        if experts:
+            per = getattr(cfg, "moe_intermediate_size", None) or cfg.intermediate_size
+            mlp = min(mlp, experts * per)
+        low = cfg.vocab_size * cfg.hidden_size + cfg.num_hidden_layers * cfg.hidden_size * (
+            2 * heads * hd + 3 * mlp
+        )
+        if low > MAX_PARAMS:
+            raise ValueError(f"the config implies at least {low:,} parameters (> {MAX_PARAMS:,})")
         cfg._attn_implementation = ATTN_IMPLEMENTATION
         return cfg
 
