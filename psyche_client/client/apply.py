@@ -168,6 +168,8 @@ async def apply_ready(ctx: ClientContext, state: _core.Coordinator) -> None:
             trainers=trainers,
             hash=param_hash(ctx.trainer.model),
             loss=ctx.last_loss,
+            bytes_in=ctx.status.bytes_in,
+            bytes_out=ctx.status.bytes_out,
         )
         share_model(ctx, epoch, r, rnd.step)
 

@@ -2,10 +2,11 @@
 
 The coordinator state knows each client's slot, state and witness reports, but not what a
 client sent or received over p2p: those counters live in the client process. Every client
-that writes an events file records them with each `trained` event (`bytes_in`, `bytes_out`,
-`tokens_per_s`, `loss`), and its slot with each `epoch` event, so the dashboard tails those
-files and joins them to the coordinator's clients by slot. Verification outcomes (`verified`,
-`reported`) come from the same files.
+that writes an events file records their running totals (`bytes_in`, `bytes_out`) with each
+`trained` and `applied` event, its own `loss` and `tokens_per_s` with each `trained` event,
+and its slot with each `epoch` event, so the dashboard tails those files and joins them to
+the coordinator's clients by slot. Verification outcomes (`verified`, `reported`) come from
+the same files.
 
 Reading is incremental (each file from where the last read stopped, at most `MAX_READ` bytes
 per file per refresh) and bounded in what it keeps.
@@ -109,13 +110,13 @@ class ClientEvents:
             fig.trained_steps += 1
             fig.loss = _float(ev.get("loss"))
             fig.tokens_per_s = _float(ev.get("tokens_per_s")) or 0.0
-            if "bytes_out" in ev:
-                fig.bytes_in = _int(ev.get("bytes_in")) or 0
-                fig.bytes_out = _int(ev.get("bytes_out")) or 0
-            else:  # an older client: only this step's payload
+            if "bytes_out" not in ev:  # an older client: only this step's payload
                 fig.bytes_out += _int(ev.get("bytes")) or 0
         elif kind == "applied":
             fig.applied_steps += 1
+        if "bytes_out" in ev:  # the client's running totals (trained and applied events)
+            fig.bytes_in = _int(ev.get("bytes_in")) or 0
+            fig.bytes_out = _int(ev.get("bytes_out")) or 0
         elif kind in ("verified", "reported"):
             self._reports.append({"client": fig.name, "verifier_slot": fig.slot, **ev})
             del self._reports[:-MAX_REPORTS]
