@@ -121,6 +121,8 @@ class TcpCoordinatorClient:
         self._first_error: BaseException | None = None
         self._last_sent = time.monotonic()
         self.reconnects = 0
+        self.welcome: dict[str, Any] = {}
+        """The newest welcome (idle timeout; server time, our observed host, version: doctor)."""
 
     async def start(self, timeout_s: float = 15.0) -> None:
         """Connect and wait for the first state; raises if the first connection cannot be made."""
@@ -269,6 +271,7 @@ class TcpCoordinatorClient:
             async with self._send_lock:
                 self._challenge, self._seq, self._writer = challenge, 0, writer
             self.run_id = run_id
+            self.welcome = welcome
             self._connected.set()
             idle = welcome.get("idle_timeout_s")
             if isinstance(idle, int | float) and not isinstance(idle, bool) and idle > 0:

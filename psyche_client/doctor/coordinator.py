@@ -1,16 +1,15 @@
 """Is the run's coordinator there, what does it say, and how far off is our clock?
 
-The TCP probe speaks the handshake itself (rather than through `TcpCoordinatorClient`) because
-it wants what the client discards: the welcome's server time, the address the server sees us
-at, its version, and the round trip. It then asks `may_join`, the same question `join`'s
-preflight asks, so a join-control refusal shows up here. The Solana probe asks the RPC node
+The TCP probe connects as `join` does (`TcpCoordinatorClient`, one attempt) and reads what the
+server's welcome reports: its clock, the address it sees us at, and its version. It then asks
+`may_join`, the same question `join`'s preflight asks, so a join-control refusal shows up
+here. The Solana probe asks the RPC node
 for its version, checks that the coordinator program is deployed, reads the run, and takes
 the newest block's time as the cluster's clock.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import time
@@ -51,108 +50,77 @@ def _reason(e: BaseException) -> str:
 async def probe_tcp(
     address: str, key: NodeKey, join_token: str | None, timeout_s: float
 ) -> tuple[CoordinatorFacts | None, list[Check]]:
-    """Handshake with a TCP coordinator, read its first state and ask `may_join`."""
-    from psyche_client.backend.tcp import OPEN_FRAME, AddressError, parse_address
-    from psyche_client.server import wire
-    from psyche_client.server.join_policy import JOIN_REFUSALS, join_proof
+    """Connect as `join` does (one attempt), read the first state, ask `may_join`, and time a
+    ping; the welcome carries the server's clock, our address as it sees it, and its version."""
+    from psyche_client.backend.tcp import (
+        AddressError,
+        CoordinatorRejected,
+        TcpCoordinatorClient,
+        parse_address,
+    )
+    from psyche_client.errors import UserError
+    from psyche_client.server.join_policy import JOIN_REFUSALS
 
     try:
         host, port = parse_address(address)
     except AddressError as e:
         return None, [fail("coordinator", str(e), "give the run as HOST:PORT")]
     where = f"{host}:{port}"
-    limit = wire.DEFAULT_MAX_CONTROL_BYTES
+    conn = TcpCoordinatorClient(address, key, join_token=join_token, retry_first=False)
+    sent = time.time()
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
-    except (OSError, TimeoutError) as e:
-        return None, [
-            fail(
-                "coordinator",
-                f"cannot reach {where}: {_reason(e)}",
-                "check the address, that `psyche-client serve` runs there, and firewalls",
-            )
-        ]
+        await conn.start(timeout_s)
+    except (UserError, ConnectionError, OSError, TimeoutError) as e:
+        hint = "check the address, that `psyche-client serve` runs there, and firewalls"
+        if "protocol" in str(e) or "not a" in str(e).lower():
+            hint = "is it the run's address (not its metrics or data port)?"
+        return None, [fail("coordinator", str(e) or f"no answer from {where}", hint)]
+    got = time.time()
     try:
-        writer.write(OPEN_FRAME)
-
-        async def control() -> dict[str, Any]:
-            return wire.decode_control(await wire.read_frame(reader, limit))
-
+        ping_start = time.monotonic()
+        await conn.request("ping", {})
+        rtt_ms = (time.monotonic() - ping_start) * 1000
+        refusal: CoordinatorRejected | None = None
         try:
-            challenge = await asyncio.wait_for(control(), timeout_s)
-            if challenge.get("type") != "challenge" or not isinstance(challenge.get("run_id"), str):
-                raise wire.WireError("no challenge")
-        except (wire.WireError, EOFError, OSError, TimeoutError):
-            return None, [
-                fail(
-                    "coordinator",
-                    f"{where} does not speak the Psyche coordinator protocol",
-                    "is it the run's address (not its metrics or data port)?",
-                )
-            ]
-        nonce = wire.hex_field(challenge, "nonce", 32)
-        run_id = str(challenge["run_id"])
-        sent = time.time()
-        writer.write(wire.encode_control(wire.make_hello(key, nonce, run_id)))
-        welcome = await asyncio.wait_for(control(), timeout_s)
-        got = time.time()
-        if welcome.get("type") != "welcome":
-            message = welcome.get("message", welcome.get("type"))
-            return None, [
-                fail("coordinator", f"{where} refused the handshake: {message}", "see its log")
-            ]
-        token_body: dict[str, Any] = {}
-        if join_token:
-            token_body["token_proof"] = join_proof(join_token, nonce, key.public).hex()
-        ask = wire.sign_envelope(key, nonce, 0, "may_join", token_body)
-        writer.write(wire.encode_control(ask))
-        state_bytes: bytes | None = None
-        reply: dict[str, Any] | None = None
-        deadline = time.monotonic() + timeout_s
-        while state_bytes is None or reply is None:
-            left = deadline - time.monotonic()
-            frame = await asyncio.wait_for(wire.read_frame(reader, 64 << 20), max(0.01, left))
-            if frame.kind == wire.KIND_STATE:
-                state_bytes = frame.body
-                continue
-            message = wire.decode_control(frame)
-            if message.get("seq") == 0:
-                reply = message
-            elif message.get("type") == "fatal":
-                raise wire.WireError(str(message.get("message")))
-    except (wire.WireError, EOFError, OSError, TimeoutError) as e:
+            await conn.request("may_join", {})
+        except CoordinatorRejected as e:
+            refusal = e
+        assert conn.state is not None
+        state = _core.Coordinator.from_bytes(conn.state)
+        welcome = dict(conn.welcome)
+        run_id = conn.run_id
+    except (ConnectionError, OSError, TimeoutError) as e:
         return None, [
-            fail("coordinator", f"{where}: the handshake broke off: {_reason(e)}", "see its log")
+            fail("coordinator", f"{where}: the connection broke off: {_reason(e)}", "see its log")
         ]
     finally:
-        writer.close()
+        await conn.stop()
     server_time = welcome.get("server_time")
     facts = CoordinatorFacts(
         kind="tcp",
         address=where,
         host=host,
-        state=_core.Coordinator.from_bytes(state_bytes),
+        state=state,
         version=str(welcome.get("version", "")),
         server_time=float(server_time) if isinstance(server_time, int | float) else None,
         local_time=(sent + got) / 2,
         observed_host=str(welcome.get("observed_host", "")),
     )
-    rtt_ms = (got - sent) * 1000
     version = f"v{facts.version}" if facts.version else "(version not reported)"
     checks = [
         ok("coordinator", f"{where}: Psyche coordinator {version}, round trip {rtt_ms:.0f} ms")
     ]
-    checks.append(run_check(facts.state, f"run {run_id!r}"))
-    if reply.get("type") == "error" and reply.get("error") in JOIN_REFUSALS:
+    checks.append(run_check(state, f"run {run_id!r}"))
+    if refusal is not None and refusal.name in JOIN_REFUSALS:
         checks.append(
             fail(
                 "join",
-                f"the run's join control refuses this node key: {reply.get('message')}",
+                f"the run's join control refuses this node key: {refusal.message}",
                 "pass the run's --join-token, or ask its operator to allow your --key",
             )
         )
-    elif reply.get("type") == "error":
-        checks.append(warn("join", f"may_join: {reply.get('message')}", "see the server's log"))
+    elif refusal is not None:
+        checks.append(warn("join", f"may_join: {refusal.message}", "see the server's log"))
     else:
         checks.append(ok("join", "the coordinator would let this node key join"))
     return facts, checks

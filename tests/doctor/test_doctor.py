@@ -12,8 +12,10 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -135,6 +137,16 @@ def test_unreachable_coordinators(capsys: pytest.CaptureFixture[str]) -> None:
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     code, checks, _ = doctor(capsys, "some-run", f"--rpc=http://127.0.0.1:{port}")
     assert code == 2 and "does not answer getVersion" in checks["coordinator"][1]
+    # something that is not a coordinator (an HTTP server: say, the metrics port)
+    http = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    try:
+        code, checks, _ = doctor(capsys, f"127.0.0.1:{http.server_address[1]}", "--timeout=5")
+    finally:
+        http.shutdown()
+        http.server_close()
+    assert code == 2 and checks["coordinator"][0] == "fail"
+    assert "protocol" in checks["coordinator"][1], checks["coordinator"]
 
 
 def test_doctor_does_not_load_torch(world: dict[str, object]) -> None:
