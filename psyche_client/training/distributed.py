@@ -19,7 +19,8 @@ of each assigned batch. The control path is a loop of small commands that rank 0
 
 Two layouts of the compute copy:
 
-* data parallel (``dp``): every rank holds the whole model; rank 0 computes on its master copy.
+* data parallel (``dp``): every rank holds the whole model; rank 0 computes on its master copy
+  when that lives on rank 0's compute device (else on a copy, refreshed like FSDP's below).
   After an apply every rank holds identical parameters because every rank applies the same
   results with the same code: the apply is exact by construction (integer DCT basis, sign
   step; see optimizer.py), which is the same property that keeps separate 1-rank clients
@@ -348,7 +349,7 @@ class Replica:
                     out[n] = full.to(device)
             else:
                 dist.reduce(g, dst=0, op=dist.ReduceOp.SUM)
-                out[n] = g
+                out[n] = g.to(device)
         self.model.zero_grad(set_to_none=True)
         return out
 
@@ -418,18 +419,29 @@ class Engine:
     runs with several ranks)."""
 
     def __init__(
-        self, session: Session, master: nn.Module, demo: DeMoConfig, micro_batch: int | None
+        self,
+        session: Session,
+        master: nn.Module,
+        demo: DeMoConfig,
+        micro_batch: int | None,
+        stream: bool | None = None,
     ) -> None:
         self.session = session
         self.master = master
         self.applies = 0
-        self.device = device = next(iter(master.parameters())).device
+        self.device = next(iter(master.parameters())).device
         self.fsdp = choose_fsdp(session.mode, master, session.device)
+        # Rank 0 computes on its master copy when that already lives on its compute device;
+        # otherwise (FSDP, or a master in host memory while the ranks train on GPUs) on a copy
+        # of its own, and the master's parameters are streamed to every copy after each apply.
+        self.stream = (self.fsdp or self.device != session.device) if stream is None else stream
         blob = skeleton(master)
         with session.lock:
-            session.send("load", blob, self.fsdp, micro_batch, demo, device.type)
-            if self.fsdp:
-                self.replica = Replica.build(session, blob, True, micro_batch, demo, session.device)
+            session.send("load", blob, self.fsdp, micro_batch, demo)
+            if self.stream:
+                self.replica = Replica.build(
+                    session, blob, self.fsdp, micro_batch, demo, session.device
+                )
             else:
                 names = [n for n, p in master.named_parameters() if p.requires_grad]
                 self.replica = Replica(session, master, False, micro_batch, demo, names)
@@ -472,7 +484,7 @@ class Engine:
         check = self.session.check_every > 0 and self.applies % self.session.check_every == 0
         with self.session.lock:
             self._sync_if_changed()
-            if self.fsdp:
+            if self.stream:
                 local()
                 self.session.send("sync", check)
                 self.replica.receive(self.master, digest=False)
@@ -506,9 +518,8 @@ def serve(session: Session) -> None:
         if kind == "ping":
             continue
         if kind == "load":
-            _, blob, fsdp, micro_batch, demo, device_type = command
-            device = session.device if device_type == "cuda" else torch.device("cpu")
-            replica = Replica.build(session, blob, fsdp, micro_batch, demo, device)
+            _, blob, fsdp, micro_batch, demo = command
+            replica = Replica.build(session, blob, fsdp, micro_batch, demo, session.device)
             replica.receive(None, digest=False)
             continue
         assert replica is not None, f"{kind} before load"

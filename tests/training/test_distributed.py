@@ -53,7 +53,9 @@ def _rank(rank: int, port: int, mode: str, out: str, corpus: list[str]) -> None:
     from psyche_client.training.recompute import PASS_THRESHOLD, verify_result
     from psyche_client.training.trainer import Trainer
 
-    session = distributed.start(mode, check_every=1, events_path=Path(out) / "events.jsonl")
+    session = distributed.start(
+        mode.removesuffix("-stream"), check_every=1, events_path=Path(out) / "events.jsonl"
+    )
     assert session is not None
     if rank > 0:
         distributed.serve(session)
@@ -61,6 +63,9 @@ def _rank(rank: int, port: int, mode: str, out: str, corpus: list[str]) -> None:
     data = LocalTokenProvider(corpus, 32)
     trainer = Trainer(build_model(CFG, seed=0), DEMO, data, micro_batch=2)
     assert trainer.engine is not None and trainer.engine.fsdp == (mode == "fsdp")
+    assert trainer.engine.stream == (mode == "fsdp")
+    if mode == "dp-stream":  # as on GPUs with the master in host memory: rank 0 trains a copy
+        trainer.engine = distributed.Engine(session, trainer.model, DEMO, 2, stream=True)
     single = build_model(CFG, seed=0)  # a 1-rank client applying the same results
     verifier = build_model(CFG, seed=0)
     report: dict[str, list[object]] = {"scores": [], "hashes": [], "single": [], "losses": []}
@@ -110,7 +115,7 @@ def _run(mode: str, out: Path, corpus: list[Path]) -> dict[str, list[object]]:
     return json.loads((out / "report.json").read_text())
 
 
-@pytest.mark.parametrize("mode", ["dp", "fsdp"])
+@pytest.mark.parametrize("mode", ["dp", "dp-stream", "fsdp"])
 def test_two_ranks_train_as_one_client(mode: str, tmp_path: Path, corpus_files: list[Path]) -> None:
     report = _run(mode, tmp_path, corpus_files)
     rank1 = [
