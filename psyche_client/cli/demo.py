@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -114,6 +114,12 @@ def demo(
     clients: Annotated[int, typer.Option(help="Number of client processes.")] = 3,
     workdir: Annotated[Path | None, typer.Option(help="Keep files here (default: temp).")] = None,
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 600,
+    dashboard: Annotated[
+        bool, typer.Option(help="Serve the run's live dashboard while the demo runs.")
+    ] = True,
+    keep_dashboard: Annotated[
+        bool, typer.Option(help="Keep serving the dashboard after the run, until Ctrl-C.")
+    ] = False,
 ) -> None:
     """Run a coordinator and several clients on loopback; print the loss curve."""
     work = workdir or Path(tempfile.mkdtemp(prefix="psyche-demo-"))
@@ -123,6 +129,7 @@ def demo(
     config = {**DEMO_CONFIG, "min_clients": clients}
     server, address = start_server(work, "demo", model, config, work / "server.log")
     print(f"coordinator on {address}; starting {clients} clients")
+    dash = _start_dashboard(address, work) if dashboard else None
     procs = {f"client{i}": start_client(work, f"client{i}", address, data) for i in range(clients)}
     shown: set[int] = set()
     deadline = time.time() + timeout
@@ -142,6 +149,8 @@ def demo(
                 p.terminate()
         server.terminate()
         server.wait(10)
+        if dash is not None and not keep_dashboard:
+            dash.stop()
     failed = [n for n, p in procs.items() if p.returncode != 0]
     if failed:
         raise UserError(f"client(s) {', '.join(failed)} failed; logs in {work}")
@@ -154,8 +163,27 @@ def demo(
     print(_curve(losses))
     same = len(set(finals.values())) == 1
     print(f"final parameter hash identical on all {len(finals)} clients: {same}")
+    if dash is not None and keep_dashboard:
+        print(f"dashboard: {dash.url} (still serving the finished run; Ctrl-C stops)", flush=True)
+        dash.serve_until_interrupted()
+        dash.stop()
+    elif dash is not None:
+        print(f"dashboard (served while the demo ran): {dash.url}")
     if not same:
         raise UserError(f"clients diverged: {finals}")
+
+
+def _start_dashboard(address: str, work: Path) -> Any:
+    """The run's dashboard on a free local port (None, with a warning, if it cannot start)."""
+    from psyche_client.dashboard import start_dashboard
+
+    try:
+        dash = start_dashboard(address, listen="127.0.0.1:0", events_dirs=[work])
+    except UserError as e:
+        print(f"(no dashboard: {e})")
+        return None
+    print(f"dashboard: {dash.url}", flush=True)
+    return dash
 
 
 def _curve(losses: list[float], width: int = 40) -> str:

@@ -182,9 +182,12 @@ class DashboardServer:
     def link_error(self) -> str | None:
         """Why the shown state may be stale: the watch ended with an error, or (TCP) the
         connection is down and reconnecting (the SDK retries forever: a coordinator may
-        restart). None while connected. A Solana source retries its polls silently."""
+        restart). None while connected, and once the run has finished. A Solana source
+        retries its polls silently."""
         if self.error is not None:
             return self.error
+        if self.handle.status().finished:
+            return None  # the run is over: its coordinator may go away, nothing is missed
         connected = getattr(getattr(self.handle.source, "conn", None), "_connected", None)
         if connected is not None and not connected.is_set() and not self.handle.closed:
             return f"connection to the coordinator {self.handle.address} is down; reconnecting"
