@@ -17,6 +17,9 @@ and a scrape never blocks either: it reads fields that the event loop writes who
 The HTTP endpoint is prometheus_client's own (a daemon thread, GET only, nothing but these
 numbers). A bare port binds 127.0.0.1; give HOST:PORT (e.g. 0.0.0.0:9100) to let another
 machine scrape.
+
+The same collectors feed the push sinks (`psyche_client.telemetry`: OTLP and wandb), so every
+sink carries these names.
 """
 
 from __future__ import annotations
