@@ -171,3 +171,18 @@ def test_a_lost_run_stays_shown_marked_disconnected(tmp_path: Path) -> None:
     finally:
         dash.stop()
     assert viewer.closed
+
+
+def test_the_demo_serves_its_runs_dashboard(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from psyche_client.cli.demo import _start_dashboard
+
+    run = psyche.create_run("dash-demo", state_dir=tmp_path)
+    dash = _start_dashboard(run.address, tmp_path)
+    try:
+        assert capsys.readouterr().out == f"dashboard: {dash.url}\n"
+        assert httpx.get(dash.url + "api/run", timeout=10).json()["status"]["run"] == "dash-demo"
+    finally:
+        dash.stop()
+        run.stop()
