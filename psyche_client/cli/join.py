@@ -226,10 +226,14 @@ def _torchrun_rank() -> int:
 
 def _serve_rank(parallel: str, check_every: int, events: Path | None, threads: int) -> None:
     """Ranks > 0: train what rank 0 sends until it stops (no coordinator, no peers)."""
+    import signal
+
     import torch
 
     from psyche_client.training import distributed
 
+    # Ctrl-C reaches every rank; only rank 0 acts on it (it leaves the run, then stops us).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     session = distributed.start(parallel, check_every, events)
     assert session is not None
