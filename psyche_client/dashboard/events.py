@@ -22,7 +22,15 @@ from typing import Any
 
 MAX_READ = 4 << 20
 MAX_REPORTS = 200
-NOTABLE = ("desynced", "resync_failed", "peers_unreachable", "peers_reachable", "finished")
+NOTABLE = (
+    "desynced",
+    "resync_failed",
+    "resynced",
+    "peers_unreachable",
+    "peers_reachable",
+    "finished",
+)
+"""Events that set a client's note; a later one replaces it (resynced ends desynced)."""
 
 
 @dataclass

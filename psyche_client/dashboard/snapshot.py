@@ -21,6 +21,8 @@ from psyche_client.sdk.status import RunStatus
 
 MAX_POINTS = 2000
 MAX_ROUNDS_SHOWN = 120
+TROUBLE = ("desynced", "resync failed", "peers unreachable")
+"""A client's own notes that make a Healthy slot show as not ok."""
 HEALTH = {
     "Healthy": "ok",
     "Pending": "joining",
@@ -53,7 +55,7 @@ def client_rows(
         if fig is not None:
             used.add(c.slot)
         health = HEALTH.get(c.state.name, c.state.name.lower())
-        if health == "ok" and fig is not None and fig.note in ("desynced", "peers unreachable"):
+        if health == "ok" and fig is not None and fig.note in TROUBLE:
             health = fig.note
         rows.append(
             {

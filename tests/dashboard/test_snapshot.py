@@ -111,6 +111,10 @@ def test_event_files_join_clients_by_slot(tmp_path: Path) -> None:
     assert row["health"] == "desynced", "a Healthy slot whose client says it is desynced"
     assert [r["event"] for r in doc["reports"]] == ["verified", "reported"]
     assert doc["reports"][0]["client"] == "alice" and doc["reports"][0]["verifier_slot"] == 1
+    with path.open("a") as f:
+        f.write(json.dumps({"event": "resynced", "time": 5.0}) + "\n")
+    doc = document(c, recorder, events)
+    assert next(r for r in doc["clients"] if r["slot"] == 1)["health"] == "ok", "caught up"
     (unmatched,) = doc["unmatched_clients"]
     assert unmatched["name"] == "bob" and unmatched["bytes_out"] == 7
     assert unmatched["loss"] is None, "NaN is sent as null"
