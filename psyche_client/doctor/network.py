@@ -25,6 +25,14 @@ def _private(host: str) -> bool:
     return ip.is_private or ip.is_link_local
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def _loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -53,6 +61,13 @@ def p2p_checks(
     from psyche_client.p2p.endpoints import endpoints_from_flags
 
     route = "127.0.0.1" if coordinator_host == "localhost" else coordinator_host
+    if route and not _is_ip(route):
+        from psyche_client.p2p.addr import AddressError, resolve
+
+        try:  # a name: its address, so private/loopback comparisons below mean something
+            route = resolve(route)
+        except AddressError as e:
+            return [fail("p2p", str(e), "check the coordinator's host name (DNS)")]
     try:
         ep = endpoints_from_flags(listen, public_addr, route)
     except UserError as e:

@@ -126,6 +126,38 @@ def test_failures_are_lines_not_tracebacks(
     assert code == 2 and checks["p2p"][0] == "fail" and "cannot listen" in checks["p2p"][1]
 
 
+def test_json_lines_and_a_data_server(
+    world: dict[str, object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--json`: one object per check. A tcp:// data server (real, in a thread) answers
+    non-members with a refusal: reachable, vocabulary not checkable before joining."""
+    import asyncio
+
+    from psyche_client.data.local import LocalTokenProvider
+    from psyche_client.data.tcp import serve_data
+
+    run = world["run"]
+    assert isinstance(run, psyche.RunHandle)
+    loop = asyncio.new_event_loop()
+    provider = LocalTokenProvider([str(world["flat"])], 32)
+    server = loop.run_until_complete(serve_data(provider, lambda _key: False))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    port = server.sockets[0].getsockname()[1]
+    try:
+        code = cli_main(["doctor", run.address, f"--data=tcp://127.0.0.1:{port}", "--json"])
+    finally:
+        loop.call_soon_threadsafe(server.close)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0
+    by_name = {r["name"]: r for r in rows}
+    assert set(rows[0]) == {"name", "status", "detail", "hint"}
+    assert by_name["data"]["status"] == "ok" and "data server" in by_name["data"]["detail"]
+    assert by_name["vocab"]["status"] == "warn" and by_name["vocab"]["hint"]
+
+
 def test_unreachable_coordinators(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
