@@ -8,6 +8,10 @@ server's idle timeout. If the connection drops (server restart, network), it
 reconnects with capped exponential backoff; a request in flight at that moment fails with
 `ConnectionLost` so the caller (the client loop) can decide whether to resend it, since only the
 caller knows whether the message is still meaningful in the new state.
+
+Every frame the server sends from its welcome on is signed by its coordinator key, and checked
+here in order (`wire.FrameOpener`); which key is genuine is pinned or trusted on first use
+(`pinning.KeyPolicy`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from psyche_client import _core
+from psyche_client.backend.pinning import CoordinatorKeyMismatch, KeyPolicy
 from psyche_client.errors import UserError
 from psyche_client.identity import NodeKey
 from psyche_client.server import wire
@@ -57,7 +62,7 @@ class CoordinatorUnreachable(UserError, ConnectionError):
 
 OPEN_FRAME = wire.encode_frame(
     wire.KIND_CONTROL,
-    wire.canonical_json({"type": "open", "protocol": "psyche-tcp/1"}) + b"\r\n\r\n",
+    wire.canonical_json({"type": "open", "protocol": wire.PROTOCOL_TAG.decode()}) + b"\r\n\r\n",
 )
 """The client's first bytes. The trailing CRLFs are JSON whitespace to a coordinator, and end a
 (bad) request line to an HTTP server, which then answers at once instead of waiting."""
@@ -98,8 +103,12 @@ class TcpCoordinatorClient:
         max_backoff_s: float = 5.0,
         join_token: str | None = None,
         retry_first: bool = True,
+        key_policy: KeyPolicy | None = None,
     ) -> None:
         self.host, self.port = parse_address(address)
+        self.key_policy = key_policy or KeyPolicy()
+        self.server_key: bytes | None = None
+        """The coordinator key of the current connection (checked against `key_policy`)."""
         self.join_token = join_token
         self.retry_first = retry_first
         self.key = key
@@ -135,6 +144,8 @@ class TcpCoordinatorClient:
             waiter.cancel()
             await self.stop()
             first = self._first_error
+            if isinstance(first, CoordinatorKeyMismatch):
+                raise first
             if isinstance(first, wire.WireError):
                 raise NotACoordinator(str(first)) from None
             if isinstance(first, OSError):
@@ -220,7 +231,10 @@ class TcpCoordinatorClient:
                     if isinstance(e, wire.WireError) or not self.retry_first:
                         self._first_error = e
                         return
-                log.info("coordinator connection lost (%s); reconnecting", e)
+                if isinstance(e, CoordinatorKeyMismatch):
+                    log.warning("%s; not trusting it, retrying", e)
+                else:
+                    log.info("coordinator connection lost (%s); reconnecting", e)
             finally:
                 self._connected.clear()
                 self._writer = None
@@ -249,6 +263,12 @@ class TcpCoordinatorClient:
             ) from None
         if challenge_msg.get("type") != "challenge":
             raise wire.WireError("server did not open with a challenge")
+        protocol = challenge_msg.get("protocol")
+        if protocol != wire.PROTOCOL_VERSION:
+            raise wire.WireError(
+                f"the coordinator speaks protocol version {protocol or 1}, this client "
+                f"{wire.PROTOCOL_VERSION}: run the same psyche-client version on both"
+            )
         return challenge_msg
 
     async def _session(self) -> None:
@@ -264,10 +284,15 @@ class TcpCoordinatorClient:
                 raise wire.WireError("server did not name its run")
             if self.run_id is not None and run_id != self.run_id:
                 raise wire.WireError(f"server hosts run {run_id!r}, not {self.run_id!r}")
-            writer.write(wire.encode_control(wire.make_hello(self.key, challenge, run_id)))
-            welcome = wire.decode_control(await wire.read_frame(reader, limit))
-            if welcome.get("type") != "welcome":
-                raise wire.WireError(f"server refused the handshake: {welcome.get('message')}")
+            server_key = wire.hex_field(challenge_msg, "server_key", 32)
+            self.key_policy.check(run_id, server_key)
+            client_nonce = os.urandom(32)
+            hello = wire.make_hello(self.key, challenge, run_id, client_nonce)
+            writer.write(wire.encode_control(hello))
+            opener = wire.FrameOpener(server_key, challenge, client_nonce, run_id)
+            welcome = _welcome(opener, await wire.read_frame(reader, limit + wire.SIG_BYTES))
+            self.key_policy.remember(run_id, server_key)
+            self.server_key = server_key
             async with self._send_lock:
                 self._challenge, self._seq, self._writer = challenge, 0, writer
             self.run_id = run_id
@@ -276,8 +301,9 @@ class TcpCoordinatorClient:
             idle = welcome.get("idle_timeout_s")
             if isinstance(idle, int | float) and not isinstance(idle, bool) and idle > 0:
                 keepalive = asyncio.create_task(self._keepalive(idle / 3))
+            frame_limit = max(limit, self.max_state_bytes) + wire.SIG_BYTES
             while True:
-                frame = await wire.read_frame(reader, max(limit, self.max_state_bytes))
+                frame = opener.open(await wire.read_frame(reader, frame_limit))
                 if frame.kind == wire.KIND_STATE:
                     async with self._state_changed:
                         self.state = frame.body
@@ -302,12 +328,39 @@ class TcpCoordinatorClient:
                 await writer.wait_closed()
 
 
+def _welcome(opener: wire.FrameOpener, frame: wire.Frame) -> dict[str, Any]:
+    """The server's signed welcome; a refusal (sent unsigned, before the handshake completes)
+    or a forged welcome is a `WireError` saying so."""
+    try:
+        welcome = wire.decode_control(opener.open(frame))
+    except wire.WireError:
+        try:
+            refusal = wire.decode_control(frame)
+        except wire.WireError:
+            refusal = {}
+        if refusal.get("type") == "fatal":
+            raise wire.WireError(
+                f"server refused the handshake: {refusal.get('message')}"
+            ) from None
+        raise
+    if welcome.get("type") != "welcome":
+        raise wire.WireError(f"server refused the handshake: {welcome.get('message')}")
+    return welcome
+
+
 async def preflight(
-    address: str, key: NodeKey, join_token: str | None = None, timeout_s: float = 10.0
+    address: str,
+    key: NodeKey,
+    join_token: str | None = None,
+    timeout_s: float = 10.0,
+    key_policy: KeyPolicy | None = None,
 ) -> None:
     """One attempt, before anything heavy is loaded: is `address` a Psyche coordinator that
-    would let `key` join? Raises a one-line `UserError` saying what is wrong."""
-    conn = TcpCoordinatorClient(address, key, join_token=join_token, retry_first=False)
+    would let `key` join, holding the coordinator key we expect? Raises a one-line `UserError`
+    saying what is wrong."""
+    conn = TcpCoordinatorClient(
+        address, key, join_token=join_token, retry_first=False, key_policy=key_policy
+    )
     await conn.start(timeout_s)
     try:
         await conn.request("may_join", {})
@@ -329,8 +382,11 @@ class TcpBackend:
         key: NodeKey,
         run_id: str | None = None,
         join_token: str | None = None,
+        key_policy: KeyPolicy | None = None,
     ) -> None:
-        self.conn = TcpCoordinatorClient(address, key, run_id, join_token=join_token)
+        self.conn = TcpCoordinatorClient(
+            address, key, run_id, join_token=join_token, key_policy=key_policy
+        )
         self.wallet = key.public
 
     async def start(self) -> None:

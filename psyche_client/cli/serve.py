@@ -145,6 +145,8 @@ def serve(
             )
         await server.start()
         print(f"coordinator for run {run} listening on {_join_hint(server)}", flush=True)
+        # Clients that pass it (`join --coordinator-key`) accept no other server for the run.
+        print(f"coordinator key {server.server_key.public.hex()}", flush=True)
         if port_file:
             # An address that works from this machine (scripts, `make demo`).
             port_file.write_text(_local_address(server.host, server.port))

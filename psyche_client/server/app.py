@@ -14,7 +14,10 @@ What a stranger or a slow peer can cost is bounded (docs/protocol.md, "Threat mo
   stalls for `send_timeout_s`, is closed;
 - the peer directory lists members only and forgets leavers (`directory`);
 - each kind of refusal is one rate-limited log line (`guard`), never a traceback per event.
-A restarted server loads the persisted state and the run resumes where it stopped.
+A restarted server loads the persisted state and the run resumes where it stopped. Its
+coordinator key (`coordinator.key.json` next to the state) signs every frame it sends after the
+handshake (`wire.FrameSealer`), so clients that pin the key detect a server impersonated or a
+frame altered on the path.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any, Protocol
 
 from psyche_client import __version__
 from psyche_client.errors import UserError
+from psyche_client.identity import NodeKey, load_or_create_keypair
 from psyche_client.server import wire
 from psyche_client.server.directory import PeerDirectory
 from psyche_client.server.guard import RefusalLog, fd_bounded, install_accept_guard
@@ -85,6 +89,7 @@ class ServerLimits:
 class _Connection:
     node_key: bytes
     writer: asyncio.StreamWriter
+    sealer: wire.FrameSealer
     latest: bytes | None = None
     directory_sent: int = -1
     wake: asyncio.Event = field(default_factory=asyncio.Event)
@@ -108,6 +113,7 @@ class CoordinatorServer:
         limits: ServerLimits | None = None,
         clock: Callable[[], float] = time.time,
         join_policy: JoinPolicy | None = None,
+        server_key: NodeKey | None = None,
     ) -> None:
         self.core = core
         self.run_id = run_id
@@ -118,6 +124,10 @@ class CoordinatorServer:
         self.limits = limits or ServerLimits()
         self.clock = clock
         self.join_policy = join_policy or JoinPolicy()
+        self.server_key = server_key or load_or_create_keypair(
+            self.state_path.parent / "coordinator.key.json"
+        )
+        """The run's coordinator key: clients pin its public half (`join --coordinator-key`)."""
         self.refusals = RefusalLog(log, self.limits.log_interval_s)
         self.max_connections = self.limits.max_connections
         self._connections: set[_Connection] = set()
@@ -213,11 +223,13 @@ class CoordinatorServer:
             await asyncio.sleep(self.tick_interval_s)
 
     async def _send(self, conn: _Connection, frame: bytes) -> None:
-        """Write one frame and wait until the reader takes it, bounded in bytes and time."""
+        """Sign and write one frame, then wait until the reader takes it, bounded in bytes and
+        time. Sealing and writing happen with no await between, so signatures follow the order
+        frames are written in, whichever task sends."""
         transport = conn.writer.transport
         if transport.get_write_buffer_size() + len(frame) > self.limits.max_send_buffer_bytes:
             raise _SlowReader(f"over {self.limits.max_send_buffer_bytes} bytes unread")
-        conn.writer.write(frame)
+        conn.writer.write(conn.sealer.seal(frame))
         try:
             await asyncio.wait_for(conn.writer.drain(), self.limits.send_timeout_s)
         except TimeoutError:
@@ -236,18 +248,28 @@ class CoordinatorServer:
                 await self._send(conn, self._directory.frame())
 
     async def _refuse(
-        self, writer: asyncio.StreamWriter, kind: str, message: str, level: int = logging.WARNING
+        self,
+        writer: asyncio.StreamWriter,
+        kind: str,
+        message: str,
+        level: int = logging.WARNING,
+        conn: _Connection | None = None,
     ) -> None:
-        """Log (rate-limited) and tell the peer why it is being closed."""
+        """Log (rate-limited) and tell the peer why it is being closed (signed once the
+        handshake is done: the client then accepts nothing unsigned)."""
         self.refusals.note(kind, message, level)
         try:
-            writer.write(wire.encode_control({"type": "fatal", "message": message}))
+            frame = wire.encode_control({"type": "fatal", "message": message})
+            writer.write(conn.sealer.seal(frame) if conn is not None else frame)
             await asyncio.wait_for(writer.drain(), 1.0)
         except (OSError, TimeoutError):
             pass
 
-    async def _handshake(self, reader: asyncio.StreamReader, challenge: bytes) -> bytes:
-        """The proven node key of the peer (an optional "open" preamble frame is skipped)."""
+    async def _handshake(
+        self, reader: asyncio.StreamReader, challenge: bytes
+    ) -> tuple[bytes, bytes]:
+        """The proven node key of the peer and its nonce (an optional "open" preamble frame is
+        skipped)."""
         message = wire.decode_control(await wire.read_frame(reader, self.limits.max_control_bytes))
         if message.get("type") == "open":
             frame = await wire.read_frame(reader, self.limits.max_control_bytes)
@@ -274,11 +296,17 @@ class CoordinatorServer:
             challenge = wire.new_challenge()
             writer.write(
                 wire.encode_control(
-                    {"type": "challenge", "nonce": challenge.hex(), "run_id": self.run_id}
+                    {
+                        "type": "challenge",
+                        "nonce": challenge.hex(),
+                        "run_id": self.run_id,
+                        "protocol": wire.PROTOCOL_VERSION,
+                        "server_key": self.server_key.public.hex(),
+                    }
                 )
             )
             try:
-                node_key = await asyncio.wait_for(
+                node_key, client_nonce = await asyncio.wait_for(
                     self._handshake(reader, challenge), self.limits.handshake_timeout_s
                 )
             except TimeoutError:
@@ -289,7 +317,8 @@ class CoordinatorServer:
                     logging.INFO,
                 )
                 return
-            conn = _Connection(node_key, writer, latest=self._last_state)
+            sealer = wire.FrameSealer(self.server_key, challenge, client_nonce, self.run_id)
+            conn = _Connection(node_key, writer, sealer, latest=self._last_state)
             conn.wake.set()
             self._connections.add(conn)
             welcome = {
@@ -300,7 +329,7 @@ class CoordinatorServer:
                 "observed_host": str(peer[0]) if isinstance(peer, tuple) and peer else "",
                 "version": __version__,
             }
-            writer.write(wire.encode_control(welcome))
+            writer.write(sealer.seal(wire.encode_control(welcome)))
             pusher = asyncio.create_task(self._push_loop(conn))
             serving = asyncio.create_task(self._serve_messages(reader, conn, challenge))
             done, _ = await asyncio.wait({pusher, serving}, return_when=asyncio.FIRST_COMPLETED)
@@ -314,9 +343,9 @@ class CoordinatorServer:
         except _SlowReader as e:
             self.refusals.note("slow", f"closed {_host(peer)}, a slow reader: {e}", logging.INFO)
         except _Idle as e:
-            await self._refuse(writer, "idle", f"closing {_host(peer)}: {e}", logging.INFO)
+            await self._refuse(writer, "idle", f"closing {_host(peer)}: {e}", logging.INFO, conn)
         except wire.WireError as e:
-            await self._refuse(writer, "protocol", f"closing {_host(peer)}: {e}")
+            await self._refuse(writer, "protocol", f"closing {_host(peer)}: {e}", conn=conn)
         except Exception as e:  # a bug must not kill the server, nor log a traceback per peer
             self.refusals.note("internal", f"closing {_host(peer)} after {e!r}", logging.ERROR)
             log.debug("unexpected error serving %s", _host(peer), exc_info=True)

@@ -12,12 +12,19 @@ answers with its node key and a signature of (protocol tag, challenge, run id); 
 client message carries a sequence number and a signature over (tag, challenge, sequence, type,
 body), so a message cannot be replayed on another connection, reordered, or altered by anything
 on the path.
-See docs/protocol.md, "TCP coordinator".
+
+The server authenticates itself the same way: its challenge names its public key (the run's
+coordinator key, kept in its state directory), the client's hello carries a fresh client nonce,
+and every frame the server sends from the welcome on ends with a signature over (tag, challenge,
+client nonce, run id, frame sequence, kind, sha256 of the body). A client that pins the key
+(`join --coordinator-key`, or trust on first use) cannot be fed a forged, replayed, reordered or
+altered state or reply by anything on the path. See docs/protocol.md, "TCP coordinator".
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import math
 import os
@@ -27,7 +34,11 @@ from typing import Any
 
 from psyche_client.identity import NodeKey, verify_signature
 
-PROTOCOL_TAG = b"psyche-tcp/1"
+PROTOCOL_TAG = b"psyche-tcp/2"
+PROTOCOL_VERSION = 2
+"""Named in the server's challenge: a client of another version says so instead of failing on a
+signature."""
+SIG_BYTES = 64
 KIND_CONTROL = 1
 KIND_STATE = 2
 DEFAULT_MAX_CONTROL_BYTES = 64 * 1024
@@ -148,24 +159,93 @@ def hello_message(challenge: bytes, run_id: str) -> bytes:
     return PROTOCOL_TAG + b" hello" + challenge + run_id.encode()
 
 
-def make_hello(key: NodeKey, challenge: bytes, run_id: str) -> dict[str, Any]:
-    """The client's answer to the server's challenge."""
+def make_hello(
+    key: NodeKey, challenge: bytes, run_id: str, client_nonce: bytes | None = None
+) -> dict[str, Any]:
+    """The client's answer to the server's challenge; `client_nonce` (fresh by default) makes
+    the server's signatures on this connection unusable on any other."""
     return {
         "type": "hello",
         "node_key": key.public.hex(),
+        "nonce": (client_nonce if client_nonce is not None else os.urandom(32)).hex(),
         "sig": key.sign(hello_message(challenge, run_id)).hex(),
     }
 
 
-def check_hello(message: dict[str, Any], challenge: bytes, run_id: str) -> bytes:
-    """The node key of a valid hello; `WireError` for a malformed or wrongly signed one."""
+def check_hello(message: dict[str, Any], challenge: bytes, run_id: str) -> tuple[bytes, bytes]:
+    """(node key, client nonce) of a valid hello; `WireError` for a malformed or wrongly signed
+    one."""
     if message.get("type") != "hello":
         raise WireError(f"expected hello, got {message.get('type')!r}")
     node_key = hex_field(message, "node_key", 32)
+    client_nonce = hex_field(message, "nonce", 32)
     sig = hex_field(message, "sig", 64)
     if not verify_signature(node_key, hello_message(challenge, run_id), sig):
         raise WireError("hello signature does not verify")
-    return node_key
+    return node_key, client_nonce
+
+
+def server_frame_message(
+    challenge: bytes, client_nonce: bytes, run_id: str, seq: int, kind: int, body: bytes
+) -> bytes:
+    """What the server signs for the `seq`-th frame it sends on a connection (welcome = 0)."""
+    return (
+        PROTOCOL_TAG
+        + b" srv"
+        + challenge
+        + client_nonce
+        + hashlib.sha256(run_id.encode()).digest()
+        + seq.to_bytes(8, "big")
+        + bytes([kind])
+        + hashlib.sha256(body).digest()
+    )
+
+
+@dataclass
+class FrameSealer:
+    """The server's half: signs each frame it sends on one connection, in sending order (the
+    caller writes a sealed frame before sealing the next, with no await between)."""
+
+    key: NodeKey
+    challenge: bytes
+    client_nonce: bytes
+    run_id: str
+    seq: int = 0
+
+    def seal(self, frame: bytes) -> bytes:
+        """`frame` (as `encode_frame` made it) with the signature appended to its body."""
+        kind, body = frame[_HEADER.size - 1], frame[_HEADER.size :]
+        message = server_frame_message(
+            self.challenge, self.client_nonce, self.run_id, self.seq, kind, body
+        )
+        self.seq += 1
+        return encode_frame(kind, body + self.key.sign(message))
+
+
+@dataclass
+class FrameOpener:
+    """The client's half: checks each frame from the server against its key, in order."""
+
+    server_key: bytes
+    challenge: bytes
+    client_nonce: bytes
+    run_id: str
+    seq: int = 0
+
+    def open(self, frame: Frame) -> Frame:
+        """The frame without its signature; `WireError` if it is unsigned or forged."""
+        if len(frame.body) < SIG_BYTES:
+            raise WireError("coordinator frame is not signed")
+        body, sig = frame.body[:-SIG_BYTES], frame.body[-SIG_BYTES:]
+        message = server_frame_message(
+            self.challenge, self.client_nonce, self.run_id, self.seq, frame.kind, body
+        )
+        if not verify_signature(self.server_key, message, sig):
+            raise WireError(
+                "a coordinator frame's signature does not verify (altered or injected on the path)"
+            )
+        self.seq += 1
+        return Frame(frame.kind, body)
 
 
 def envelope_message(challenge: bytes, seq: int, kind: str, body: dict[str, Any]) -> bytes:

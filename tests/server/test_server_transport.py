@@ -23,6 +23,7 @@ from psyche_client.identity import NodeKey
 from psyche_client.server import wire
 from psyche_client.server.app import CoordinatorServer, CoreRejection, ServerLimits
 from psyche_client.server.persist import load_state
+from tests.server.helpers import unsealed_control
 
 
 class CounterCore:
@@ -132,7 +133,7 @@ def test_oversize_and_flooding_connections_are_closed(tmp_path: Path) -> None:
             while True:
                 frame = await wire.read_frame(reader, 1 << 20)
                 if frame.kind == wire.KIND_CONTROL:
-                    message = wire.decode_control(frame)
+                    message = unsealed_control(frame)
                     if message["type"] == "fatal":
                         return str(message["message"])
 

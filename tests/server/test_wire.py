@@ -62,7 +62,7 @@ def test_handshake_and_envelopes_over_tcp() -> None:
         challenge = wire.new_challenge()
         writer.write(wire.encode_control({"type": "challenge", "nonce": challenge.hex()}))
         hello = wire.decode_control(await wire.read_frame(reader, 4096))
-        node_key = wire.check_hello(hello, challenge, run_id)
+        node_key, _ = wire.check_hello(hello, challenge, run_id)
         seq = 0
         while True:
             try:
@@ -110,7 +110,7 @@ def test_handshake_and_envelopes_over_tcp() -> None:
 def test_hello_rejects_wrong_challenge_and_bad_fields() -> None:
     key = NodeKey.generate()
     hello = wire.make_hello(key, b"a" * 32, "run")
-    assert wire.check_hello(hello, b"a" * 32, "run") == key.public
+    assert wire.check_hello(hello, b"a" * 32, "run") == (key.public, bytes.fromhex(hello["nonce"]))
     with pytest.raises(wire.WireError, match="does not verify"):
         wire.check_hello(hello, b"b" * 32, "run")
     with pytest.raises(wire.WireError, match="does not verify"):
@@ -166,3 +166,46 @@ def test_ordinary_json_still_decodes() -> None:
     nested = {"type": "x", "v": [[[{"a": [1, 2.5, -3, True, None, "s"]}]]], "n": 2**63 - 1}
     frame = wire.Frame(wire.KIND_CONTROL, wire.canonical_json(nested))
     assert wire.decode_control(frame) == nested
+
+
+def test_server_frames_are_sealed_in_order_for_one_connection() -> None:
+    """What a client accepts from the server: frames signed by the coordinator key for this
+    connection (its challenge and the client's nonce), in sending order, unaltered."""
+    server, other = NodeKey.generate(), NodeKey.generate()
+    challenge, nonce = b"c" * 32, b"n" * 32
+    sealer = wire.FrameSealer(server, challenge, nonce, "run")
+    frames = [
+        sealer.seal(wire.encode_control({"type": "welcome"})),
+        sealer.seal(wire.encode_frame(wire.KIND_STATE, b"state-1")),
+        sealer.seal(wire.encode_frame(wire.KIND_STATE, b"state-2")),
+    ]
+
+    def frame(raw: bytes) -> wire.Frame:
+        return wire.Frame(raw[4], raw[5:])
+
+    opener = wire.FrameOpener(server.public, challenge, nonce, "run")
+    assert wire.decode_control(opener.open(frame(frames[0]))) == {"type": "welcome"}
+    assert opener.open(frame(frames[1])).body == b"state-1"
+    with pytest.raises(wire.WireError, match="does not verify"):  # replayed
+        opener.open(frame(frames[1]))
+    fresh = wire.FrameOpener(server.public, challenge, nonce, "run", seq=2)
+    assert fresh.open(frame(frames[2])).body == b"state-2"
+    cases = {
+        "reordered": (wire.FrameOpener(server.public, challenge, nonce, "run", 1), frames[2]),
+        "other key": (wire.FrameOpener(other.public, challenge, nonce, "run"), frames[0]),
+        "other connection": (
+            wire.FrameOpener(server.public, challenge, b"m" * 32, "run"),
+            frames[0],
+        ),
+        "other run": (wire.FrameOpener(server.public, challenge, nonce, "run2"), frames[0]),
+        "altered": (
+            wire.FrameOpener(server.public, challenge, nonce, "run", 1),
+            frames[1][:-70] + b"X" + frames[1][-69:],
+        ),
+    }
+    for name, (check, raw) in cases.items():
+        with pytest.raises(wire.WireError, match="does not verify"):
+            check.open(frame(raw))
+            pytest.fail(name)
+    with pytest.raises(wire.WireError, match="not signed"):
+        opener.open(wire.Frame(wire.KIND_STATE, b"short"))
