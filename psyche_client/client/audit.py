@@ -3,7 +3,11 @@ round started from, its samples and its disclosed momentum, and report it if the
 
 (Named audit, not verify, so it does not read as the p2p payload check or training/recompute.)
 A verifier waits (awaitably) for the target's result and its momentum disclosure until half the
-round's train time; a result without a disclosure counts as failed ("momentum withheld").
+round's train time; a result without a disclosure counts as failed ("momentum withheld"), and so
+does a disclosure whose committed bytes do not decode (the target signed them). A disclosure
+that could not be *fetched* proves nothing about the target (the verifier's own network, a
+holder that lied, a timeout): the verifier reports nothing and records "unverifiable", so a
+fetch failure can never eject an honest trainer.
 See docs/decisions/0002-verification.md for what the recomputation proves.
 """
 
@@ -75,13 +79,21 @@ async def check(
         score, passed, detail = 0.0, False, "momentum withheld"
     else:
         try:
-            raw = bytes(await ctx.node.fetch(disclosure))
-            shapes = {n: tuple(t.shape) for n, t in ctx.trainer.demo.momentum.items()}
-            momentum = decode_momentum(raw, shapes)
-        except Exception as e:  # noqa: BLE001 - an unfetchable disclosure counts as withheld
-            momentum = None
-            score, passed, detail = 0.0, False, f"momentum unavailable ({e!r})"
-        if momentum is not None:
+            momentum = await _disclosed_momentum(ctx, disclosure)
+        except _Unverifiable as e:
+            log.warning(
+                "cannot verify slot %d at step %d: its momentum could not be fetched (%s); "
+                "not reported",
+                target,
+                step,
+                e,
+            )
+            why = str(e)
+            ctx.event("unverifiable", epoch=epoch, height=h, target=target, step=step, why=why)
+            return
+        if isinstance(momentum, str):
+            score, passed, detail = 0.0, False, momentum
+        else:
             size = len(ctx.trainer.data)
             indices = [i % size for i in range(span[0], span[1])]
             report = await asyncio.to_thread(
@@ -93,6 +105,30 @@ async def check(
         log.warning("result of slot %d at step %d failed verification: %s", target, step, detail)
         sent = await ctx.send("report", ctx.backend.report(target))
         ctx.event("reported", epoch=epoch, height=h, target=target, ok=sent)
+
+
+class _Unverifiable(Exception):
+    """The momentum could not be obtained, through no provable fault of the target."""
+
+
+async def _disclosed_momentum(
+    ctx: ClientContext, disclosure: Announcement
+) -> dict[str, torch.Tensor] | str:
+    """The target's disclosed momentum, or (a str) why what it disclosed is evidence against it:
+    bytes it committed to that do not decode, or a copy not matching its commitment that it
+    alone served. Raises _Unverifiable when the fetch just failed (timeout, unreachable)."""
+    assert ctx.node is not None and ctx.trainer is not None
+    try:
+        raw = await ctx.node.fetch(disclosure)  # checked against the signed commitment
+    except Exception as e:  # noqa: BLE001 - judged here, never raised to the duty
+        if disclosure.sender in ctx.node.stats.liars:
+            return "momentum served by the target does not match its commitment"
+        raise _Unverifiable(repr(e)[:200]) from e
+    shapes = {n: tuple(t.shape) for n, t in ctx.trainer.demo.momentum.items()}
+    try:
+        return await asyncio.to_thread(decode_momentum, raw, shapes)
+    except Exception as e:  # noqa: BLE001 - the target committed to undecodable bytes
+        return f"momentum malformed ({e!r})"
 
 
 def _recompute(

@@ -4,6 +4,12 @@ Kept apart from the networking so the acceptance rules (the part other clients' 
 depends on) read in one place: signature and run, membership, step window, size, duplicates,
 equivocation, then the caller's validator. Everything is dropped two steps later, so memory is
 bounded by members x batches x 2 steps (plus `max_pull_messages` caps against floods).
+
+A HAVE only adds a source for a commitment this node accepted as a claim (a trainer's signed
+ANNOUNCE or MOMENTUM that the validator admitted, i.e. for its assigned batch), and only with
+that claim's step, batch and size: otherwise any member could make every client track, forward
+and serve PULLs of HAVEs for commitments nobody claimed. A HAVE that arrives before its claim is
+parked (bounded, not forwarded) and taken up when the claim is accepted.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from .messages import CLAIM_KINDS, KIND_HAVE, Announcement, MessageError, decode
 from .transfer import Source
 
 log = logging.getLogger(__name__)
+
+PARKED_PER_SENDER = 16
+"""HAVEs for not-yet-known claims kept per sender (honest ones race their claim by a moment)."""
 
 RETAINED_STEPS = 2
 """Steps before the current one whose announcements, HAVEs and holders are kept (and whose
@@ -67,6 +76,10 @@ class AnnouncementBook:
         """(kind, sender, step, batch_id) -> the claim: a result and its momentum disclosure
         share (sender, step, batch_id) and are told apart by kind."""
         self._holders: dict[bytes, dict[NodeId, Source]] = {}
+        self._claims: dict[bytes, Announcement] = {}
+        """commitment -> the accepted (or own) claim a HAVE must match."""
+        self._parked: dict[NodeId, list[tuple[Announcement, bytes]]] = {}
+        """sender -> HAVEs (and their raw bytes) for commitments not claimed yet."""
         self._raw: dict[int, dict[tuple[int, NodeId, bytes], bytes]] = {}
         self._own: list[Announcement] = []
 
@@ -80,6 +93,9 @@ class AnnouncementBook:
         self._own = [a for a in self._own if a.step >= keep]
         live = {a.commitment for a in self._accepted.values()} | {a.commitment for a in self._own}
         self._holders = {c: h for c, h in self._holders.items() if c in live}
+        self._claims = {c: a for c, a in self._claims.items() if c in live}
+        parked = {n: [(m, r) for m, r in v if m.step >= keep] for n, v in self._parked.items()}
+        self._parked = {n: v for n, v in parked.items() if v}
 
     def step_ok(self, step: int) -> bool:
         """The current step or one of the `RETAINED_STEPS` before it (anything before the
@@ -91,6 +107,7 @@ class AnnouncementBook:
 
     def add_own(self, ann: Announcement) -> None:
         self._own.append(ann)
+        self._claims.setdefault(ann.commitment, ann)
         self._remember_raw(ann, ann.encode())
 
     def add_own_have(self, have: Announcement) -> None:
@@ -132,6 +149,9 @@ class AnnouncementBook:
             reason = "validator error"
         if reason == "self":
             return Verdict(True)
+        if reason == "parked":
+            self._park(msg, data)
+            return Verdict(False)
         if reason is not None:
             self.stats.reject(reason)
             return Verdict(False)
@@ -144,8 +164,35 @@ class AnnouncementBook:
             self.stats.duplicates += 1
             return Verdict(True)
         self._accepted[key] = msg
+        self._claims.setdefault(msg.commitment, msg)
+        self._unpark(msg)
         self.stats.accepted += 1
         return Verdict(True, new=msg, addr=msg.p2p_addr)
+
+    def _park(self, have: Announcement, raw: bytes) -> None:
+        """Keep a HAVE for an unknown commitment until its claim comes (or its step passes)."""
+        mine = self._parked.setdefault(have.sender, [])
+        if any(m.commitment == have.commitment for m, _ in mine):
+            return
+        if len(mine) >= PARKED_PER_SENDER:
+            self.stats.reject("have parked: too many")
+            return
+        mine.append((have, raw))
+        self.stats.reject("have for an unclaimed commitment (parked)")
+
+    def _unpark(self, claim: Announcement) -> None:
+        for sender in list(self._parked):
+            keep = []
+            for have, raw in self._parked[sender]:
+                if have.commitment != claim.commitment:
+                    keep.append((have, raw))
+                elif _binds(claim, have):
+                    self._remember_raw(have, raw)
+                    self.add_holder(have)
+            if keep:
+                self._parked[sender] = keep
+            else:
+                del self._parked[sender]
 
     def _check(self, msg: Announcement) -> str | None:
         if msg.run_id != self.run_id:
@@ -159,6 +206,11 @@ class AnnouncementBook:
         if msg.payload_size > self.config.max_payload_bytes or len(msg.commitment) != 32:
             return "payload too large"
         if msg.kind == KIND_HAVE:
+            claim = self._claims.get(msg.commitment)
+            if claim is None:
+                return "parked"
+            if not _binds(claim, msg):
+                return "have does not match its claim"
             if (
                 msg.commitment not in self._holders
                 and len(self._holders) >= self.config.max_pull_messages
@@ -173,3 +225,13 @@ class AnnouncementBook:
             if why is not None:
                 return f"invalid: {why}"
         return None
+
+
+def _binds(claim: Announcement, have: Announcement) -> bool:
+    """A HAVE re-announces exactly this claim: same commitment, step, batch and size."""
+    return (claim.commitment, claim.step, claim.batch_id, claim.payload_size) == (
+        have.commitment,
+        have.step,
+        have.batch_id,
+        have.payload_size,
+    )

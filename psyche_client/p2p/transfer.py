@@ -5,8 +5,13 @@ known up front and nothing is buffered beyond it. Each attempt asks one source f
 the blob from the current offset; whatever arrived before a failure is kept and the next source
 continues from there. A source is dropped for this blob on EOF, short read, idle timeout or
 refusal; BUSY and NOT_FOUND only pause it briefly (it may have capacity or the blob soon).
-The finished buffer is checked with the caller's verifier; on a mismatch every source that
-contributed bytes is dropped and the fetch restarts from zero.
+The finished buffer is checked with the caller's verifier. On a mismatch with one contributor,
+that source provably lied and is dropped alone. With several, the liar cannot be told apart, so
+nobody is dropped: the fetch restarts from zero in single-source mode, where each attempt must
+deliver the whole blob from one source (a failure mid-way discards its bytes instead of letting
+the next source resume them), so every later mismatch names its one source. Dropping every
+contributor let one poisoned holder (any member may HAVE a claimed commitment) take the honest
+announcer out of the fetch with it.
 """
 
 from __future__ import annotations
@@ -88,6 +93,8 @@ async def fetch_blob(
     buf = bytearray(size)
     view = memoryview(buf)
     offset = 0
+    whole = False
+    """Single-source mode: entered after a mismatch that more than one source fed."""
     contributors: set[NodeId] = set()
     bad: set[tuple[NodeId, str]] = set()
     paused_until: dict[NodeId, float] = {}
@@ -101,20 +108,24 @@ async def fetch_blob(
         if offset == size:
             if await verifier.finish(view):
                 return view.toreadonly()
-            log.warning(
-                "blob %s failed verification; dropping %d sources",
-                key.hex()[:12],
-                len(contributors),
-            )
             stats.failures.append("verify")
+            stats.restarts += 1
             if len(contributors) == 1:
                 # One source sent every byte: it provably served data that does not match the
-                # signed commitment.
+                # signed commitment. Only it is dropped.
                 stats.liars.update(contributors)
-            stats.restarts += 1
-            for node in contributors:
-                bad.add((node, FAST))
-                bad.add((node, P2P))
+                for node in contributors:
+                    bad.add((node, FAST))
+                    bad.add((node, P2P))
+                log.warning("blob %s failed verification; dropping its source", key.hex()[:12])
+            else:
+                whole = True
+                log.warning(
+                    "blob %s failed verification with %d sources; fetching it again from one "
+                    "source at a time",
+                    key.hex()[:12],
+                    len(contributors),
+                )
             contributors.clear()
             offset = 0
             verifier.restart()
@@ -143,6 +154,11 @@ async def fetch_blob(
                 # A silent fast path usually means a frozen or dead process: skip its p2p too.
                 bad.add((src.node, P2P))
         if progress.pos > offset:
+            if whole and progress.pos < size:
+                # Single-source mode: a partial copy is not resumed by another source.
+                offset = 0
+                verifier.restart()
+                continue
             contributors.add(src.node)
             if progress.pos < size:
                 stats.resumed_bytes += progress.pos - offset

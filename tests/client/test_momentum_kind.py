@@ -54,5 +54,6 @@ def test_node_accepts_result_and_momentum_of_one_batch_and_checks_each_for_equiv
     node2.set_step(5)
     have = _msg(member, KIND_MOMENTUM, b"m" * 32).as_have(holder, "/ip4/y", "")
     assert have.kind == KIND_HAVE
+    assert node2.on_gossip(_msg(member, KIND_MOMENTUM, b"m" * 32).encode())[0]  # its claim
     assert node2.on_gossip(have.encode())[0]
-    assert node2.announcements.qsize() == 0
+    assert node2.announcements.qsize() == 1
