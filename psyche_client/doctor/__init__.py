@@ -49,7 +49,8 @@ def run_doctor(opts: DoctorOptions) -> list[Check]:
     """Every check, in order (see the module docstring)."""
     from psyche_client.doctor.coordinator import clock_check, probe_solana, probe_tcp
     from psyche_client.doctor.data import data_checks
-    from psyche_client.doctor.model import ModelFacts, model_facts
+    from psyche_client.doctor.gpu import gpu_check, list_gpus
+    from psyche_client.doctor.model import ModelFacts, model_facts, training_bytes
     from psyche_client.doctor.network import p2p_checks
     from psyche_client.doctor.system import device_check, disk_check
     from psyche_client.identity import NodeKey
@@ -69,6 +70,11 @@ def run_doctor(opts: DoctorOptions) -> list[Check]:
     else:
         checks.append(fail("model", "not checked: no run state", "fix the coordinator first"))
     checks.append(device_check(model, batch))
+    gpus = list_gpus()
+    if gpus is not None:
+        checks.append(
+            gpu_check(gpus, training_bytes(model, batch) if model and model.config else None)
+        )
     data_dirs = [Path(s) for s in opts.data if not s.startswith(("tcp://", "http"))]
     checks.append(disk_check(opts.checkpoint_dir, [d for d in data_dirs if d.is_dir()], model))
     host = facts.host if facts is not None else _coordinator_host(opts)

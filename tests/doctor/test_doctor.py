@@ -24,6 +24,7 @@ import psyche_client as psyche
 from psyche_client import _core
 from psyche_client.cli.app import main as cli_main
 from psyche_client.doctor.coordinator import CoordinatorFacts, clock_check
+from psyche_client.doctor.gpu import gpu_check, parse_nvidia_smi
 from psyche_client.doctor.model import param_count
 from psyche_client.doctor.network import _reach_check
 
@@ -227,3 +228,14 @@ def test_nat_is_named() -> None:
     assert _reach_check("127.0.0.1", 4000, "1.1.1.1", "", False).status == "fail"
     assert _reach_check("9.9.9.9", 4000, "1.1.1.1", "9.9.9.9", False).status == "ok"
     assert _reach_check("192.168.1.5", 4000, "1.1.1.1", "", False).status == "warn"
+
+
+def test_gpus_from_nvidia_smi() -> None:
+    text = "NVIDIA H200, 143771, 143000\nNVIDIA H200, 143771, 100000\nbad line\n"
+    gpus = parse_nvidia_smi(text)
+    assert [g.free_bytes >> 20 for g in gpus] == [143000, 100000]
+    assert gpu_check(gpus, 50 << 30).status == "ok"
+    sharded = gpu_check(gpus, 150 << 30)
+    assert sharded.status == "ok" and "FSDP" in sharded.detail
+    assert gpu_check(gpus, 300 << 30).status == "warn"
+    assert gpu_check([], None).status == "warn"
