@@ -217,7 +217,12 @@ class _SkeletonUnpickler(pickle.Unpickler):
 def skeleton(model: nn.Module) -> bytes:
     """The module's structure, for `rebuild`."""
     buf = io.BytesIO()
-    _SkeletonPickler(buf).dump(model)
+    try:
+        _SkeletonPickler(buf).dump(model)
+    except (pickle.PicklingError, TypeError, AttributeError) as e:
+        raise RuntimeError(
+            f"the model ({type(model).__name__}) cannot be sent to the other ranks: {e}"
+        ) from e
     return buf.getvalue()
 
 

@@ -7,6 +7,8 @@ own `applied` events (`<events>.rank1`) with the hash of the full parameters it 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,3 +61,14 @@ def test_two_rank_fsdp_client_applies_what_one_rank_clients_apply(local_run: Loc
     assert rank1 == applied, "rank 1 holds rank 0's parameters after every apply"
     state = local_run.state()
     assert state.phase == _core.Phase.Finished and state.steps_done == total
+
+
+def test_unknown_parallel_layout_is_a_one_line_error(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "psyche_client", "join", "127.0.0.1:1", "--data=x", "--parallel=tp"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "--parallel" in proc.stderr, proc.stderr
