@@ -31,10 +31,12 @@ class LocalRun:
     server: subprocess.Popen[bytes] | None = None
     address: str = ""
     clients: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    make_inputs: Callable[[Path], tuple[Path, Path]] = prepare
+    """(data, model directory) for the run, made under `work` (default: the demo's)."""
 
     def __post_init__(self) -> None:
         self.work.mkdir(parents=True, exist_ok=True)
-        self.data, self.model = prepare(self.work)
+        self.data, self.model = self.make_inputs(self.work)
 
     def start_server(self) -> None:
         config = dict(self.config)
