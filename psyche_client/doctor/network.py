@@ -66,8 +66,8 @@ def p2p_checks(
 
         try:  # a name: its address, so private/loopback comparisons below mean something
             route = resolve(route)
-        except AddressError as e:
-            return [fail("p2p", str(e), "check the coordinator's host name (DNS)")]
+        except AddressError:
+            route = ""  # the coordinator check says so; detect from the default route instead
     try:
         ep = endpoints_from_flags(listen, public_addr, route)
     except UserError as e:
@@ -120,7 +120,8 @@ def _reach_check(
             f"{told}, but the coordinator sees this machine as {observed}",
             f"if peers cannot reach {advertised}, pass --public-addr {observed}",
         )
-    if _private(advertised) and not _loopback(advertised) and not _private(coordinator):
+    public_coordinator = bool(coordinator) and _is_ip(coordinator) and not _private(coordinator)
+    if _private(advertised) and not _loopback(advertised) and public_coordinator:
         return warn(
             "reach", f"{told}, a private address, for a coordinator on the internet", forward
         )

@@ -163,8 +163,9 @@ def test_unreachable_coordinators(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed once the block ends: nothing listens there
-    code, checks, err = doctor(capsys, f"127.0.0.1:{port}")
+    code, checks, err = doctor(capsys, f"127.0.0.1:{port}", "--listen=abc")
     assert code == 2 and checks["coordinator"][0] == "fail"
+    assert checks["p2p"][0] == "fail" and "--listen 'abc'" in checks["p2p"][1]
     assert "Connection refused" in checks["coordinator"][1]
     assert checks["model"][0] == "fail" and checks["clock"][0] == "warn"
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
@@ -228,6 +229,7 @@ def test_nat_is_named() -> None:
     assert _reach_check("127.0.0.1", 4000, "1.1.1.1", "", False).status == "fail"
     assert _reach_check("9.9.9.9", 4000, "1.1.1.1", "9.9.9.9", False).status == "ok"
     assert _reach_check("192.168.1.5", 4000, "1.1.1.1", "", False).status == "warn"
+    assert _reach_check("192.168.1.5", 4000, "", "", False).status == "ok"  # no coordinator
 
 
 def test_gpus_from_nvidia_smi() -> None:
