@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 from psyche_client.telemetry import Sample, SinkError, finite, samples
 
 SNAPSHOT_TTL_S = 0.5
+SHUTDOWN_MS = 2_000
 
 
 def metrics_url(endpoint: str) -> str:
@@ -92,6 +93,7 @@ def start_otlp(collector: Any, endpoint: str, service: str) -> Callable[[], None
             meter.create_observable_gauge(s.name, callbacks=[callback(s.name)])
 
     def close() -> None:
-        provider.shutdown(timeout_millis=5_000)  # flushes one last export
+        # One last export; a collector that does not answer delays exit by this much at most.
+        provider.shutdown(timeout_millis=SHUTDOWN_MS)
 
     return close
