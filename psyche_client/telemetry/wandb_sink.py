@@ -38,6 +38,11 @@ def start_wandb(
         )
     except Exception as e:  # noqa: BLE001 - wandb's login/network errors come in many types
         raise SinkError(f"wandb could not start a run in project {project!r}: {e}") from None
+    # Plot against the run's step, not wandb's row counter (rows come every interval_s).
+    step_metric = service.replace("-", "_") + "_run_steps"
+    if step_metric in ("psyche_server_run_steps", "psyche_client_run_steps"):
+        run.define_metric(step_metric)
+        run.define_metric("*", step_metric=step_metric)
     stop = threading.Event()
     lock = threading.Lock()
 

@@ -105,6 +105,8 @@ def test_wandb_offline_run_holds_the_loss(tmp_path: Path, monkeypatch: pytest.Mo
         if record.WhichOneof("record_type") == "history":
             items = record.history.item
             rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in items})
+    steps = [r.metric.step_metric for r in records if r.WhichOneof("record_type") == "metric"]
+    assert "psyche_client_run_steps" in steps  # charts use the run's step as their x axis
     rows = [r for r in rows if "_step" in r]
     assert len(rows) == 1, rows  # the one row close() logs (the interval is 60 s)
     row = rows[0]
