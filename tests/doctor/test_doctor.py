@@ -159,6 +159,20 @@ def test_json_lines_and_a_data_server(
     assert by_name["vocab"]["status"] == "warn" and by_name["vocab"]["hint"]
 
 
+def test_join_control(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A run with a join token: refused without it (a fail with the fix), fine with it. Its
+    model lives with its peers, so the model's size is a warning, not a failure."""
+    run = psyche.create_run("doctor-token", state_dir=tmp_path, join_token="s3cret")
+    try:
+        code, checks, _ = doctor(capsys, run.address)
+        assert code == 2 and checks["join"][0] == "fail" and "--join-token" in checks["join"][1]
+        assert checks["model"][0] == "warn" and "peers" in checks["model"][1]
+        code, checks, _ = doctor(capsys, run.address, "--join-token=s3cret")
+        assert code == 0 and checks["join"][0] == "ok"
+    finally:
+        run.stop()
+
+
 def test_unreachable_coordinators(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
