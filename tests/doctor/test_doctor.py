@@ -173,6 +173,37 @@ def test_join_control(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
         run.stop()
 
 
+def test_http_model_and_data(
+    world: dict[str, object], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """An http(s) model (config.json over HTTP) and http(s) data (Range reads of a flat file)."""
+    import shutil
+
+    from tests.training.conftest import RangeHandler
+
+    flat = world["flat"]
+    assert isinstance(flat, Path)
+    write_model(tmp_path / "model", VOCAB)
+    shutil.copy(flat, tmp_path / "tokens.bin")
+
+    def handler(*args: object, **kw: object) -> RangeHandler:
+        return RangeHandler(*args, directory=str(tmp_path), **kw)  # type: ignore[arg-type]
+
+    http = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{http.server_address[1]}"
+    run = psyche.create_run("doctor-http", model=f"{base}/model", state_dir=tmp_path / "state")
+    try:
+        code, checks, err = doctor(capsys, run.address, f"--data={base}/tokens.bin")
+    finally:
+        run.stop()
+        http.shutdown()
+        http.server_close()
+    assert code == 0, (checks, err)
+    assert checks["model"][0] == "ok" and f"HttpUrl {base}/model" in checks["model"][1]
+    assert checks["data"][0] == "ok" and checks["vocab"][0] == "ok"
+
+
 def test_unreachable_coordinators(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
