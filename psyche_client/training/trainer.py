@@ -110,8 +110,8 @@ class Trainer:
         t0 = time.perf_counter()
         if self.engine is not None:
             batch = self.data.get_batch(list(indices))
-            grads, loss, tokens = self.engine.gradients(batch)
-            result = self.demo.compress(grads)
+            summed, loss, tokens = self.engine.gradients(batch)
+            result = self.demo.compress(summed)
             return StepOutput(result, loss, tokens, time.perf_counter() - t0)
         mine = _shard(list(indices))
         self.model.train()
