@@ -66,7 +66,10 @@ def run_doctor(opts: DoctorOptions) -> list[Check]:
     if facts is not None:
         model, model_check = model_facts(facts.state.model, opts.timeout_s)
         checks.append(model_check)
-        batch = model.micro_batch or facts.state.config.batch_size_start
+        # One forward/backward holds this client's share of the batch (or its micro-batch).
+        cfg = facts.state.config
+        share = -(-cfg.batch_size_start // max(1, cfg.min_clients))
+        batch = model.micro_batch or share
     else:
         checks.append(fail("model", "not checked: no run state", "fix the coordinator first"))
     checks.append(device_check(model, batch))

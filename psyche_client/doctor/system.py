@@ -51,7 +51,9 @@ def device_check(facts: ModelFacts | None, batch: int) -> Check:
     if facts is None or facts.config is None:
         return ok("device", f"{where}, {gib(avail)} available (model size unknown)")
     need = training_bytes(facts, batch)
-    detail = f"{where}: training needs ~{gib(need)}, {gib(avail)} available"
+    detail = (
+        f"{where}: training needs ~{gib(need)} ({batch} samples a pass), {gib(avail)} available"
+    )
     if need > avail:
         return fail("device", detail, "use a machine with more memory, or stop other processes")
     if need > HEADROOM * avail:

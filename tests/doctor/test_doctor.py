@@ -33,9 +33,9 @@ pytestmark = pytest.mark.timeout(120)
 VOCAB = 300
 
 
-def write_model(directory: Path, vocab: int) -> None:
+def write_model(directory: Path, vocab: int, hidden: int = 64) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    cfg = {"vocab_size": vocab, "hidden_size": 64, "intermediate_size": 172}
+    cfg = {"vocab_size": vocab, "hidden_size": hidden, "intermediate_size": 172}
     (directory / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": 2}))
     (directory / "psyche.json").write_text(json.dumps({"seq_len": 32, "demo": {}}))
 
@@ -112,6 +112,12 @@ def test_failures_are_lines_not_tracebacks(
         write_model(model, 64)
         code, checks, _ = doctor(capsys, run.address, f"--data={world['flat']}")
         assert code == 2 and "holds token id" in checks["vocab"][1]
+        # a model far larger than this machine (4 bytes x 65536^2 x 2 layers x ... > any RAM)
+        write_model(model, VOCAB, hidden=65536)
+        code, checks, _ = doctor(capsys, run.address)
+        assert (
+            code == 2 and checks["device"][0] == "fail" and "training needs" in checks["device"][1]
+        )
     finally:
         write_model(model, VOCAB)
     # a missing data directory
