@@ -68,6 +68,10 @@ def run_sync(coro: Coroutine[Any, Any, T], timeout_s: float | None = None) -> T:
     try:
         return fut.result(timeout_s)
     except concurrent.futures.TimeoutError:
+        # Since 3.11 this is the builtin TimeoutError, which the coroutine itself may raise
+        # (its own deadline): that one is the coroutine's answer, passed on as it is.
+        if fut.done():
+            raise
         fut.cancel()
         raise TimeoutError(f"no answer within {timeout_s:g} s") from None
 
