@@ -141,8 +141,10 @@ class CoordinatorServer:
 
     @property
     def address(self) -> str:
-        """host:port actually bound (useful with port 0)."""
-        return f"{self.host}:{self.port}"
+        """host:port actually bound (useful with port 0); an IPv6 host in brackets."""
+        from psyche_client.p2p.addr import join_host_port
+
+        return join_host_port(self.host, self.port)
 
     def directory_size(self) -> int:
         """Entries in the peer directory (members that advertised)."""

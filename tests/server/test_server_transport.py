@@ -151,3 +151,17 @@ def test_oversize_and_flooding_connections_are_closed(tmp_path: Path) -> None:
         await server.stop()
 
     asyncio.run(go())
+
+
+def test_an_ipv6_server_names_its_address_in_brackets(tmp_path: Path) -> None:
+    async def go() -> None:
+        server = CoordinatorServer(CounterCore(), "run-6", tmp_path / "s.bin", host="::1")
+        await server.start()
+        assert server.address == f"[::1]:{server.port}"
+        client = TcpCoordinatorClient(server.address, NodeKey.generate())
+        await client.start()
+        await client.request("add", {"n": 1})
+        await client.stop()
+        await server.stop()
+
+    asyncio.run(go())
