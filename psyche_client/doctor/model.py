@@ -48,15 +48,33 @@ class ModelFacts:
 
 
 def param_count(cfg: dict[str, Any]) -> int:
-    """`LlamaConfig.param_count` on config.json's fields (defaults as LlamaConfig's)."""
+    """Parameters of the model a config.json describes, without building it: the client's own
+    Llama (`LlamaConfig.param_count`, whose defaults apply to missing keys) and the
+    transformers architectures `model init --arch` makes (llama, mistral, qwen2, qwen3,
+    qwen3_moe, mixtral: an explicit head_dim, attention biases, q/k norms, experts)."""
     h = int(cfg.get("hidden_size", 128))
     heads = int(cfg.get("num_attention_heads", 4))
     kv_heads = int(cfg.get("num_key_value_heads") or heads)
+    head_dim = int(cfg.get("head_dim") or h // max(1, heads))
     vocab = int(cfg.get("vocab_size", 256))
     layers = int(cfg.get("num_hidden_layers", 2))
     inter = int(cfg.get("intermediate_size", 344))
-    kv = kv_heads * (h // max(1, heads))
-    layer = h * h * 2 + h * kv * 2 + 3 * h * inter + 2 * h
+    kind = str(cfg.get("model_type", "llama"))
+    q, kv = heads * head_dim, kv_heads * head_dim
+    attn = 2 * h * q + 2 * h * kv
+    if kind == "qwen2":  # q/k/v biases, always
+        attn += q + 2 * kv
+    elif cfg.get("attention_bias"):  # llama-style: all four projections
+        attn += q + 2 * kv + h
+    if kind in ("qwen3", "qwen3_moe"):  # RMSNorm on q and k, per head
+        attn += 2 * head_dim
+    experts = int(cfg.get("num_local_experts") or cfg.get("num_experts") or 0)
+    if experts:
+        expert_inter = int(cfg.get("moe_intermediate_size") or inter)
+        mlp = experts * 3 * h * expert_inter + h * experts  # experts + router
+    else:
+        mlp = 3 * h * inter
+    layer = attn + mlp + 2 * h
     head = 0 if cfg.get("tie_word_embeddings", True) else vocab * h
     return vocab * h + layers * layer + h + head
 

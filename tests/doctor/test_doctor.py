@@ -260,6 +260,31 @@ def test_param_count_matches_the_model() -> None:
         assert param_count(cfg) == LlamaConfig.from_hf_dict(cfg).param_count()
 
 
+@pytest.mark.parametrize(
+    ("arch", "extra"),
+    [
+        ("llama", {}),
+        ("mistral", {}),
+        ("qwen2", {}),
+        ("qwen3", {"head_dim": 32}),
+        ("mixtral", {"num_local_experts": 4}),
+        ("qwen3_moe", {"num_experts": 4, "moe_intermediate_size": 48, "head_dim": 16}),
+    ],
+)
+def test_param_count_matches_transformers(arch: str, extra: dict[str, int]) -> None:
+    """The architectures `model init --arch` makes, built on the meta device (no memory)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    shape = {"vocab_size": 300, "hidden_size": 64, "intermediate_size": 172}
+    shape |= {"num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2}
+    cfg = AutoConfig.for_model(arch, **shape, **extra)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(cfg)
+    expected = sum(p.numel() for p in model.parameters())
+    assert param_count(json.loads(cfg.to_json_string())) == expected
+
+
 def test_clock_skew_warns() -> None:
     state = _core.Coordinator(b"x" * 32)
     now = time.time()
