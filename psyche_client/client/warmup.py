@@ -15,6 +15,7 @@ from psyche_client.checkpoint.io import load_checkpoint
 from psyche_client.client.context import ROUND_PHASES, ClientContext
 from psyche_client.client.duties import Duty
 from psyche_client.client.sharing import MAX_META_BYTES, share_model
+from psyche_client.data.mixture import MixtureProvider
 from psyche_client.errors import UserError
 from psyche_client.p2p.manifest import Manifest
 from psyche_client.runspec import TrainingSpec, load_spec
@@ -85,6 +86,8 @@ async def load_model(ctx: ClientContext, state: _core.Coordinator) -> None:
     ctx.spec = spec
     ctx.model_config = model.config
     ctx.data = ctx.options.data(spec.seq_len)
+    if isinstance(ctx.data, MixtureProvider):  # seeded by the run too: the same on every client
+        ctx.data = ctx.data.for_run(ctx.backend.state().run_id)
     if ctx.data is not None:  # (in-process tests run without data)
         ctx.data.require_vocab(model.config.vocab_size)  # a one-line DataError, not mid-step
     ctx.trainer = Trainer(model, spec.demo, ctx.data, spec.micro_batch)

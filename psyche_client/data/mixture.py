@@ -128,6 +128,7 @@ class MixtureProvider(TokenDataProvider):
         self.seq_len = providers[0].seq_len
         self.weights = integer_weights([Fraction(w) for w in weights])
         self.seed = seed
+        self.shuffle = shuffle
         self.block = sum(self.weights)
         slots = [d for d, w in enumerate(self.weights) for _ in range(w)]
         key = _key(seed, "slots")
@@ -151,6 +152,13 @@ class MixtureProvider(TokenDataProvider):
 
     def __len__(self) -> int:
         return self._total
+
+    def for_run(self, run_id: bytes) -> MixtureProvider:
+        """The same mixture seeded by the run as well: every client of a run (same run id, same
+        mixture file) reads the same samples, and two runs over one mixture file do not."""
+        digest = hashlib.sha256(b"psyche-mixture-run-v1/" + run_id + b"/" + str(self.seed).encode())
+        seed = int.from_bytes(digest.digest()[:8], "big")
+        return MixtureProvider(self.providers, self.weights, seed=seed, shuffle=self.shuffle)
 
     def locate(self, index: int) -> tuple[int, int]:
         """(dataset number, sample index in that dataset) of mixture sample `index`."""

@@ -65,6 +65,21 @@ def test_two_instances_give_identical_samples_and_the_mapping_is_pinned() -> Non
     assert [other.locate(i) for i in range(20)] != [a.locate(i) for i in range(20)]
 
 
+def test_the_run_seeds_the_mixture_the_same_on_every_client() -> None:
+    run_a, run_b = b"run-a".ljust(32, b"\0"), b"run-b".ljust(32, b"\0")
+    first, second = _mix([50, 20], [3, 1], seed=7), _mix([50, 20], [3, 1], seed=7)
+    a1, a2 = first.for_run(run_a), second.for_run(run_a)  # two clients of one run
+    order = [a1.locate(i) for i in range(len(a1))]
+    assert order == [a2.locate(i) for i in range(len(a2))]
+    assert order != [first.locate(i) for i in range(len(first))]  # not the file's seed alone
+    b = first.for_run(run_b)
+    assert [b.locate(i) for i in range(len(b))] != order  # another run, another order
+    assert len(a1) == len(first) and set(order) == {(0, i) for i in range(50)} | {
+        (1, i) for i in range(20)
+    }
+    assert Counter(d for d, _ in order) == {0: 60, 1: 20}
+
+
 def test_proportions_follow_the_weights_in_every_block() -> None:
     m = _mix([1000, 1000, 1000], [5, 3, 2], seed=1)
     assert m.block == 10
