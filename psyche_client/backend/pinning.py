@@ -45,10 +45,12 @@ def parse_coordinator_key(text: str) -> bytes:
 
 @dataclass
 class KeyPolicy:
-    """`pinned`: the only key accepted. Else, with `known_path`, trust on first use per run."""
+    """`pinned`: the only key accepted. Else, with `known_path`, trust on first use per run
+    (`record=False` checks a remembered key but records none: `doctor` looks, `join` trusts)."""
 
     pinned: bytes | None = None
     known_path: Path | None = None
+    record: bool = True
 
     def check(self, run_id: str, key: bytes) -> None:
         """Raise `CoordinatorKeyMismatch` unless `key` may be the coordinator of `run_id`."""
@@ -70,7 +72,7 @@ class KeyPolicy:
 
     def remember(self, run_id: str, key: bytes) -> None:
         """After a verified handshake: record a run's key the first time (atomic write)."""
-        if self.pinned is not None or self.known_path is None:
+        if self.pinned is not None or self.known_path is None or not self.record:
             return
         known = self._known()
         if run_id in known:

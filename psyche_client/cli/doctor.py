@@ -33,6 +33,9 @@ def doctor(
     join_token: Annotated[
         str | None, typer.Option(envvar="PSYCHE_JOIN_TOKEN", help="The run's join token.")
     ] = None,
+    coordinator_key: Annotated[
+        str | None, typer.Option(help="The TCP coordinator's key, as for join.")
+    ] = None,
     checkpoint_dir: Annotated[Path, typer.Option(help="Where checkpoints will go.")] = Path(
         "checkpoints"
     ),
@@ -53,6 +56,7 @@ def doctor(
         public_addr=public_addr,
         key=key,
         join_token=join_token,
+        coordinator_key=coordinator_key,
         checkpoint_dir=checkpoint_dir,
         timeout_s=timeout,
     )

@@ -27,6 +27,7 @@ class DoctorOptions:
     public_addr: str | None = None
     key: Path | None = None
     join_token: str | None = None
+    coordinator_key: str | None = None
     checkpoint_dir: Path = Path("checkpoints")
     timeout_s: float = 10.0
 
@@ -58,7 +59,16 @@ def run_doctor(opts: DoctorOptions) -> list[Check]:
     key = _node_key(opts.key)
     assert isinstance(key, NodeKey)
     if _looks_like_tcp(opts.run):
-        facts, checks = asyncio.run(probe_tcp(opts.run, key, opts.join_token, opts.timeout_s))
+        from psyche_client.backend.pinning import KeyPolicy, parse_coordinator_key
+
+        if opts.coordinator_key is not None:
+            policy = KeyPolicy(pinned=parse_coordinator_key(opts.coordinator_key))
+        else:  # what `join` remembered for the run, checked but not recorded
+            where = (opts.key or Path("~/.config/psyche/node.json")).expanduser().parent
+            policy = KeyPolicy(known_path=where / "known_coordinators.json", record=False)
+        facts, checks = asyncio.run(
+            probe_tcp(opts.run, key, opts.join_token, opts.timeout_s, policy)
+        )
     else:
         facts, checks = asyncio.run(probe_solana(opts.run, opts.rpc, opts.timeout_s))
     model: ModelFacts | None = None

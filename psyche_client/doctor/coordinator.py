@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from psyche_client import _core
+from psyche_client.backend.pinning import KeyPolicy
 from psyche_client.doctor.report import Check, fail, ok, warn
 from psyche_client.identity import NodeKey
 
@@ -48,7 +49,11 @@ def _reason(e: BaseException) -> str:
 
 
 async def probe_tcp(
-    address: str, key: NodeKey, join_token: str | None, timeout_s: float
+    address: str,
+    key: NodeKey,
+    join_token: str | None,
+    timeout_s: float,
+    key_policy: KeyPolicy | None = None,
 ) -> tuple[CoordinatorFacts | None, list[Check]]:
     """Connect as `join` does (one attempt), read the first state, ask `may_join`, and time a
     ping; the welcome carries the server's clock, our address as it sees it, and its version."""
@@ -66,7 +71,9 @@ async def probe_tcp(
     except AddressError as e:
         return None, [fail("coordinator", str(e), "give the run as HOST:PORT")]
     where = f"{host}:{port}"
-    conn = TcpCoordinatorClient(address, key, join_token=join_token, retry_first=False)
+    conn = TcpCoordinatorClient(
+        address, key, join_token=join_token, retry_first=False, key_policy=key_policy
+    )
     sent = time.time()
     try:
         await conn.start(timeout_s)

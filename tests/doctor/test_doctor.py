@@ -179,6 +179,26 @@ def test_join_control(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Non
         run.stop()
 
 
+def test_coordinator_key(
+    world: dict[str, object], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A pinned key must match; a key `join` remembered for the run is checked, and doctor
+    itself records none."""
+    run = world["run"]
+    server_key = run.server.server_key.public  # type: ignore[attr-defined]
+    address = run.address  # type: ignore[attr-defined]
+    key = tmp_path / "node.json"
+    code, checks, _ = doctor(capsys, address, f"--coordinator-key={server_key.hex()}")
+    assert checks["coordinator"][0] == "ok"
+    code, checks, _ = doctor(capsys, address, f"--coordinator-key={'ab' * 32}")
+    assert code == 2 and checks["coordinator"][0] == "fail" and "pinned" in checks["coordinator"][1]
+    code, checks, _ = doctor(capsys, address, f"--key={key}")
+    assert checks["coordinator"][0] == "ok" and not (tmp_path / "known_coordinators.json").exists()
+    (tmp_path / "known_coordinators.json").write_text(json.dumps({"doctor": "cd" * 32}))
+    code, checks, _ = doctor(capsys, address, f"--key={key}")
+    assert code == 2 and "known_coordinators.json" in checks["coordinator"][1]
+
+
 def test_http_model_and_data(
     world: dict[str, object], capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
