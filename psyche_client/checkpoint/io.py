@@ -25,6 +25,7 @@ downloaded, and the weights' total size must fit what the config implies.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -41,6 +42,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from psyche_client.errors import UserError
+from psyche_client.progress import progress
 from psyche_client.training.hashing import param_hash
 from psyche_client.training.model import (
     CausalLM,
@@ -79,6 +81,8 @@ MAX_TOKENIZER_BYTES = 64 << 20
 """All tokenizer files together (a large vocabulary's tokenizer.json is ~10 MiB)."""
 WEIGHTS_SLACK_BYTES = 16 << 20
 """Room for the safetensors headers (names, shapes) on top of the raw parameter bytes."""
+PROGRESS_MIN_BYTES = 64 << 20
+"""Saves and downloads smaller than this take well under a second: no progress report."""
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -88,7 +92,9 @@ class CheckpointError(UserError, RuntimeError):
 # -- saving ---------------------------------------------------------------------------------
 
 
-def _write_shards(state: Mapping[str, torch.Tensor], out: Path, max_shard_bytes: int) -> list[str]:
+def _write_shards(
+    state: Mapping[str, torch.Tensor], out: Path, max_shard_bytes: int, done: Callable[[int], None]
+) -> list[str]:
     """The state dict as one model.safetensors, or as shards plus an index (HF's layout) when
     it is larger than `max_shard_bytes`; tensors stay in model order."""
     shards: list[dict[str, torch.Tensor]] = [{}]
@@ -102,12 +108,14 @@ def _write_shards(state: Mapping[str, torch.Tensor], out: Path, max_shard_bytes:
         size += n
     if len(shards) == 1:
         save_file(shards[0], str(out / WEIGHTS_NAME), metadata={"format": "pt"})
+        done(size)
         return [WEIGHTS_NAME]
     names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     weight_map: dict[str, str] = {}
     for fname, shard in zip(names, shards, strict=True):
         save_file(shard, str(out / fname), metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(shard, fname))
+        done(sum(t.numel() * t.element_size() for t in shard.values()))
     total = sum(t.numel() * t.element_size() for t in state.values())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (out / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
@@ -146,16 +154,22 @@ def save_checkpoint(
     out.mkdir(parents=True, exist_ok=True)
     extra = _tokenizer_files(tokenizer, model)
     staging = Path(tempfile.mkdtemp(prefix=".saving-", dir=out))
-    try:
+    size = sum(p.numel() * p.element_size() for p in model.parameters())
+    big = size >= PROGRESS_MIN_BYTES
+    with contextlib.ExitStack() as stack:
+        shown = stack.enter_context(progress(f"saving checkpoint {out}", size)) if big else None
+        done: Callable[[int], None] = shown.advance if shown is not None else (lambda n: None)
+        stack.callback(shutil.rmtree, staging, ignore_errors=True)
         if isinstance(model, LlamaForCausalLM):
             state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
             if model.config.tie_word_embeddings:
                 state.pop("lm_head.weight", None)
-            weights = _write_shards(state, staging, max_shard_bytes)
+            weights = _write_shards(state, staging, max_shard_bytes, done)
         else:
             from psyche_client.training.hf import save_hf_weights
 
             weights = save_hf_weights(model, staging, max_shard_bytes)  # type: ignore[arg-type]
+            done(size)
         config = model.config.to_hf_dict()
         dtype = next(model.parameters()).dtype
         config["torch_dtype"] = str(dtype).removeprefix("torch.")  # (file only, not canonical)
@@ -172,8 +186,6 @@ def save_checkpoint(
             ):
                 old.unlink()
         os.replace(staging / CONFIG_NAME, out / CONFIG_NAME)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return out
 
 
@@ -316,9 +328,6 @@ def _read_tokenizer(directory: Path) -> dict[str, bytes]:
 
 # -- remote sources --------------------------------------------------------------------------
 
-Progress = Callable[[str, int, int | None], None]
-"""(file name, bytes so far, total or None), called as a download goes."""
-
 
 def _fetch(
     client: httpx.Client,
@@ -326,7 +335,6 @@ def _fetch(
     path: Path,
     limit: int,
     optional: bool = False,
-    progress: Progress | None = None,
 ) -> int:
     """Stream `url` into `path`, refusing more than `limit` bytes (a hostile server could
     otherwise fill the disk); the file is complete only once renamed into place. Returns the
@@ -344,15 +352,19 @@ def _fetch(
                     f"{url}: {int(declared):,} bytes, more than the {limit:,} allowed"
                 )
             total = int(declared) if declared is not None and declared.isdigit() else None
+            big = total is not None and total >= PROGRESS_MIN_BYTES
             got = 0
-            with open(tmp, "wb") as f:
+            with (
+                open(tmp, "wb") as f,
+                progress(f"downloading {url}", total) if big else contextlib.nullcontext() as shown,
+            ):
                 for chunk in resp.iter_bytes():
                     got += len(chunk)
                     if got > limit:
                         raise CheckpointError(f"{url}: more than the {limit:,} bytes allowed")
                     f.write(chunk)
-                    if progress is not None:
-                        progress(path.name, got, total)
+                    if shown is not None:
+                        shown.advance(len(chunk))
         os.replace(tmp, path)
         return got
     except httpx.HTTPError as e:
@@ -361,9 +373,7 @@ def _fetch(
         tmp.unlink(missing_ok=True)
 
 
-def _download_http(
-    base_url: str, dest: Path, timeout_s: float, progress: Progress | None = None
-) -> None:
+def _download_http(base_url: str, dest: Path, timeout_s: float) -> None:
     """config.json first (small), then the index if there is one, then the weights, bounded
     all together by what that config implies; then the optional small files."""
     base = base_url.rstrip("/")
@@ -377,7 +387,7 @@ def _download_http(
         for name in names:
             if budget <= 0:
                 raise CheckpointError(f"{base}: weights more than the config allows")
-            budget -= _fetch(client, f"{base}/{name}", dest / name, budget, progress=progress)
+            budget -= _fetch(client, f"{base}/{name}", dest / name, budget)
         _fetch(client, f"{base}/{GENERATION_NAME}", dest / GENERATION_NAME, MAX_CONFIG_BYTES, True)
         left = MAX_TOKENIZER_BYTES
         for name in TOKENIZER_FILES:
@@ -408,7 +418,6 @@ def resolve_source(
     revision: str | None = None,
     cache_dir: str | os.PathLike[str] | None = None,
     timeout_s: float = 60.0,
-    progress: Progress | None = None,
 ) -> Path:
     """Turns a directory, URL or hub id into a local directory holding the checkpoint files."""
     s = os.fspath(source)
@@ -416,7 +425,7 @@ def resolve_source(
         dest = Path(cache_dir) if cache_dir else Path(tempfile.mkdtemp(prefix="psyche-ckpt-"))
         dest.mkdir(parents=True, exist_ok=True)
         try:
-            _download_http(s, dest, timeout_s, progress)
+            _download_http(s, dest, timeout_s)
         except BaseException:
             if not cache_dir:  # ours: leave nothing behind
                 shutil.rmtree(dest, ignore_errors=True)
@@ -436,7 +445,6 @@ def load_checkpoint(
     dtype: torch.dtype = torch.float32,
     cache_dir: str | os.PathLike[str] | None = None,
     content_hash: str | None = None,
-    progress: Progress | None = None,
 ) -> CausalLM:
     """Builds the model config.json describes and loads its weights, strictly.
 
@@ -446,7 +454,7 @@ def load_checkpoint(
     `param_hash` hex) must match what was loaded. Tokenizer files in the directory ride along
     on the model (`extra_files`) into the checkpoints it is saved to.
     """
-    directory = resolve_source(source, revision=revision, cache_dir=cache_dir, progress=progress)
+    directory = resolve_source(source, revision=revision, cache_dir=cache_dir)
     cfg = load_config(directory)
     files = weight_files(directory)
     where = files[0] if len(files) == 1 else directory

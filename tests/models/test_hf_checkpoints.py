@@ -6,6 +6,7 @@ architecture."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -202,3 +203,24 @@ def test_model_init_makes_every_architecture(
     with torch.no_grad():
         assert torch.equal(_hf_logits(tmp_path, x), loaded(x)[0])
     assert (tmp_path / "psyche.json").is_file()
+
+
+def test_big_saves_and_downloads_report_progress(
+    tiny: Tiny,
+    tmp_path: Path,
+    http_dir: tuple[Path, str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import psyche_client.checkpoint.io as cio
+
+    model = build_model(config_from_dict(tiny("qwen2")), seed=0)
+    root, base = http_dir
+    save_checkpoint(model, root / "small")
+    assert capsys.readouterr().err == ""  # a small model: no report
+    monkeypatch.setattr(cio, "PROGRESS_MIN_BYTES", 1)
+    save_checkpoint(model, root / "ckpt", max_shard_bytes=20_000)
+    load_checkpoint(f"{base}/ckpt", cache_dir=tmp_path / "dl")
+    err = capsys.readouterr().err
+    assert f"saving checkpoint {root / 'ckpt'}: done" in err
+    assert re.search(rf"downloading {base}/ckpt/model-00001-of-\d+\.safetensors: done", err)
