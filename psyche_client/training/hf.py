@@ -338,6 +338,7 @@ def load_hf_pretrained(
     """The model in a local HF directory (single or sharded safetensors, in any layout
     transformers reads, e.g. per-expert MoE weights), loaded strictly: a missing, unexpected or
     misshapen tensor is a `LoadError`, never a silently re-initialised weight."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     _quiet_transformers()
@@ -351,8 +352,9 @@ def load_hf_pretrained(
             output_loading_info=True,
             **{_dtype_kwarg(): torch.float32},
         )
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
-        raise LoadError(f"transformers could not load it ({str(e).splitlines()[0]})") from None
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, SafetensorError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise LoadError(f"transformers could not load it ({first})") from None
     tied = {"lm_head.weight"} if cfg.tie_word_embeddings else set()
     missing = sorted(set(info.get("missing_keys", ())) - tied)
     unexpected = sorted(info.get("unexpected_keys", ()))
