@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+from psyche_client.progress import progress
 
 from . import wire
 from .config import P2PConfig
@@ -148,6 +151,10 @@ async def model_sources(
     return chosen, sources
 
 
+PROGRESS_MIN_BYTES = 64 << 20
+"""Smaller models arrive in well under a second here: no progress report."""
+
+
 async def fetch_model(
     peers: list[NodeId],
     *,
@@ -168,6 +175,10 @@ async def fetch_model(
     ]
     limit = asyncio.Semaphore(parallel)
     out: list[Buffer] = [b""] * len(pieces)
+    total = sum(size for _, size in pieces)
+    shown = (
+        progress("model from peers", total, unit="bytes") if total >= PROGRESS_MIN_BYTES else None
+    )
 
     async def get(i: int, digest: bytes, size: int) -> None:
         order = sources[i % len(sources) :] + sources[: i % len(sources)]
@@ -186,16 +197,19 @@ async def fetch_model(
                 )
             finally:
                 record(stats)
+            if shown is not None:
+                shown.advance(size)
 
-    if check is None:
-        await asyncio.gather(*(get(i, d, n) for i, (d, n) in enumerate(pieces)))
-    else:  # the config first, checked, then the tensors
-        await get(0, *pieces[0])
-        try:
-            check(manifest, bytes(out[0]))
-        except (ValueError, TypeError, KeyError) as e:
-            raise ModelUnavailable(f"the peers' model is refused: {e}") from None
-        await asyncio.gather(*(get(i, d, n) for i, (d, n) in enumerate(pieces) if i))
+    with shown if shown is not None else contextlib.nullcontext():
+        if check is None:
+            await asyncio.gather(*(get(i, d, n) for i, (d, n) in enumerate(pieces)))
+        else:  # the config first, checked, then the tensors
+            await get(0, *pieces[0])
+            try:
+                check(manifest, bytes(out[0]))
+            except (ValueError, TypeError, KeyError) as e:
+                raise ModelUnavailable(f"the peers' model is refused: {e}") from None
+            await asyncio.gather(*(get(i, d, n) for i, (d, n) in enumerate(pieces) if i))
     tensors = {t.name: out[i + 1] for i, t in enumerate(manifest.tensors)}
     agreeing = tuple(s.node for s in sources) if select is not None else ()
     return ModelSnapshot(out[0], tensors, manifest, agreeing)
