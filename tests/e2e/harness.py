@@ -91,12 +91,14 @@ class LocalRun:
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
 
-    def start_liar(self, name: str) -> None:
-        """Start a client that joins like `start_client` but sends garbage results."""
+    def start_liar(self, name: str, craft: bool = False) -> None:
+        """Start a client that joins like `start_client` but sends garbage results (`craft`:
+        results that follow from a crafted momentum it discloses, liar_client.py)."""
         work = self.work
         cmd = [
             sys.executable,
             str(LIAR),
+            *(["--craft"] if craft else []),
             "join",
             self.address,
             f"--data={self.data}",
