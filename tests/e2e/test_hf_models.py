@@ -15,6 +15,7 @@ import torch
 
 from psyche_client import _core
 from psyche_client.checkpoint.io import load_checkpoint, save_checkpoint
+from psyche_client.cli.demo import read_events
 from psyche_client.data.corpus import make_prepared_corpus
 from psyche_client.runspec import TrainingSpec, save_spec
 from psyche_client.training.hashing import param_hash
@@ -26,6 +27,7 @@ from tests.e2e.harness import LocalRun, by_step
 pytestmark = pytest.mark.timeout(300)
 
 SEQ = 32
+MULTI = "multi"
 SHORT = {
     "total_steps": 6,
     "rounds_per_epoch": 3,
@@ -84,6 +86,8 @@ def runs(tmp_path: Path) -> Iterator[list[LocalRun]]:
     made: list[LocalRun] = []
     yield made
     for r in made:
+        if MULTI in r.clients and r.clients[MULTI].poll() is None:
+            r.kill_group(MULTI)
         r.stop()
 
 
@@ -97,17 +101,30 @@ def _in_sync(run: LocalRun, names: list[str]) -> dict[int, set[str]]:
 def test_three_clients_train_a_llama3_style_transformers_model(
     tmp_path: Path, runs: list[LocalRun]
 ) -> None:
+    """Two 1-rank clients and one of two ranks (torchrun, gloo, FSDP2): every rank of every
+    client applies identical parameters."""
     run = LocalRun(tmp_path / "run", make_inputs=_inputs(_llama3()))
     runs.append(run)
     run.config.update(SHORT)
-    names = ["client0", "client1", "client2"]
+    names = ["client0", "client1", MULTI]
     run.start_server()
-    for n in names:
+    for n in names[:2]:
         run.start_client(n)
+    run.start_torchrun_client(MULTI, 2, ["--parallel=fsdp"])
     run.wait_clients(names, timeout=240)
     total = run.config["total_steps"]
     steps = _in_sync(run, names)
     assert sorted(steps) == list(range(total)), "every step was applied by every client"
+    events = run.events(MULTI)
+    assert [(e["world"], e["layout"]) for e in events if e["event"] == "ranks"] == [(2, "fsdp")]
+    assert any(e["event"] == "trained" for e in events), "the 2-rank client trained"
+    rank0 = [e["hash"] for e in events if e["event"] == "applied"]
+    rank1 = [
+        e["hash"]
+        for e in read_events(run.work / f"{MULTI}.events.jsonl.rank1")
+        if e["event"] == "applied"
+    ]
+    assert len(rank0) == total and rank1 == rank0, "rank 1 holds rank 0's parameters"
     final = run.work / "client0" / "final"
     for n in names:
         finished = [e["hash"] for e in run.events(n) if e["event"] == "finished"]
