@@ -25,7 +25,6 @@ held-out loss), so neither is handicapped by a badly chosen step size.
 from __future__ import annotations
 
 import argparse
-import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,22 +33,24 @@ import torch
 
 from psyche_client.data.corpus import make_corpus
 from psyche_client.data.local import LocalTokenProvider
+from psyche_client.training import schedule
 from psyche_client.training.model import LlamaConfig, LlamaForCausalLM, build_model
 from psyche_client.training.optimizer import DeMo, DeMoConfig
 from psyche_client.training.result import ValueMode
 from psyche_client.training.trainer import compute_gradients
 
 WARMUP_FRAC = 0.1
+FINAL_FRAC = 0.1
 
 
-def lr_at(step: int, steps: int, peak: float, warmup: float | None = None) -> float:
-    """Linear warmup over `warmup` (default 10%) of the steps, then cosine decay to 10% of peak
-    (the same schedule for both optimisers)."""
+def lr_at(
+    step: int, steps: int, peak: float, warmup: float | None = None, final: float | None = None
+) -> float:
+    """Linear warmup over `warmup` (default 10%) of the steps, then cosine decay to `final`
+    (default 10%) of peak: the client's schedule (`training.schedule`, what a run with
+    `DeMoConfig(warmup_steps=…, total_steps=steps, final_lr=…)` uses), for both optimisers."""
     warm = max(1, int(steps * (WARMUP_FRAC if warmup is None else warmup)))
-    if step < warm:
-        return peak * (step + 1) / warm
-    t = (step - warm) / max(1, steps - warm)
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+    return schedule.lr_at(step, peak, warm, steps, FINAL_FRAC if final is None else final)
 
 
 def batch_indices(step: int, global_batch: int, n_train: int) -> list[int]:
@@ -75,7 +76,7 @@ def run_adamw(args: argparse.Namespace, data: LocalTokenProvider, lr: float, hel
     gb = args.clients * args.batch
     for step in range(args.steps):
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.steps, lr, args.warmup)
+            g["lr"] = lr_at(step, args.steps, lr, args.warmup, args.final_lr)
         grads, _ = compute_gradients(model, data.get_batch(batch_indices(step, gb, n_train)))
         for name, p in model.named_parameters():
             p.grad = grads.get(name)
@@ -109,7 +110,7 @@ def run_demo(args: argparse.Namespace, data: LocalTokenProvider, lr: float, held
     model.train()
     for step in range(args.steps):
         idx = batch_indices(step, gb, n_train)
-        step_lr = lr_at(step, args.steps, lr, args.warmup)
+        step_lr = lr_at(step, args.steps, lr, args.warmup, args.final_lr)
         results = []
         for c, demo in enumerate(clients):
             batch = data.get_batch(idx[c * args.batch : (c + 1) * args.batch])
@@ -180,6 +181,9 @@ def main() -> None:
     ap.add_argument("--beta", type=float, default=0.999)
     ap.add_argument("--warmup", type=float, default=WARMUP_FRAC, help="warmup fraction of steps")
     ap.add_argument(
+        "--final-lr", type=float, default=FINAL_FRAC, help="final lr as a fraction of the peak"
+    )
+    ap.add_argument(
         "--lr-weighted",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -235,6 +239,7 @@ def main() -> None:
         f"topk={args.topk} values={args.values} beta={args.beta} seed={args.seed} "
         f"tied={args.tied} batch_per_client={args.batch} seq={args.seq} "
         f"adamw_lr={args.adamw_lr:g} demo_lr={args.demo_lr:g} warmup={args.warmup:g} "
+        f"final_lr={args.final_lr:g} "
         f"lr_weighted={args.lr_weighted} aggregate={args.aggregate} seconds={seconds:.0f}"
     )
     print(

@@ -155,7 +155,7 @@ async def apply_ready(ctx: ClientContext, state: _core.Coordinator) -> None:
             if await catch_up(ctx, state, r, str(e)):
                 continue
             return
-        await asyncio.to_thread(ctx.trainer.apply, results)
+        await asyncio.to_thread(ctx.trainer.apply, results, step_lr(ctx, rnd.step))
         ctx.applied[epoch] = r
         ctx.status.applied_steps += 1
         ctx.event(
@@ -172,6 +172,13 @@ async def apply_ready(ctx: ClientContext, state: _core.Coordinator) -> None:
             bytes_out=ctx.status.bytes_out,
         )
         share_model(ctx, epoch, r, rnd.step)
+
+
+def step_lr(ctx: ClientContext, step: int) -> float | None:
+    """The scheduled learning rate of `step` (`DeMoConfig.lr_at`: a function of the step and the
+    run's psyche.json alone, so trainers, appliers and verifiers all use the same value); None
+    (the trainer's configured lr) before a training spec is loaded."""
+    return ctx.spec.demo.lr_at(step) if ctx.spec is not None else None
 
 
 async def accepted_results(

@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 from psyche_client import _core
+from psyche_client.client.apply import step_lr
 from psyche_client.client.context import ClientContext
 from psyche_client.client.peers import publish_momentum
 from psyche_client.client.results import Received
@@ -35,7 +36,8 @@ async def train(ctx: ClientContext, state: _core.Coordinator, slot: int, h: int)
     size = len(ctx.trainer.data)
     indices = [i % size for i in range(span[0], span[1])]
     momentum = encode_momentum(ctx.trainer.demo.momentum)
-    out = await asyncio.to_thread(ctx.trainer.train_step, indices)
+    lr = step_lr(ctx, rnd.step)  # the same on every client (training.schedule)
+    out = await asyncio.to_thread(ctx.trainer.train_step, indices, lr)
     payload = out.result.to_bytes()
     ctx.last_loss, ctx.tokens_per_s = out.loss, out.tokens_per_s
     ctx.status.bytes_out += len(payload)

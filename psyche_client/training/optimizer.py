@@ -2,15 +2,17 @@
 
 Each client keeps a private fp32 momentum per parameter. A step has two halves:
 
-* `compress` (client side, after backward): m ← β·m + g; take the per-chunk DCT of m; keep the
-  k largest-magnitude coefficients of each chunk; remove them from m (what was shared is no
-  longer "owed"; the rest keeps accumulating — error feedback); return the kept coefficients as
-  a `DeMoResult` to broadcast. The momentum is held as DCT coefficients, so this is one fused
-  matmul per chunk shape and no inverse transform (`training.compress`).
-* `apply_results` (everyone, on the agreed set): for every coefficient, the mean of the values
-  of the peers that picked it; inverse DCT; sign; p ← p·(1 − lr·wd) − lr·sign. Summed in
-  coefficient space and decoded once per chunk shape with an integer basis, so the direction is
-  exact, and identical on every machine (`training.aggregate`).
+* `compress` (client side, after backward): m ← β·m + lr·g (lr: the step's scheduled learning
+  rate, `DeMoConfig.lr_at`; m ← β·m + g with `lr_weighted=False`); take the per-chunk DCT of
+  m; keep the k largest-magnitude coefficients of each chunk; remove them from m (what was
+  shared is no longer "owed"; the rest keeps accumulating — error feedback); return the kept
+  coefficients as a `DeMoResult` to broadcast. The momentum is held as DCT coefficients, so
+  this is one fused matmul per chunk shape and no inverse transform (`training.compress`).
+* `apply_results` (everyone, on the agreed set): for every coefficient, the sum of the peers'
+  values over the number of results (`aggregate="sum"`; "mean": over the peers that picked
+  it); inverse DCT; sign; p ← p·(1 − lr·wd) − lr·sign. Summed in coefficient space and decoded
+  once per chunk shape with an integer basis, so the direction is exact, and identical on every
+  machine (`training.aggregate`).
 
 Splitting the two is what lets the client loop train on round h, broadcast, and only later apply
 the agreed results of round h − 2 (the overlapped schedule of the reference system): `compress`
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
-from psyche_client.training import dct
+from psyche_client.training import dct, schedule
 from psyche_client.training.aggregate import ApplyScratch, apply_layout
 from psyche_client.training.compress import (
     compress_layout,
@@ -54,10 +56,15 @@ class DeMoConfig:
     value_mode: ValueMode = ValueMode.SIGN
     # m ← β·m + lr·g (the DeMo paper's algorithm) instead of m ← β·m + g. Only changes anything
     # under a learning-rate schedule: top-k and sign do not see a constant scale.
-    lr_weighted: bool = False
+    lr_weighted: bool = True
     # "mean": each coefficient averaged over the peers that picked it; "sum": over all peers
-    # (a coefficient several peers agree on weighs more).
-    aggregate: str = "mean"
+    # (a coefficient several peers agree on weighs more). docs/decisions/0003.
+    aggregate: str = "sum"
+    # The learning-rate schedule (`training.schedule`): linear warmup over `warmup_steps`, then
+    # cosine decay to `final_lr`·lr at step `total_steps` (0: constant lr after the warmup).
+    warmup_steps: int = 0
+    total_steps: int = 0
+    final_lr: float = 0.1
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1 or self.topk < 1:
@@ -66,6 +73,15 @@ class DeMoConfig:
             raise ValueError("momentum_decay must be in [0, 1)")
         if self.aggregate not in ("mean", "sum"):
             raise ValueError("aggregate must be 'mean' or 'sum'")
+        if self.warmup_steps < 0 or self.total_steps < 0:
+            raise ValueError("warmup_steps and total_steps must be non-negative")
+        if not 0.0 <= self.final_lr <= 1.0:
+            raise ValueError("final_lr must be in [0, 1] (a fraction of lr)")
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of training step `step` (the round's step number): every client
+        computes the same value from the step and these settings alone (`training.schedule`)."""
+        return schedule.lr_at(step, self.lr, self.warmup_steps, self.total_steps, self.final_lr)
 
     def grad_weight(self, lr: float | None) -> float:
         """The factor on the gradient added to the momentum at a step with learning rate lr."""

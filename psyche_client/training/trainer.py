@@ -103,15 +103,16 @@ class Trainer:
         session = distributed.active()
         self.engine = distributed.Engine(session, model, demo_cfg, micro_batch) if session else None
 
-    def train_step(self, indices: Sequence[int]) -> StepOutput:
-        """Trains on the assigned samples and returns the compressed result to broadcast."""
+    def train_step(self, indices: Sequence[int], lr: float | None = None) -> StepOutput:
+        """Trains on the assigned samples and returns the compressed result to broadcast. `lr`:
+        the step's learning rate (`DeMoConfig.lr_at(step)`; default the config's lr)."""
         if not indices:
             raise ValueError("a train step needs at least one sample index")
         t0 = time.perf_counter()
         if self.engine is not None:
             batch = self.data.get_batch(list(indices))
             summed, loss, tokens = self.engine.gradients(batch)
-            result = self.demo.compress(summed)
+            result = self.demo.compress(summed, lr=lr)
             return StepOutput(result, loss, tokens, time.perf_counter() - t0)
         mine = _shard(list(indices))
         self.model.train()
@@ -124,7 +125,7 @@ class Trainer:
         # Every parameter gets a gradient tensor, so all ranks reduce the same list in order.
         grads = {n: grads.get(n, torch.zeros_like(p)) for n, p in self.demo.params.items()}
         _all_reduce_mean(grads, len(mine) / len(indices))
-        result = self.demo.compress(grads)
+        result = self.demo.compress(grads, lr=lr)
         seconds = time.perf_counter() - t0
         return StepOutput(result, loss, tokens, seconds)
 

@@ -47,7 +47,7 @@ class FakeTrainer:
                 p.zero_()
         self.applied: list[list[Any]] = []
 
-    def apply(self, results: list[Any]) -> None:
+    def apply(self, results: list[Any], lr: float | None = None) -> None:
         self.applied.append(list(results))
         with torch.no_grad():
             for p in self.model.parameters():

@@ -49,7 +49,7 @@ class ContentTrainer:
             for p in self.model.parameters():
                 p.fill_(0.5)
 
-    def apply(self, results: list[Any]) -> None:
+    def apply(self, results: list[Any], lr: float | None = None) -> None:
         with torch.no_grad():
             for i, (_tag, step, slot) in enumerate(results):
                 for p in self.model.parameters():

@@ -4,6 +4,7 @@ reference."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -11,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from psyche_client.training import dct
@@ -78,9 +80,12 @@ def test_integer_decode_is_exact_at_the_bound_for_any_thread_count() -> None:
             torch.set_num_threads(threads)
 
 
-def _reference_direction(results: list[DeMoResult], name: str) -> torch.Tensor:
+def _reference_direction(
+    results: list[DeMoResult], name: str, aggregate: str = "mean"
+) -> torch.Tensor:
     """Independent float64 reference for 1-bit mode: per-coefficient mean over the peers that
-    picked it, quantised, decoded with the integer basis in float64 (exact)."""
+    picked it (or over all peers: "sum"), quantised, decoded with the integer basis in float64
+    (exact)."""
     comp0 = results[0].params[name]
     rows, k, numel = comp0.indices.shape[0], comp0.k, comp0.chunk_numel
     total = torch.zeros(rows, numel, dtype=torch.float64)
@@ -92,23 +97,27 @@ def _reference_direction(results: list[DeMoResult], name: str) -> torch.Tensor:
                 total[r, int(c.indices[r, j])] += float(c.values[r, j])
                 count[r, int(c.indices[r, j])] += 1
     q_levels, b = levels(min(numel, len(results) * k))
+    if aggregate == "sum":
+        count = torch.where(count > 0, float(len(results)), 0.0)
     mean = torch.where(count > 0, total / count.clamp(min=1), 0.0)
     q = torch.sign(mean) * torch.floor(q_levels * mean.abs() + 0.5)
     dense = q @ dct.integer_basis(comp0.chunk, b, torch.float64)
     return dct.from_chunks(torch.sign(dense), comp0.shape, comp0.chunk)
 
 
-def test_apply_equals_an_independent_float64_reference() -> None:
-    params, results = _peer_results(3, SIGN)
+@pytest.mark.parametrize("aggregate", ["mean", "sum"])
+def test_apply_equals_an_independent_float64_reference(aggregate: str) -> None:
+    cfg = dataclasses.replace(SIGN, aggregate=aggregate)
+    params, results = _peer_results(3, cfg)
     after = {n: p.clone() for n, p in params.items()}
-    apply_results(after, results, SIGN)
+    apply_results(after, results, cfg)
     for name in [
         "model.layers.0.self_attn.q_proj.weight",
         "model.norm.weight",
         "model.embed_tokens.weight",
     ]:
         direction = (params[name] - after[name]) / SIGN.lr
-        ref = _reference_direction(results, name).float()
+        ref = _reference_direction(results, name, aggregate).float()
         assert torch.allclose(direction, ref, atol=1e-3), name
         # The step is exactly ±lr or 0 (the parameters were exactly representable).
         assert torch.equal(after[name], params[name] - SIGN.lr * ref), name
@@ -140,7 +149,7 @@ def test_batched_apply_equals_one_parameter_at_a_time() -> None:
 def test_batched_compress_matches_a_per_parameter_reference() -> None:
     """The reference works in parameter space, one parameter at a time, in float64: decay, add,
     DCT, top-k, subtract what was sent. Same picks and signs as the batched fp32 path."""
-    cfg = DeMoConfig(chunk_size=16, topk=4, momentum_decay=0.9, value_mode=ValueMode.FP32)
+    cfg = DeMoConfig(lr=1.0, chunk_size=16, topk=4, momentum_decay=0.9, value_mode=ValueMode.FP32)
     params, _ = _peer_results(0, cfg)
     demo = DeMo(((n, torch.nn.Parameter(p)) for n, p in params.items()), cfg)
     ref_m = {n: torch.zeros(p.shape, dtype=torch.float64) for n, p in params.items()}
@@ -190,7 +199,7 @@ def test_two_processes_with_other_threads_and_orders_apply_identically(tmp_path:
 
 def test_large_tiles_use_the_exact_separable_path() -> None:
     """64×64 tiles (4096 coefficients) decode separably in float64 with integer side bases."""
-    cfg = DeMoConfig(lr=1.0, chunk_size=64, topk=2, value_mode=ValueMode.SIGN)
+    cfg = DeMoConfig(lr=1.0, chunk_size=64, topk=2, value_mode=ValueMode.SIGN, aggregate="mean")
     g = torch.Generator().manual_seed(7)
     results = []
     for _ in range(3):

@@ -31,7 +31,9 @@ def _one_param_result(
 
 
 def test_topk_keeps_the_largest_coefficients_of_every_chunk() -> None:
-    cfg = DeMoConfig(chunk_size=8, topk=2, momentum_decay=0.0, value_mode=ValueMode.FP32)
+    cfg = DeMoConfig(
+        chunk_size=8, topk=2, momentum_decay=0.0, value_mode=ValueMode.FP32, lr_weighted=False
+    )
     coeffs = torch.zeros(2, 8)
     coeffs[0, [1, 5]] = torch.tensor([3.0, -4.0])
     coeffs[0, 2] = 0.5
@@ -101,7 +103,8 @@ def test_one_bit_mode_keeps_exact_zeros_as_zero() -> None:
 
 def _direction(results: list[DeMoResult], n: int = 16) -> torch.Tensor:
     """The applied step direction: −Δp for lr = 1 from zero parameters."""
-    cfg = DeMoConfig(lr=1.0, chunk_size=n, topk=results[0].params["w"].k, value_mode=ValueMode.FP32)
+    k = results[0].params["w"].k
+    cfg = DeMoConfig(lr=1.0, chunk_size=n, topk=k, value_mode=ValueMode.FP32, aggregate="mean")
     p = {"w": torch.zeros(n)}
     apply_results(p, results, cfg)
     return -p["w"]
@@ -214,7 +217,7 @@ def test_lr_weighted_momentum_is_scale_free_under_a_constant_lr() -> None:
     results equal the unweighted ones; under a schedule they differ."""
     g = torch.Generator().manual_seed(4)
     grads = [{"w": torch.randn(32, 32, generator=g)} for _ in range(4)]
-    plain, weighted = DeMoConfig(), DeMoConfig(lr_weighted=True)
+    plain, weighted = DeMoConfig(lr_weighted=False), DeMoConfig(lr_weighted=True)
     mp, mw = {"w": torch.zeros(32, 32)}, {"w": torch.zeros(32, 32)}
     for gr in grads:
         rp, rw = compress_step(mp, gr, plain), compress_step(mw, gr, weighted, lr=0.5)
