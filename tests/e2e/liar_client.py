@@ -49,8 +49,8 @@ def make_trainer_lie() -> None:
     honest = Trainer.train_step
     seeds = itertools.count(1)
 
-    def lying_train_step(self: Trainer, indices: Sequence[int]):  # type: ignore[no-untyped-def]
-        out = honest(self, indices)
+    def lying_train_step(self: Trainer, indices: Sequence[int], *args, **kwargs):  # type: ignore[no-untyped-def]
+        out = honest(self, indices, *args, **kwargs)  # (the step's lr, where the trainer takes one)
         out.result = garbage_like(out.result, seed=next(seeds))
         return out
 
