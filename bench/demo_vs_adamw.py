@@ -7,9 +7,9 @@ of each, their ratio, and the bytes one client sends per step (the encoded resul
 dense bf16 gradient (2 bytes per parameter) are printed.
 
 DeMo runs the formulation chosen in docs/decisions/0003 by default: lr-weighted momentum
-(m ← β·m + lr·g) and each coefficient averaged over all peers (`--aggregate sum`); the
-`DeMoConfig` defaults of a client run are still mean / unweighted (the client has no lr
-schedule, and lr weighting only matters under one).
+(m ← β·m + lr·g) and each coefficient averaged over all peers (`--aggregate sum`), which are
+also the `DeMoConfig` defaults of a client run; the schedule is the client's
+(`training/schedule.py`; `--final-lr` sets where the cosine ends, 0.5 is better at 300 steps).
 
 The last line is `key=value` figures; with the defaults (600 steps, seed 0) on the dev VM:
   adamw_loss=0.7865 demo_loss=0.7860 loss_ratio=0.9994 bytes_per_client_step=13182
