@@ -57,6 +57,16 @@ def batch_indices(step: int, global_batch: int, n_train: int) -> list[int]:
     return [(step * global_batch + i) % n_train for i in range(global_batch)]
 
 
+def clipped(grads: dict[str, torch.Tensor], max_norm: float) -> dict[str, torch.Tensor]:
+    """The gradients scaled so their global L2 norm is at most `max_norm` (0: unchanged)."""
+    if max_norm <= 0:
+        return grads
+    norms = torch.stack([torch.linalg.vector_norm(g) for g in grads.values()])
+    norm = torch.linalg.vector_norm(norms)
+    scale = min(1.0, max_norm / (float(norm) + 1e-6))
+    return {n: g * scale for n, g in grads.items()}
+
+
 @torch.no_grad()
 def held_out_loss(model: LlamaForCausalLM, data: LocalTokenProvider, idx: list[int]) -> float:
     model.eval()
@@ -78,6 +88,7 @@ def run_adamw(args: argparse.Namespace, data: LocalTokenProvider, lr: float, hel
         for g in opt.param_groups:
             g["lr"] = lr_at(step, args.steps, lr, args.warmup, args.final_lr)
         grads, _ = compute_gradients(model, data.get_batch(batch_indices(step, gb, n_train)))
+        grads = clipped(grads, args.clip)
         for name, p in model.named_parameters():
             p.grad = grads.get(name)
         opt.step()
@@ -115,6 +126,7 @@ def run_demo(args: argparse.Namespace, data: LocalTokenProvider, lr: float, held
         for c, demo in enumerate(clients):
             batch = data.get_batch(idx[c * args.batch : (c + 1) * args.batch])
             grads, _ = compute_gradients(model, batch)
+            grads = clipped(grads, args.clip)
             res = demo.compress(grads, lr=step_lr)
             sent += len(res.to_bytes())
             results.append(res)
@@ -195,6 +207,9 @@ def main() -> None:
         default="sum",
         help="average each coefficient over all peers (sum) or over those that picked it (mean)",
     )
+    ap.add_argument(
+        "--clip", type=float, default=0.0, help="clip each gradient's global norm (0: off)"
+    )
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--adamw-lr", type=float, default=2e-3)
     ap.add_argument("--demo-lr", type=float, default=2e-3)
@@ -239,7 +254,7 @@ def main() -> None:
         f"topk={args.topk} values={args.values} beta={args.beta} seed={args.seed} "
         f"tied={args.tied} batch_per_client={args.batch} seq={args.seq} "
         f"adamw_lr={args.adamw_lr:g} demo_lr={args.demo_lr:g} warmup={args.warmup:g} "
-        f"final_lr={args.final_lr:g} "
+        f"final_lr={args.final_lr:g} clip={args.clip:g} "
         f"lr_weighted={args.lr_weighted} aggregate={args.aggregate} seconds={seconds:.0f}"
     )
     print(

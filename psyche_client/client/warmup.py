@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Any
 
 import torch
 
@@ -14,10 +15,13 @@ from psyche_client import _core
 from psyche_client.checkpoint.io import load_checkpoint
 from psyche_client.client.context import ROUND_PHASES, ClientContext
 from psyche_client.client.duties import Duty
-from psyche_client.client.sharing import MAX_META_BYTES, share_model
+from psyche_client.client.sharing import MAX_META_BYTES, parse_point, share_model
 from psyche_client.data.mixture import MixtureProvider
 from psyche_client.errors import UserError
+from psyche_client.p2p.errors import ModelUnavailable, P2PError
 from psyche_client.p2p.manifest import Manifest
+from psyche_client.p2p.model import agreed_by
+from psyche_client.p2p.transfer import FetchFailed
 from psyche_client.runspec import TrainingSpec, load_spec
 from psyche_client.training.hashing import param_hash
 from psyche_client.training.model import (
@@ -67,7 +71,8 @@ async def load_model(ctx: ClientContext, state: _core.Coordinator) -> None:
     model: CausalLM | None = None
     if peers and ctx.node is not None:
         try:
-            model, spec = await _model_from_peers(ctx, peers)
+            until = state.phase_started_at + state.config.warmup_secs
+            model, spec = await _model_from_peers(ctx, peers, state.epoch, until)
             digest = param_hash(model)
             # Equal to the run's checkpoint hash: the coordinator vouches for it. Different: the
             # peers' majority does (an epoch may end without a checkpoint).
@@ -119,16 +124,58 @@ def _check_peer_model(manifest: Manifest, raw: bytes) -> None:
         raise ValueError(f"its tensors are not what its config implies ({odd})")
 
 
+POLL_S = 0.5
+"""Between attempts while the peers' votes are split (some have not re-shared yet)."""
+MIN_WAIT_S = 5.0
+"""Floor of the wait for an agreed model, for a joiner that starts late in the warmup."""
+
+
 async def _model_from_peers(
-    ctx: ClientContext, peers: list[bytes]
+    ctx: ClientContext, peers: list[bytes], epoch: int, until: float
 ) -> tuple[CausalLM, TrainingSpec]:
+    """The model a strict majority of `peers` (the members that held the previous epoch) serve
+    with identical signed content, at this epoch's start (or the previous epoch's end, which is
+    the same parameters before a peer re-shares it). One member cannot pick the joiner's model:
+    it is outvoted, and the pieces come only from the peers that signed the agreed content.
+
+    Peers re-share their model as the warmup begins, so votes can be split for a moment; the
+    download is retried every `POLL_S` until `until` (the warmup's end, at least `MIN_WAIT_S`
+    from now). ModelUnavailable when no agreed model was found by then."""
     assert ctx.node is not None
-    snap = await ctx.node.fetch_model(peers, check=_check_peer_model)
-    cfg, spec = _peer_config(bytes(snap.config))
+    select = agreed_by(len(peers) // 2 + 1, lambda m: m.config_size <= MAX_META_BYTES)
+    loop = asyncio.get_running_loop()
+    stop = loop.time() + max(MIN_WAIT_S, until - ctx.clock())
+    why = "no peers"
+    while True:
+        left = stop - loop.time()
+        try:
+            snap = await ctx.node.fetch_model(
+                peers, select=select, check=_check_peer_model, timeout=max(0.1, left)
+            )
+            point = parse_point(bytes(snap.config))
+            if point.epoch in (epoch, epoch - 1):
+                return _build_peer_model(snap.config, snap.tensors, point.hash)
+            why = f"peers agree on a model of epoch {point.epoch}"
+        except (P2PError, FetchFailed, ValueError, TimeoutError) as e:
+            why = str(e) or repr(e)
+        log.info("model from peers: %s", why)
+        if loop.time() + POLL_S >= stop:
+            raise ModelUnavailable(f"no model a majority of {len(peers)} peers agree on: {why}")
+        await asyncio.sleep(POLL_S)
+
+
+def _build_peer_model(
+    config: bytes | memoryview, pieces: dict[str, Any], want_hash: str
+) -> tuple[CausalLM, TrainingSpec]:
+    """Build the agreed model from its config blob and tensors; its parameter hash must be the
+    one the agreed content names (ValueError otherwise)."""
+    cfg, spec = _peer_config(bytes(config))
     model = build_model(cfg, init=False)
     tensors = {}
     for name, p in model.state_dict().items():
-        raw = bytearray(snap.tensors[name])
+        raw = bytearray(pieces[name])
         tensors[name] = torch.frombuffer(raw, dtype=p.dtype).view(p.shape).clone()
     model.load_state_dict(tensors, strict=True)
+    if param_hash(model) != want_hash:
+        raise ValueError("the agreed model's tensors do not match its parameter hash")
     return model, spec

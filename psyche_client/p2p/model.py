@@ -5,11 +5,12 @@ and each is verified on its own. Piece i prefers peer i mod n and falls back to 
 load spreads over the peers and a peer dying mid-transfer only costs a resume elsewhere (the
 same rotate/resume/verify machinery as results).
 
-Which manifest to download is either the first trusted one (warmup's old rule) or, with
-`select`, the one a quorum of peers signed with identical content (`agreed_by`): every peer is
-asked, manifests are grouped by what they describe (config and tensor hashes, not the signer),
-and only the peers of the chosen group serve pieces. One lying peer can then neither pick the
-model (it is outvoted) nor corrupt it (every piece is checked against the agreed hashes).
+Which manifest to download is either the first trusted one (no `select`: only for callers
+that check the weights themselves) or, with `select` (warmup and resync), the one a quorum of
+peers signed with identical content (`agreed_by`): every peer is asked, manifests are grouped
+by what they describe (config and tensor hashes, not the signer), and only the peers of the
+chosen group serve pieces. One lying peer can then neither pick the model (it is outvoted) nor
+corrupt it (every piece is checked against the agreed hashes).
 """
 
 from __future__ import annotations
