@@ -107,6 +107,7 @@ def demo_config(args: argparse.Namespace, lr: float) -> DeMoConfig:
         value_mode=ValueMode[args.values.upper()],
         lr_weighted=args.lr_weighted,
         aggregate=args.aggregate,
+        grad_clip=args.clip,
     )
 
 
@@ -126,7 +127,6 @@ def run_demo(args: argparse.Namespace, data: LocalTokenProvider, lr: float, held
         for c, demo in enumerate(clients):
             batch = data.get_batch(idx[c * args.batch : (c + 1) * args.batch])
             grads, _ = compute_gradients(model, batch)
-            grads = clipped(grads, args.clip)
             res = demo.compress(grads, lr=step_lr)
             sent += len(res.to_bytes())
             results.append(res)
@@ -208,7 +208,10 @@ def main() -> None:
         help="average each coefficient over all peers (sum) or over those that picked it (mean)",
     )
     ap.add_argument(
-        "--clip", type=float, default=0.0, help="clip each gradient's global norm (0: off)"
+        "--clip",
+        type=float,
+        default=0.0,
+        help="clip each gradient's global norm (0: off): AdamW's here, DeMo's by its grad_clip",
     )
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--adamw-lr", type=float, default=2e-3)

@@ -101,9 +101,10 @@ def successor(
     bufs = layout.buffers(device)
     scratch = layout.buffers(device)
     load_momentum(layout, momentum, bufs)
+    weight = cfg.grad_weight(lr, grads)
     for group, m, s in zip(layout, bufs, scratch, strict=True):
         gather_rows(group, grads, s)
-        _fold(group, m, s, cfg.momentum_decay, cfg.grad_weight(lr))
+        _fold(group, m, s, cfg.momentum_decay, weight)
     views = momentum_views(layout, bufs)
     for name, comp in sent.params.items():
         rows = views[name].view(-1, comp.chunk_numel)

@@ -25,6 +25,7 @@ rounds the same everywhere (IEEE-754).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -65,6 +66,12 @@ class DeMoConfig:
     warmup_steps: int = 0
     total_steps: int = 0
     final_lr: float = 0.1
+    # Clip each step's gradient to this global L2 norm before it enters the momentum (0: off; the
+    # reference uses 1.0). Under sign steps only the gradients' relative weights over time matter,
+    # so this keeps a few large early gradients from dominating the slowly decaying momentum.
+    # Off by default until measured at 600 steps and in e2e runs (docs/decisions/0003, third
+    # sweep).
+    grad_clip: float = 0.0
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1 or self.topk < 1:
@@ -77,15 +84,34 @@ class DeMoConfig:
             raise ValueError("warmup_steps and total_steps must be non-negative")
         if not 0.0 <= self.final_lr <= 1.0:
             raise ValueError("final_lr must be in [0, 1] (a fraction of lr)")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0.0):
+            raise ValueError("grad_clip must be a non-negative number (0: no clipping)")
 
     def lr_at(self, step: int) -> float:
         """The learning rate of training step `step` (the round's step number): every client
         computes the same value from the step and these settings alone (`training.schedule`)."""
         return schedule.lr_at(step, self.lr, self.warmup_steps, self.total_steps, self.final_lr)
 
-    def grad_weight(self, lr: float | None) -> float:
-        """The factor on the gradient added to the momentum at a step with learning rate lr."""
-        return (self.lr if lr is None else lr) if self.lr_weighted else 1.0
+    def grad_weight(
+        self, lr: float | None, grads: Mapping[str, torch.Tensor | None] | None = None
+    ) -> float:
+        """The factor on the gradient added to the momentum at a step with learning rate lr:
+        the lr (with `lr_weighted`) times the clip factor of `grads` (with `grad_clip`).
+        Trainers, verifiers and the momentum chain all fold with this one factor."""
+        weight = (self.lr if lr is None else lr) if self.lr_weighted else 1.0
+        if self.grad_clip > 0.0 and grads is not None:
+            weight *= clip_factor(grads, self.grad_clip)
+        return weight
+
+
+def clip_factor(grads: Mapping[str, torch.Tensor | None], max_norm: float) -> float:
+    """min(1, max_norm / ‖grads‖₂) over all parameters (fp32 norms in the mapping's order, so
+    every client computing it from the same gradients gets the same float)."""
+    norms = [torch.linalg.vector_norm(g.detach().float()) for g in grads.values() if g is not None]
+    if not norms:
+        return 1.0
+    total = float(torch.linalg.vector_norm(torch.stack(norms)))
+    return min(1.0, max_norm / (total + 1e-6))
 
 
 def param_layout(
@@ -126,7 +152,7 @@ def compress_step(
         cfg.momentum_decay,
         cfg.topk,
         cfg.value_mode,
-        cfg.grad_weight(lr),
+        cfg.grad_weight(lr, grads),
     )
     if update_momentum:
         for name, view in momentum_views(layout, bufs).items():
@@ -218,7 +244,7 @@ class DeMo:
             cfg.momentum_decay,
             cfg.topk,
             cfg.value_mode,
-            cfg.grad_weight(lr),
+            cfg.grad_weight(lr, grads),
         )
 
     def apply(self, results: Sequence[DeMoResult], lr: float | None = None) -> None:
