@@ -35,7 +35,7 @@ from psyche_client.data.corpus import make_corpus
 from psyche_client.data.local import LocalTokenProvider
 from psyche_client.training import schedule
 from psyche_client.training.model import LlamaConfig, LlamaForCausalLM, build_model
-from psyche_client.training.optimizer import DeMo, DeMoConfig
+from psyche_client.training.optimizer import DeMo, DeMoConfig, clip_factor
 from psyche_client.training.result import ValueMode
 from psyche_client.training.trainer import compute_gradients
 
@@ -61,9 +61,7 @@ def clipped(grads: dict[str, torch.Tensor], max_norm: float) -> dict[str, torch.
     """The gradients scaled so their global L2 norm is at most `max_norm` (0: unchanged)."""
     if max_norm <= 0:
         return grads
-    norms = torch.stack([torch.linalg.vector_norm(g) for g in grads.values()])
-    norm = torch.linalg.vector_norm(norms)
-    scale = min(1.0, max_norm / (float(norm) + 1e-6))
+    scale = clip_factor(grads, max_norm)
     return {n: g * scale for n, g in grads.items()}
 
 
