@@ -14,6 +14,9 @@ from psyche_client import _core
 
 StatePredicate = Callable[[_core.Coordinator], bool]
 
+EPOCH_PHASES = (_core.Phase.RoundTrain, _core.Phase.RoundWitness, _core.Phase.Cooldown)
+"""Phases in which the state holds the current epoch's rounds (and their decisions)."""
+
 
 class CoordinatorBackend(Protocol):
     """What the client loop needs from a coordinator."""
@@ -31,6 +34,13 @@ class CoordinatorBackend(Protocol):
 
     def state(self) -> _core.Coordinator:
         """The newest state seen."""
+        ...
+
+    def last_epoch_state(self) -> _core.Coordinator | None:
+        """The newest state seen in an epoch's rounds or cooldown (`EPOCH_PHASES`). After the
+        epoch ends it still holds that epoch's last decisions, which a client needs when it did
+        not react to the last of those states (it reads only the newest state, and the cooldown
+        can come and go while it is busy)."""
         ...
 
     async def wait_state(

@@ -32,7 +32,7 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from psyche_client import _core
-from psyche_client.backend.base import CoordinatorBackend
+from psyche_client.backend.base import EPOCH_PHASES, CoordinatorBackend
 from psyche_client.backend.tcp import CoordinatorRejected
 from psyche_client.errors import UserError
 from psyche_client.identity import NodeKey
@@ -84,6 +84,7 @@ class SolanaBackend:
         self._peers: dict[bytes, dict[str, str]] = {}
         self._peers_at = 0.0
         self._state: _core.Coordinator | None = None
+        self._epoch_state: _core.Coordinator | None = None
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._last_change = time.monotonic()
@@ -130,12 +131,9 @@ class SolanaBackend:
                 state = await self.client.state(self.coordinator)
             except Exception:  # noqa: BLE001 - transient RPC trouble: poll again
                 continue
-            if self._state is None or state.to_bytes() != self._state.to_bytes():
-                self._state = state
-                self._last_change = time.monotonic()
-                async with self._changed:
-                    self._changed.notify_all()
-            elif self.tick_s is not None and time.monotonic() - self._last_change > self.tick_s:
+            if not await self._store(state) and (
+                self.tick_s is not None and time.monotonic() - self._last_change > self.tick_s
+            ):
                 self._last_change = time.monotonic()
                 with contextlib.suppress(Exception):
                     await self.client.send([self.p.tick(self.run, self.coordinator)], what="tick")
@@ -158,12 +156,23 @@ class SolanaBackend:
     async def refresh(self) -> _core.Coordinator:
         """Reads the state now (after a send, so the caller sees its own effect)."""
         state = await self.client.state(self.coordinator)
-        if self._state is None or state.to_bytes() != self._state.to_bytes():
-            self._state = state
-            self._last_change = time.monotonic()
-            async with self._changed:
-                self._changed.notify_all()
+        await self._store(state)
         return state
+
+    async def _store(self, state: _core.Coordinator) -> bool:
+        """Keep `state` as the newest (and as the epoch's, in `EPOCH_PHASES`); True if new."""
+        if self._state is not None and state.to_bytes() == self._state.to_bytes():
+            return False
+        self._state = state
+        if state.phase in EPOCH_PHASES:
+            self._epoch_state = state
+        self._last_change = time.monotonic()
+        async with self._changed:
+            self._changed.notify_all()
+        return True
+
+    def last_epoch_state(self) -> _core.Coordinator | None:
+        return self._epoch_state
 
     # ------------------------------------------------------------------ peers
 

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from psyche_client import _core
+from psyche_client.backend.base import EPOCH_PHASES
 from psyche_client.backend.pinning import CoordinatorKeyMismatch, KeyPolicy
 from psyche_client.errors import UserError
 from psyche_client.identity import NodeKey
@@ -117,6 +118,8 @@ class TcpCoordinatorClient:
         self.request_timeout_s = request_timeout_s
         self.max_backoff_s = max_backoff_s
         self.state: bytes | None = None
+        self.on_state: Callable[[bytes], None] | None = None
+        """Called with every state frame received (the newest one alone is kept in `state`)."""
         self.peers: dict[bytes, dict[str, str]] = {}
         """Node key → {"p2p_addr", "fast_addr"} as last pushed by the server."""
         self._state_changed = asyncio.Condition()
@@ -307,6 +310,8 @@ class TcpCoordinatorClient:
                 if frame.kind == wire.KIND_STATE:
                     async with self._state_changed:
                         self.state = frame.body
+                        if self.on_state is not None:
+                            self.on_state(frame.body)
                         self._state_changed.notify_all()
                     continue
                 message = wire.decode_control(frame)
@@ -388,6 +393,16 @@ class TcpBackend:
             address, key, run_id, join_token=join_token, key_policy=key_policy
         )
         self.wallet = key.public
+        self._epoch_state: bytes | None = None
+        self.conn.on_state = self._remember
+
+    def _remember(self, raw: bytes) -> None:
+        try:
+            in_epoch = _core.Coordinator.from_bytes(raw).phase in EPOCH_PHASES
+        except _core.InvalidState:  # (`state()` says so when the loop reads it)
+            return
+        if in_epoch:
+            self._epoch_state = raw
 
     async def start(self) -> None:
         await self.conn.start()
@@ -398,6 +413,10 @@ class TcpBackend:
     def state(self) -> _core.Coordinator:
         assert self.conn.state is not None, "start() first"
         return _core.Coordinator.from_bytes(self.conn.state)
+
+    def last_epoch_state(self) -> _core.Coordinator | None:
+        raw = self._epoch_state
+        return None if raw is None else _core.Coordinator.from_bytes(raw)
 
     async def wait_state(
         self, predicate: Callable[[_core.Coordinator], bool], timeout_s: float | None

@@ -11,6 +11,7 @@ from psyche_client.checkpoint.io import save_checkpoint
 from psyche_client.client.apply import apply_in_turn
 from psyche_client.client.context import ClientContext, ClientDesynced
 from psyche_client.client.duties import Duty
+from psyche_client.client.epoch_end import settle_ended_epoch
 from psyche_client.client.sharing import share_model
 from psyche_client.runspec import save_spec
 from psyche_client.training.hashing import param_hash
@@ -49,6 +50,7 @@ def save_epoch(ctx: ClientContext, epoch: int) -> Path:
 
 
 async def finish(ctx: ClientContext, state: _core.Coordinator) -> None:
+    await settle_ended_epoch(ctx, state)  # the last round may still be applying, or unseen
     if ctx.trainer is not None and (ctx.behind is not None or ctx.absent):
         # Saying "finished" with a model that missed steps would hand the user a wrong model.
         ctx.event("finished", step=state.step, hash=param_hash(ctx.trainer.model), in_sync=False)

@@ -15,6 +15,7 @@ from psyche_client import _core
 from psyche_client.checkpoint.io import load_checkpoint
 from psyche_client.client.context import ROUND_PHASES, ClientContext
 from psyche_client.client.duties import Duty
+from psyche_client.client.epoch_end import settle_ended_epoch
 from psyche_client.client.sharing import MAX_META_BYTES, parse_point, share_model
 from psyche_client.data.mixture import MixtureProvider
 from psyche_client.errors import UserError
@@ -39,6 +40,7 @@ log = logging.getLogger("psyche.client")
 async def warmup(ctx: ClientContext, state: _core.Coordinator) -> None:
     if not ctx.duties.once(Duty.WARMUP, state.epoch, 0):
         return
+    await settle_ended_epoch(ctx, state)  # a model that missed the last apply is reloaded
     if ctx.trainer is None or ctx.behind is not None or ctx.absent:
         # (A client still behind when its epoch ended, or one that sat out rounds, e.g. dropped
         # and back as a joiner, starts this one from the peers' model: its own is stale.)

@@ -25,6 +25,7 @@ MAX_REPORTS = 200
 NOTABLE = (
     "desynced",
     "resync_failed",
+    "missed_apply",
     "resynced",
     "peers_unreachable",
     "peers_reachable",

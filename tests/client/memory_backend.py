@@ -14,7 +14,7 @@ import hashlib
 from typing import Any
 
 from psyche_client import _core
-from psyche_client.backend.base import StatePredicate
+from psyche_client.backend.base import EPOCH_PHASES, StatePredicate
 from psyche_client.backend.tcp import CoordinatorRejected
 from psyche_client.server.app import CoreRejection
 from psyche_client.server.core_host import CoreStateHost
@@ -29,6 +29,8 @@ class MemoryCoordinator:
         self.peers: dict[bytes, dict[str, str]] = {}
         self._changed = asyncio.Event()
         self._ticks = 0
+        self.epoch_state: bytes | None = None
+        """The newest state in `EPOCH_PHASES` (what a TCP client's connection keeps)."""
 
     @property
     def core(self) -> _core.Coordinator:
@@ -38,8 +40,13 @@ class MemoryCoordinator:
         self._ticks += 1
         return hashlib.sha256(f"memory-tick-{self._ticks}".encode()).digest()
 
+    def _remember(self) -> None:
+        if self.core.phase in EPOCH_PHASES:
+            self.epoch_state = self.core.to_bytes()
+
     def notify(self) -> None:
         """Wake every backend waiting for a new state."""
+        self._remember()
         self._changed.set()
         self._changed = asyncio.Event()
 
@@ -52,6 +59,7 @@ class MemoryCoordinator:
         for _ in range(seconds):
             self.now += 1
             self.host.tick(self.now, self._randomness())
+            self._remember()
         self.notify()
 
     def apply(self, node_key: bytes, kind: str, body: dict[str, Any]) -> None:
@@ -87,6 +95,10 @@ class MemoryBackend:
     def state(self) -> _core.Coordinator:
         # A decoded copy, as a TCP client gets: the client can never alias the live core.
         return _core.Coordinator.from_bytes(self.run.core.to_bytes())
+
+    def last_epoch_state(self) -> _core.Coordinator | None:
+        raw = self.run.epoch_state
+        return None if raw is None else _core.Coordinator.from_bytes(raw)
 
     async def wait_state(
         self, predicate: StatePredicate, timeout_s: float | None

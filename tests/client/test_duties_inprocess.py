@@ -83,8 +83,8 @@ def commitment_of(step: int, key: bytes, batch: int) -> bytes:
 class Run:
     """The shared core, and one context (with its in-memory backend) per client."""
 
-    def __init__(self, tmp: Path) -> None:
-        core = _core.Coordinator(b"\x09" * 32, config(), _core.ModelRef.peers(), T0)
+    def __init__(self, tmp: Path, **cfg: int) -> None:
+        core = _core.Coordinator(b"\x09" * 32, config(**cfg), _core.ModelRef.peers(), T0)
         core.resume(T0)
         self.hub = MemoryCoordinator(core, T0)
         self.ctxs: list[ClientContext] = []

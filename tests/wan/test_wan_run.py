@@ -37,6 +37,8 @@ LINKS = {
     "natted": Link(up_mbit=10, down_mbit=10, delay_ms=20),
 }
 CONFIG = {**DEMO_CONFIG, "min_clients": 3, "waiting_extra_secs": 4}
+WHY = ("model", "desynced", "resynced", "resync_failed", "missed_apply", "skipped")
+"""Events that explain how a client's model came to differ."""
 PARTITION_S = 4.0
 FREEZE_S = 8.0
 """Both longer than a round (~1-2 s here) and than the witness window (`round_witness_secs`)."""
@@ -81,13 +83,18 @@ def test_run_survives_caps_loss_nat_partition_and_a_frozen_coordinator(wan_run: 
 
     run.wait_clients(names, timeout=180)
     finished = {n: run.events(n) for n in names}
-    finals = {n: [e["hash"] for e in ev if e["event"] == "finished"] for n, ev in finished.items()}
-    assert all(len(f) == 1 for f in finals.values()), f"every client finished once: {finals}"
-    assert len({f[0] for f in finals.values()}) == 1, f"final hashes differ: {finals}"
-
     steps = by_step({n: run.applied_hashes(n) for n in names})
     diverged = sorted(s for s, hashes in steps.items() if len(hashes) != 1)
     assert not diverged, f"clients diverged at steps {diverged}"
+    finals = {n: [e["hash"] for e in ev if e["event"] == "finished"] for n, ev in finished.items()}
+    assert all(len(f) == 1 for f in finals.values()), f"every client finished once: {finals}"
+    if len({f[0] for f in finals.values()}) != 1:
+        # Which steps each one applied, and how it got its model (the usual suspects).
+        seen = {
+            n: (max(run.applied_hashes(n), default=None), [e for e in ev if e["event"] in WHY])
+            for n, ev in finished.items()
+        }
+        raise AssertionError(f"final hashes differ: {finals}; last step, events: {seen}")
     skipped: set[int] = set()
     for name, events in finished.items():
         for e in events:

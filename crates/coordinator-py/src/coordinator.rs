@@ -442,6 +442,12 @@ impl PyCoordinator {
         Ok(out)
     }
 
+    /// Between epochs: the height of the ended epoch's last applied data round, or None when
+    /// none of its rounds still in the ring was applied (`WrongPhase` during an epoch's rounds).
+    fn last_applied_of_ended_epoch(&self) -> PyResult<Option<u32>> {
+        derive::last_applied_of_ended_epoch(&self.state).map_err(core_err)
+    }
+
     /// Health verdict for `target` in data round `height`: None (healthy) or `Unhealthy`.
     fn health_verdict(&self, height: u32, target: usize) -> PyResult<Option<PyUnhealthy>> {
         Ok(derive::health_verdict(&self.state, height, target)

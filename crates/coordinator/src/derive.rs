@@ -7,7 +7,7 @@ use crate::error::{CoreError, CoreResult};
 use crate::murmur::murmur3_x64_128;
 use crate::rng::{domain, Prng};
 use crate::state::{bit_get, Round, RoundKind, State};
-use crate::{MAX_CLIENTS, MAX_WITNESSES};
+use crate::{MAX_CLIENTS, MAX_WITNESSES, ROUND_RING};
 
 /// Role bit: trains an assigned batch.
 pub const ROLE_TRAINER: u8 = 1;
@@ -378,6 +378,39 @@ pub fn trainer_attested(state: &State, height: u32, slot: usize) -> CoreResult<b
     }
     let client = state.client(slot)?;
     Ok(trainer_presence(w, &client.wallet) * 2 > s)
+}
+
+/// The last data round of the epoch that just ended whose results were applied (its span not
+/// requeued and its witness round at quorum: the rounds `steps_done` counted), or `None` when
+/// none of the epoch's rounds still in the ring was. Only between epochs (waiting, warmup,
+/// paused, finished): the ring then still holds the ended epoch's last rounds, until the next
+/// epoch's first round starts. A client compares it with the rounds it applied: one that missed
+/// the last apply (it saw neither the last round nor the cooldown, or its apply was still under
+/// way when the epoch ended) holds a model the others do not, and must not use or serve it as
+/// the run's. Client-side only, not on chain.
+pub fn last_applied_of_ended_epoch(state: &State) -> CoreResult<Option<u32>> {
+    if state.in_rounds() {
+        return Err(CoreError::WrongPhase);
+    }
+    let Some(epoch) = state.progress.epoch.checked_sub(1) else {
+        return Ok(None);
+    };
+    let ring = &state.rounds;
+    let mut last = None;
+    for r in ring.iter() {
+        if r.epoch != epoch || r.kind != RoundKind::Data as u8 || r.requeued != 0 {
+            continue;
+        }
+        let w = &ring[(r.height as usize + 1) % ROUND_RING];
+        let witnessed = w.epoch == epoch
+            && r.height.checked_add(1) == Some(w.height)
+            && w.kind != RoundKind::Empty as u8
+            && w.submissions_len >= quorum(&state.config, w);
+        if witnessed {
+            last = last.max(Some(r.height));
+        }
+    }
+    Ok(last)
 }
 
 /// Why a health check succeeds.

@@ -1270,3 +1270,46 @@ fn rounds_without_quorum_abort_the_epoch_so_a_dead_member_cannot_stall_it() {
     }
     assert_eq!(s.progress.steps_done, cfg.rounds_per_epoch as u64);
 }
+
+#[test]
+fn the_last_applied_round_of_an_ended_epoch_is_known_between_epochs() {
+    use psyche_core::derive::last_applied_of_ended_epoch;
+    let cfg = fast_config();
+    // Paused in round 2: round 0 was applied (at round 2's start), rounds 1 and 2 were not.
+    let mut s = run_with(&cfg, 3);
+    let mut now = start_epoch(&mut s, T0);
+    now = honest_round(&mut s, now);
+    assert_eq!(
+        last_applied_of_ended_epoch(&s),
+        Err(CoreError::WrongPhase),
+        "not while the epoch runs"
+    );
+    now = honest_round(&mut s, now);
+    s.pause(now).expect("pause");
+    assert_eq!(last_applied_of_ended_epoch(&s), Ok(Some(0)));
+    s.resume(now).expect("resume");
+    // A whole epoch: its last data round is applied in the cooldown.
+    now = start_epoch(&mut s, now);
+    while phase(&s) != Phase::Cooldown {
+        now = honest_round(&mut s, now);
+    }
+    tick_until_change(&mut s, now, 100);
+    assert_eq!(
+        last_applied_of_ended_epoch(&s),
+        Ok(Some(cfg.rounds_per_epoch - 1))
+    );
+
+    // Aborted in round 1 (too few members): round 0 was decided but requeued, nothing applied.
+    let mut s = run_with(&cfg, 2);
+    let now = start_epoch(&mut s, T0);
+    let now = honest_round(&mut s, now);
+    s.withdraw(&wallet(1), now).expect("withdraw");
+    all_witness(&mut s, now);
+    let mut t = now;
+    while phase(&s) != Phase::WaitingForMembers {
+        t += 1;
+        s.tick(t, &rand32(t as u64)).expect("tick");
+        assert!(t < now + 1000);
+    }
+    assert_eq!(last_applied_of_ended_epoch(&s), Ok(None));
+}
