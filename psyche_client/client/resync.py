@@ -28,11 +28,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import torch
-
 from psyche_client import _core
 from psyche_client.client.context import ROUND_PHASES, ClientContext, ClientDesynced
-from psyche_client.client.sharing import MAX_META_BYTES, ModelPoint, parse_point, share_model
+from psyche_client.client.sharing import (
+    MAX_META_BYTES,
+    ModelPoint,
+    parse_point,
+    share_model,
+    tensors_from_bytes,
+)
 from psyche_client.p2p.errors import P2PError
 from psyche_client.p2p.manifest import Manifest
 from psyche_client.p2p.model import ModelSnapshot, agreed_by
@@ -164,10 +168,7 @@ def _load(ctx: ClientContext, snap: ModelSnapshot, point: ModelPoint) -> None:
     """Decode the fetched tensors, check their hash against the agreed one, load in place."""
     assert ctx.trainer is not None
     model = ctx.trainer.model
-    tensors: dict[str, torch.Tensor] = {}
-    for name, mine in model.state_dict().items():
-        raw = bytearray(snap.tensors[name])
-        tensors[name] = torch.frombuffer(raw, dtype=mine.dtype).view(mine.shape).clone()
+    tensors = tensors_from_bytes(snap.tensors, model.state_dict())
     params = {n: tensors[n] for n, _ in model.named_parameters()}
     if param_hash(params) != point.hash:
         raise ValueError("the agreed model's tensors do not match its parameter hash")

@@ -16,8 +16,11 @@ disclosure, never from here) and stays with the client.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from psyche_client.client.context import ClientContext
 from psyche_client.training.hashing import param_hash
@@ -70,6 +73,18 @@ def tensor_bytes(ctx: ClientContext) -> dict[str, bytes]:
     return {
         name: t.detach().contiguous().cpu().numpy().tobytes()
         for name, t in ctx.trainer.model.state_dict().items()
+    }
+
+
+def tensors_from_bytes(
+    pieces: Mapping[str, bytes | memoryview], like: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The served pieces of a model (the inverse of `tensor_bytes`) as tensors with the names,
+    dtypes and shapes of `like` (the loader's own state dict). Their sizes were checked against
+    the manifest before download; the caller checks the parameter hash."""
+    return {
+        name: torch.frombuffer(bytearray(pieces[name]), dtype=t.dtype).view(t.shape).clone()
+        for name, t in like.items()
     }
 
 

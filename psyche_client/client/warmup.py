@@ -9,14 +9,17 @@ import json
 import logging
 from typing import Any
 
-import torch
-
 from psyche_client import _core
 from psyche_client.checkpoint.io import load_checkpoint
 from psyche_client.client.context import ROUND_PHASES, ClientContext
 from psyche_client.client.duties import Duty
 from psyche_client.client.epoch_end import settle_ended_epoch
-from psyche_client.client.sharing import MAX_META_BYTES, parse_point, share_model
+from psyche_client.client.sharing import (
+    MAX_META_BYTES,
+    parse_point,
+    share_model,
+    tensors_from_bytes,
+)
 from psyche_client.data.mixture import MixtureProvider
 from psyche_client.errors import UserError
 from psyche_client.p2p.errors import ModelUnavailable, P2PError
@@ -173,11 +176,7 @@ def _build_peer_model(
     one the agreed content names (ValueError otherwise)."""
     cfg, spec = _peer_config(bytes(config))
     model = build_model(cfg, init=False)
-    tensors = {}
-    for name, p in model.state_dict().items():
-        raw = bytearray(pieces[name])
-        tensors[name] = torch.frombuffer(raw, dtype=p.dtype).view(p.shape).clone()
-    model.load_state_dict(tensors, strict=True)
+    model.load_state_dict(tensors_from_bytes(pieces, model.state_dict()), strict=True)
     if param_hash(model) != want_hash:
         raise ValueError("the agreed model's tensors do not match its parameter hash")
     return model, spec
