@@ -208,7 +208,7 @@ def main() -> None:
     ap.add_argument(
         "--clip",
         type=float,
-        default=0.0,
+        default=1.0,
         help="clip each gradient's global norm (0: off): AdamW's here, DeMo's by its grad_clip",
     )
     ap.add_argument("--weight-decay", type=float, default=0.0)

@@ -149,7 +149,15 @@ def test_batched_apply_equals_one_parameter_at_a_time() -> None:
 def test_batched_compress_matches_a_per_parameter_reference() -> None:
     """The reference works in parameter space, one parameter at a time, in float64: decay, add,
     DCT, top-k, subtract what was sent. Same picks and signs as the batched fp32 path."""
-    cfg = DeMoConfig(lr=1.0, chunk_size=16, topk=4, momentum_decay=0.9, value_mode=ValueMode.FP32)
+    # (No clip: the reference below folds the raw gradients, as DeMo does with grad_clip 0.)
+    cfg = DeMoConfig(
+        lr=1.0,
+        chunk_size=16,
+        topk=4,
+        momentum_decay=0.9,
+        value_mode=ValueMode.FP32,
+        grad_clip=0.0,
+    )
     params, _ = _peer_results(0, cfg)
     demo = DeMo(((n, torch.nn.Parameter(p)) for n, p in params.items()), cfg)
     ref_m = {n: torch.zeros(p.shape, dtype=torch.float64) for n, p in params.items()}
