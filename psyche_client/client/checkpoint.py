@@ -11,7 +11,7 @@ from psyche_client.checkpoint.io import save_checkpoint
 from psyche_client.client.apply import apply_in_turn
 from psyche_client.client.context import ClientContext, ClientDesynced
 from psyche_client.client.duties import Duty
-from psyche_client.client.epoch_end import settle_ended_epoch
+from psyche_client.client.epoch_end import serve_stragglers, settle_ended_epoch
 from psyche_client.client.sharing import share_model
 from psyche_client.runspec import save_spec
 from psyche_client.training.hashing import param_hash
@@ -65,3 +65,4 @@ async def finish(ctx: ClientContext, state: _core.Coordinator) -> None:
         if ctx.spec is not None:
             save_spec(ctx.spec, directory)
         ctx.event("finished", step=state.step, hash=param_hash(ctx.trainer.model))
+        await serve_stragglers(ctx)

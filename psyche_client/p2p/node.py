@@ -429,6 +429,10 @@ class P2PNode:
         return self._limiter.served
 
     @property
+    def uploads_active(self) -> int:
+        return self._limiter.active
+
+    @property
     def refused_connections(self) -> int:
         return self._lp.refused_peers + (self._fast.refused if self._fast else 0)
 

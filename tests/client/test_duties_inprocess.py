@@ -252,6 +252,8 @@ class PullFeeds:
     serves no model, so a client that cannot get the result cannot catch up either."""
 
     current_step = None
+    uploads_served = 0
+    uploads_active = 0
 
     def __init__(self, deliver: Callable[[], None] | None) -> None:
         self.deliver = deliver

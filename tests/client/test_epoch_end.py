@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from psyche_client import _core
-from psyche_client.client import ClientDesynced
+from psyche_client.client import ClientDesynced, epoch_end
 from psyche_client.client import apply as apply_mod
 from psyche_client.client import checkpoint as checkpoint_mod
 from psyche_client.client import resync as resync_mod
@@ -37,6 +37,7 @@ def _quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(apply_mod, "FETCH_BUDGET_S", 0.5)
     monkeypatch.setattr(resync_mod, "MIN_WAIT_S", 0.05)
     monkeypatch.setattr(resync_mod, "POLL_S", 0.01)
+    monkeypatch.setattr(epoch_end, "LINGER_QUIET_S", 0.6)
     # (FakeTrainer's model is not a CausalLM: the final save is not what is tested here.)
     monkeypatch.setattr(checkpoint_mod, "save_checkpoint", lambda *_a, **_k: None)
 
@@ -158,3 +159,32 @@ def test_a_model_that_cannot_get_the_last_round_is_not_called_the_runs(
     asyncio.run(go(4))
     reloaded.clear()
     asyncio.run(go(8))
+
+
+def test_a_finished_client_serves_until_its_peers_stop_downloading(tmp_path: Path) -> None:
+    """`serve_stragglers`: it stays while uploads go on, and leaves once they stopped."""
+
+    class Uploading:
+        uploads_served = 0
+        uploads_active = 0
+
+    async def go() -> None:
+        ctx = Run(tmp_path).ctxs[0]
+        node = Uploading()
+        ctx.node = node  # type: ignore[assignment]
+        loop = asyncio.get_running_loop()
+
+        async def downloads(n: int) -> None:  # a straggler fetching, one piece every 0.4 s
+            for _ in range(n):
+                await asyncio.sleep(0.4)
+                node.uploads_served += 1
+
+        t0 = loop.time()
+        await asyncio.gather(epoch_end.serve_stragglers(ctx), downloads(5))
+        busy = loop.time() - t0
+        assert busy >= 2.0 + 0.6, "it served the whole download, then the quiet time"
+        t0 = loop.time()
+        await epoch_end.serve_stragglers(ctx)
+        assert loop.time() - t0 < 1.5, "nobody downloading: it leaves after the quiet time"
+
+    asyncio.run(go())
