@@ -16,6 +16,8 @@ The last line is `key=value` figures; with the defaults (600 steps, seed 0) on t
   dense_bf16_bytes=1337088 compression_ratio=101.4
 (DeMo measured with `--only demo`, AdamW from the earlier sweep, its code unchanged; seed 1:
 0.8079 / 0.8005 = 1.009. docs/performance.md has the sweeps and how the ratio moves.)
+At 300 steps the best DeMo setting found is `--demo-lr 3e-3 --final-lr 0.5 --warmup 0.3`
+(docs/decisions/0003, fifth sweep: ratio 1.025–1.111 over seeds 0–4 against AdamW's best).
 
 Usage: .venv/bin/python bench/demo_vs_adamw.py [--quick] [--sweep] [--steps N] ...
 `--sweep` runs each optimiser over a small learning-rate grid first and keeps its best (by
