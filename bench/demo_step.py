@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 
 from psyche_client.training.hashing import param_hash
-from psyche_client.training.model import LlamaConfig, build_model
+from psyche_client.training.model import LlamaConfig, build_model, input_embedding_names
 from psyche_client.training.optimizer import DeMo, DeMoConfig
 from psyche_client.training.result import DeMoResult
 from psyche_client.training.trainer import compute_gradients
@@ -87,7 +87,7 @@ def run_size(size: str, args: argparse.Namespace) -> dict[str, float]:
     model = build_model(model_config(size, args.seq), seed=0).to(device=device, dtype=dtype)
     n_params = sum(p.numel() for p in model.parameters())
     cfg = DeMoConfig(lr=1e-3, chunk_size=args.chunk, topk=args.topk)
-    demo = DeMo(model.named_parameters(), cfg)
+    demo = DeMo(model.named_parameters(), cfg, input_embedding_names(model))
     others = peer_payloads(model, cfg, args.peers - 1, seed=1)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95))
     g = torch.Generator().manual_seed(0)
@@ -139,7 +139,9 @@ def check_cpu_matches(
 ) -> None:
     """Applies the same results to a CPU copy and to the CUDA model: the hashes must agree."""
     cpu = {n: p.detach().to("cpu").clone() for n, p in model.named_parameters()}
-    cpu_demo = DeMo(((n, torch.nn.Parameter(t)) for n, t in cpu.items()), cfg)
+    cpu_demo = DeMo(
+        ((n, torch.nn.Parameter(t)) for n, t in cpu.items()), cfg, demo.lr_scales.keys()
+    )
     cpu_demo.apply(results)
     demo.apply(results)
     same = param_hash(cpu_demo.params) == param_hash(demo.params)

@@ -36,7 +36,12 @@ import torch
 from psyche_client.data.corpus import make_corpus
 from psyche_client.data.local import LocalTokenProvider
 from psyche_client.training import schedule
-from psyche_client.training.model import LlamaConfig, LlamaForCausalLM, build_model
+from psyche_client.training.model import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    build_model,
+    input_embedding_names,
+)
 from psyche_client.training.optimizer import DeMo, DeMoConfig, clip_factor
 from psyche_client.training.result import ValueMode
 from psyche_client.training.trainer import compute_gradients
@@ -108,6 +113,7 @@ def demo_config(args: argparse.Namespace, lr: float) -> DeMoConfig:
         lr_weighted=args.lr_weighted,
         aggregate=args.aggregate,
         grad_clip=args.clip,
+        embedding_lr_scale=args.embedding_lr_scale,
     )
 
 
@@ -115,7 +121,8 @@ def run_demo(args: argparse.Namespace, data: LocalTokenProvider, lr: float, held
     model = build_model(model_config(args), seed=args.seed)
     cfg = demo_config(args, lr)
     # N clients over one shared model: every honest client would hold these same parameters.
-    clients = [DeMo(model.named_parameters(), cfg) for _ in range(args.clients)]
+    embeddings = input_embedding_names(model)
+    clients = [DeMo(model.named_parameters(), cfg, embeddings) for _ in range(args.clients)]
     n_train = len(data) - len(held)
     gb = args.clients * args.batch
     sent = 0
@@ -213,6 +220,12 @@ def main() -> None:
         default=1.0,
         help="clip each gradient's global norm (0: off): AdamW's here, DeMo's by its grad_clip",
     )
+    ap.add_argument(
+        "--embedding-lr-scale",
+        type=float,
+        default=DeMoConfig.embedding_lr_scale,
+        help="DeMo's step on the input embedding as a multiple of its lr",
+    )
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--adamw-lr", type=float, default=2e-3)
     ap.add_argument("--demo-lr", type=float, default=2e-3)
@@ -257,7 +270,7 @@ def main() -> None:
         f"topk={args.topk} values={args.values} beta={args.beta} seed={args.seed} "
         f"tied={args.tied} batch_per_client={args.batch} seq={args.seq} "
         f"adamw_lr={args.adamw_lr:g} demo_lr={args.demo_lr:g} warmup={args.warmup:g} "
-        f"final_lr={args.final_lr:g} clip={args.clip:g} "
+        f"final_lr={args.final_lr:g} clip={args.clip:g} emb_scale={args.embedding_lr_scale:g} "
         f"lr_weighted={args.lr_weighted} aggregate={args.aggregate} seconds={seconds:.0f}"
     )
     print(

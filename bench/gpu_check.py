@@ -19,7 +19,7 @@ import time
 import torch
 
 from psyche_client.training.hashing import param_hash
-from psyche_client.training.model import LlamaConfig, build_model
+from psyche_client.training.model import LlamaConfig, build_model, input_embedding_names
 from psyche_client.training.optimizer import DeMo, DeMoConfig
 from psyche_client.training.recompute import verify_result
 from psyche_client.training.result import ValueMode, decode_result, encode_result
@@ -44,7 +44,8 @@ def run(args: argparse.Namespace, mode: ValueMode, dtype: torch.dtype) -> tuple[
     )
     model = build_model(cfg, seed=0, dtype=dtype).to(args.device)
     demo_cfg = DeMoConfig(lr=1e-3, chunk_size=16, topk=4, value_mode=mode)
-    clients = [DeMo(model.named_parameters(), demo_cfg) for _ in range(args.clients)]
+    embeddings = input_embedding_names(model)
+    clients = [DeMo(model.named_parameters(), demo_cfg, embeddings) for _ in range(args.clients)]
     data = batches(args.steps * args.clients, args.batch, args.seq, 256, seed=1)
     step_s = []
     score = 1.0

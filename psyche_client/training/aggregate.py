@@ -170,12 +170,15 @@ def apply_layout(
     weight_decay: float,
     scratch: ApplyScratch,
     aggregate: str = "mean",
+    lr_scales: Mapping[str, float] | None = None,
 ) -> None:
-    """p ← p·(1 − lr·wd) − lr·direction for every parameter; results already validated."""
+    """p ← p·(1 − lr·wd) − s·lr·direction for every parameter (s: its `lr_scales` entry, default
+    1); results already validated. s·lr·(±1) is one float, so the update rounds the same
+    everywhere."""
     if weight_decay:
         for p in params.values():
             p.mul_(1.0 - lr * weight_decay)
     for group in layout:
         device = params[group.slots[0].name].device
         rows = direction_rows(group, results, mode, device, scratch, aggregate)
-        add_rows(group, params, rows, -lr)
+        add_rows(group, params, rows, -lr, lr_scales)

@@ -61,6 +61,7 @@ from torch import nn
 
 from psyche_client.training.aggregate import ApplyScratch
 from psyche_client.training.hashing import param_hash
+from psyche_client.training.model import input_embedding_names
 from psyche_client.training.optimizer import DeMoConfig, apply_results
 from psyche_client.training.result import DeMoResult
 from psyche_client.training.tiles import TileLayout
@@ -254,6 +255,7 @@ class Replica:
     micro_batch: int | None
     demo: DeMoConfig
     names: list[str]  # parameters DeMo trains, in model order
+    lr_scales: dict[str, float]  # DeMoConfig.lr_scales of the model's input embedding
     layout: TileLayout | None = None
     scratch: ApplyScratch = field(default_factory=ApplyScratch)
 
@@ -273,8 +275,21 @@ class Replica:
             model.to_empty(device=device)
         else:
             model = rebuild(blob, device)
+        return cls.of(session, model, fsdp, micro_batch, demo)
+
+    @classmethod
+    def of(
+        cls,
+        session: Session,
+        model: nn.Module,
+        fsdp: bool,
+        micro_batch: int | None,
+        demo: DeMoConfig,
+    ) -> Replica:
+        """A replica over `model` as it is: the parameters DeMo trains and their step scales."""
         names = [n for n, p in model.named_parameters() if p.requires_grad]
-        return cls(session, model, fsdp, micro_batch, demo, names)
+        scales = demo.lr_scales(n for n in input_embedding_names(model) if n in names)
+        return cls(session, model, fsdp, micro_batch, demo, names, scales)
 
     def receive(self, source: nn.Module | None, digest: bool) -> str | None:
         """Fill every parameter and buffer from rank 0's `source` (rank 0 passes its master
@@ -365,7 +380,15 @@ class Replica:
             self.layout = TileLayout(
                 {n: tuple(p.shape) for n, p in trained.items()}, self.demo.chunk_size
             )
-        apply_results(trained, results, self.demo, lr=lr, layout=self.layout, scratch=self.scratch)
+        apply_results(
+            trained,
+            results,
+            self.demo,
+            lr=lr,
+            layout=self.layout,
+            scratch=self.scratch,
+            lr_scales=self.lr_scales,
+        )
 
 
 def _is_dtensor(t: torch.Tensor) -> bool:
@@ -448,8 +471,7 @@ class Engine:
                     session, blob, self.fsdp, micro_batch, demo, session.device
                 )
             else:
-                names = [n for n, p in master.named_parameters() if p.requires_grad]
-                self.replica = Replica(session, master, False, micro_batch, demo, names)
+                self.replica = Replica.of(session, master, False, micro_batch, demo)
             self.replica.receive(master, digest=False)
             self._versions = self._seen()
         layout = "fsdp" if self.fsdp else "dp"

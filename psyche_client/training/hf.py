@@ -299,6 +299,10 @@ class HFCausalLM(nn.Module):
         """Unique parameters (a tied embedding counts once)."""
         return sum(p.numel() for p in self.parameters())
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The token embedding, as transformers finds it for the architecture."""
+        return self.hf.get_input_embeddings()
+
 
 def build_hf_model(
     cfg: HFConfig, seed: int = 0, dtype: torch.dtype = torch.float32, init: bool = True

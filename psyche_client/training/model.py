@@ -268,6 +268,10 @@ class LlamaForCausalLM(nn.Module):
         """Unique parameters (a tied embedding counts once)."""
         return sum(p.numel() for p in self.parameters())
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The token embedding (transformers' name for it)."""
+        return self.model.embed_tokens
+
 
 ModelConfig: TypeAlias = "LlamaConfig | HFConfig"
 """A model config of either implementation (both have param_count, to_hf_dict, vocab_size)."""
@@ -286,6 +290,19 @@ def config_from_dict(d: Any) -> ModelConfig:
     from psyche_client.training.hf import HFConfig
 
     return HFConfig.from_hf_dict(d)
+
+
+def input_embedding_names(model: nn.Module) -> frozenset[str]:
+    """Names (as `named_parameters` gives them) of the parameters of the model's input token
+    embedding (`get_input_embeddings()`, which both implementations have; none for a model
+    without it). DeMo steps them at `DeMoConfig.embedding_lr_scale`·lr; the names depend on the
+    architecture alone, so every client of a run derives the same set."""
+    getter = getattr(model, "get_input_embeddings", None)
+    module = getter() if callable(getter) else None
+    if not isinstance(module, nn.Module):
+        return frozenset()
+    mine = {id(p) for p in module.parameters()}
+    return frozenset(n for n, p in model.named_parameters() if id(p) in mine)
 
 
 def build_model(

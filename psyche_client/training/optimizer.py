@@ -72,6 +72,12 @@ class DeMoConfig:
     # momentum. Better or equal at 300 and 600 steps on both seeds measured (docs/decisions/0003,
     # fourth sweep). A psyche.json without the field gets this default.
     grad_clip: float = 1.0
+    # The step size of the input token embedding as a multiple of lr (`input_embedding_names`;
+    # a tied embedding counts as input). A sign step gives every entry of every tensor the same
+    # ±lr; twice that on the input embedding was better at 300 steps on all 4 seeds measured
+    # (1.4–3.5%) and even at 600 (docs/decisions/0003, sixth sweep), as muP also has the input
+    # embedding step larger than the hidden matrices'. A psyche.json without it gets this default.
+    embedding_lr_scale: float = 2.0
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1 or self.topk < 1:
@@ -86,6 +92,14 @@ class DeMoConfig:
             raise ValueError("final_lr must be in [0, 1] (a fraction of lr)")
         if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0.0):
             raise ValueError("grad_clip must be a non-negative number (0: no clipping)")
+        if not (math.isfinite(self.embedding_lr_scale) and self.embedding_lr_scale > 0.0):
+            raise ValueError("embedding_lr_scale must be a positive number (1: the plain lr)")
+
+    def lr_scales(self, embeddings: Iterable[str]) -> dict[str, float]:
+        """name → step-size multiplier for the parameters not stepped at the plain lr."""
+        if self.embedding_lr_scale == 1.0:
+            return {}
+        return {name: self.embedding_lr_scale for name in embeddings}
 
     def lr_at(self, step: int) -> float:
         """The learning rate of training step `step` (the round's step number): every client
@@ -176,6 +190,7 @@ def apply_results(
     lr: float | None = None,
     layout: TileLayout | None = None,
     scratch: ApplyScratch | None = None,
+    lr_scales: Mapping[str, float] | None = None,
 ) -> None:
     """Applies the agreed results to `params` in place.
 
@@ -183,7 +198,9 @@ def apply_results(
     chunking, k, value mode), so a malformed peer result raises ResultFormatError before any
     parameter changes. With no results the parameters are left untouched (no weight decay
     either: an empty round is not a step). In 1-bit mode the order of `results` does not matter;
-    in fp32/bf16 modes values are summed in the given order (the coordinator's).
+    in fp32/bf16 modes values are summed in the given order (the coordinator's). `lr_scales`:
+    name → multiplier of the step for that parameter (`DeMoConfig.lr_scales`); weight decay
+    stays at the plain lr.
     """
     if not results:
         return
@@ -200,6 +217,7 @@ def apply_results(
         cfg.weight_decay,
         scratch if scratch is not None else ApplyScratch(),
         cfg.aggregate,
+        lr_scales,
     )
 
 
@@ -210,11 +228,19 @@ class DeMo:
     (`training.tiles`), so a step allocates nothing of the model's size.
     """
 
-    def __init__(self, named_params: Iterable[tuple[str, torch.nn.Parameter]], cfg: DeMoConfig):
+    def __init__(
+        self,
+        named_params: Iterable[tuple[str, torch.nn.Parameter]],
+        cfg: DeMoConfig,
+        embeddings: Iterable[str] = (),
+    ):
+        """`embeddings`: the names of the input embedding's parameters
+        (`model.input_embedding_names`), stepped at `cfg.embedding_lr_scale`·lr."""
         self.cfg = cfg
         self.params: dict[str, torch.nn.Parameter] = {
             n: p for n, p in named_params if p.requires_grad
         }
+        self.lr_scales = cfg.lr_scales(n for n in embeddings if n in self.params)
         self.tiles = TileLayout({n: tuple(p.shape) for n, p in self.params.items()}, cfg.chunk_size)
         device = next(iter(self.params.values())).device if self.params else "cpu"
         self._momentum = self.tiles.buffers(device)
@@ -250,7 +276,13 @@ class DeMo:
     def apply(self, results: Sequence[DeMoResult], lr: float | None = None) -> None:
         """Everyone: apply the agreed results to the parameters."""
         apply_results(
-            self.params, results, self.cfg, lr=lr, layout=self.tiles, scratch=self._apply_scratch
+            self.params,
+            results,
+            self.cfg,
+            lr=lr,
+            layout=self.tiles,
+            scratch=self._apply_scratch,
+            lr_scales=self.lr_scales,
         )
 
     def state_dict(self) -> dict[str, torch.Tensor]:

@@ -113,11 +113,17 @@ def gather_rows(
 
 
 def add_rows(
-    group: Group, params: Mapping[str, torch.Tensor], rows: torch.Tensor, alpha: float
+    group: Group,
+    params: Mapping[str, torch.Tensor],
+    rows: torch.Tensor,
+    alpha: float,
+    scales: Mapping[str, float] | None = None,
 ) -> None:
-    """params[name] += alpha · (its rows of `rows`), in place, for every slot of the group."""
+    """params[name] += alpha · scales[name] · (its rows of `rows`), in place, for every slot of
+    the group (a name missing from `scales` has scale 1)."""
     for slot in group.slots:
         p = params[slot.name]
         if not p.is_contiguous():  # reshape would copy, and the update would be lost
             raise ValueError(f"{slot.name}: parameters must be contiguous")
-        tile_view(p, group.chunk).add_(slot_rows(rows, slot, group.chunk), alpha=alpha)
+        a = alpha * scales.get(slot.name, 1.0) if scales else alpha
+        tile_view(p, group.chunk).add_(slot_rows(rows, slot, group.chunk), alpha=a)

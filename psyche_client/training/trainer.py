@@ -27,7 +27,7 @@ import torch.distributed as dist
 
 from psyche_client.data.provider import TokenDataProvider
 from psyche_client.training import distributed
-from psyche_client.training.model import LlamaForCausalLM
+from psyche_client.training.model import LlamaForCausalLM, input_embedding_names
 from psyche_client.training.optimizer import DeMo, DeMoConfig
 from psyche_client.training.result import DeMoResult
 
@@ -99,7 +99,7 @@ class Trainer:
         self.model = model
         self.data = data
         self.micro_batch = micro_batch
-        self.demo = DeMo(model.named_parameters(), demo_cfg)
+        self.demo = DeMo(model.named_parameters(), demo_cfg, input_embedding_names(model))
         session = distributed.active()
         self.engine = distributed.Engine(session, model, demo_cfg, micro_batch) if session else None
 

@@ -35,7 +35,7 @@ CFG = LlamaConfig(
     num_key_value_heads=2,
     max_position_embeddings=64,
 )
-DEMO = DeMoConfig(lr=1e-2, chunk_size=16, topk=4)
+DEMO = DeMoConfig(lr=1e-2, chunk_size=16, topk=4, embedding_lr_scale=2.0)
 STEPS = 6
 
 
@@ -51,6 +51,7 @@ def _rank(rank: int, port: int, mode: str, out: str, corpus: list[str]) -> None:
     torch.set_num_threads(1)
     from psyche_client.training import distributed
     from psyche_client.training.hashing import param_hash
+    from psyche_client.training.model import input_embedding_names
     from psyche_client.training.optimizer import apply_results
     from psyche_client.training.recompute import PASS_THRESHOLD, verify_result
     from psyche_client.training.trainer import Trainer
@@ -87,7 +88,8 @@ def _rank(rank: int, port: int, mode: str, out: str, corpus: list[str]) -> None:
         assert out_step.tokens == len(indices) * 32
         trainer.apply([out_step.result])  # raises RanksDiverged if rank 1 differs
         params = {n: p for n, p in single.named_parameters() if p.requires_grad}
-        apply_results(params, [out_step.result], DEMO)
+        scales = DEMO.lr_scales(input_embedding_names(single))
+        apply_results(params, [out_step.result], DEMO, lr_scales=scales)
         report["hashes"].append(param_hash(trainer.model))
         report["single"].append(param_hash(single))
     report["threshold"] = [PASS_THRESHOLD]
