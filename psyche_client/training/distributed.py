@@ -288,7 +288,7 @@ class Replica:
     ) -> Replica:
         """A replica over `model` as it is: the parameters DeMo trains and their step scales."""
         names = [n for n, p in model.named_parameters() if p.requires_grad]
-        scales = demo.lr_scales(n for n in input_embedding_names(model) if n in names)
+        scales = demo.lr_scales(input_embedding_names(model))
         return cls(session, model, fsdp, micro_batch, demo, names, scales)
 
     def receive(self, source: nn.Module | None, digest: bool) -> str | None:

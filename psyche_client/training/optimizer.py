@@ -240,7 +240,7 @@ class DeMo:
         self.params: dict[str, torch.nn.Parameter] = {
             n: p for n, p in named_params if p.requires_grad
         }
-        self.lr_scales = cfg.lr_scales(n for n in embeddings if n in self.params)
+        self.lr_scales = cfg.lr_scales(embeddings)
         self.tiles = TileLayout({n: tuple(p.shape) for n, p in self.params.items()}, cfg.chunk_size)
         device = next(iter(self.params.values())).device if self.params else "cpu"
         self._momentum = self.tiles.buffers(device)

@@ -16,23 +16,15 @@ from psyche_client.training.model import LlamaConfig, build_model, input_embeddi
 from psyche_client.training.optimizer import DeMo, DeMoConfig
 from psyche_client.training.trainer import compute_gradients
 
-SHAPE = LlamaConfig(
-    vocab_size=64,
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=1,
-    num_attention_heads=2,
-    num_key_value_heads=2,
-    max_position_embeddings=16,
-)
 EMBED = "model.embed_tokens.weight"
 LR = 2.0**-8  # a power of two: lr and 2·lr are exact, so the steps compare exactly
 
 
-def test_the_input_embedding_is_found_in_both_implementations() -> None:
-    assert input_embedding_names(build_model(SHAPE)) == {EMBED}
+def test_the_input_embedding_is_found_in_both_implementations(tiny_config: LlamaConfig) -> None:
+    assert input_embedding_names(build_model(tiny_config)) == {EMBED}
     # Tied: the one shared tensor counts as the input embedding (named_parameters names it once).
-    assert input_embedding_names(build_model(replace(SHAPE, tie_word_embeddings=True))) == {EMBED}
+    tied = replace(tiny_config, tie_word_embeddings=True)
+    assert input_embedding_names(build_model(tied)) == {EMBED}
     hf = HFConfig.from_hf_dict(
         arch_config(
             "qwen2",
@@ -49,12 +41,12 @@ def test_the_input_embedding_is_found_in_both_implementations() -> None:
     assert input_embedding_names(torch.nn.Linear(2, 2)) == frozenset()
 
 
-def _step_from_zero(scale: float) -> dict[str, torch.Tensor]:
+def _step_from_zero(shape: LlamaConfig, scale: float) -> dict[str, torch.Tensor]:
     """Every parameter after one applied step from all zeros: exactly −s·lr·direction."""
-    model = build_model(SHAPE, seed=0)
+    model = build_model(shape, seed=0)
     cfg = DeMoConfig(lr=LR, embedding_lr_scale=scale)
     torch.manual_seed(3)
-    grads, _ = compute_gradients(model, torch.randint(0, 64, (2, 17)))
+    grads, _ = compute_gradients(model, torch.randint(0, shape.vocab_size, (2, 17)))
     result = DeMo(model.named_parameters(), cfg).compress(grads)
     with torch.no_grad():
         for p in model.parameters():
@@ -63,8 +55,8 @@ def _step_from_zero(scale: float) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
-def test_the_embedding_steps_scale_times_lr_and_the_rest_lr() -> None:
-    plain, doubled = _step_from_zero(1.0), _step_from_zero(2.0)
+def test_the_embedding_steps_scale_times_lr_and_the_rest_lr(tiny_config: LlamaConfig) -> None:
+    plain, doubled = _step_from_zero(tiny_config, 1.0), _step_from_zero(tiny_config, 2.0)
     assert set(plain[EMBED].abs().unique().tolist()) == {0.0, LR}
     assert (plain[EMBED] != 0).float().mean() > 0.5  # the sign step is dense
     assert torch.equal(doubled[EMBED], 2 * plain[EMBED])
@@ -72,8 +64,8 @@ def test_the_embedding_steps_scale_times_lr_and_the_rest_lr() -> None:
         assert torch.equal(doubled[name], plain[name]), name
 
 
-def test_a_demo_without_embedding_names_steps_everything_at_lr() -> None:
-    model = build_model(SHAPE)
+def test_a_demo_without_embedding_names_steps_everything_at_lr(tiny_config: LlamaConfig) -> None:
+    model = build_model(tiny_config)
     cfg = DeMoConfig(embedding_lr_scale=3.0)
     assert DeMo(model.named_parameters(), cfg).lr_scales == {}
     assert DeMo(model.named_parameters(), cfg, input_embedding_names(model)).lr_scales == {
